@@ -1,0 +1,63 @@
+# One project-local virtual environment (.venv); every target installs what it needs into it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev local test test-unit test-integration test-e2e test-infra lint format validate build invoke clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+dev: $(STAMP)
+
+## The main job on local defaults: S3 server + Lambda RIE + HTTP front on http://127.0.0.1:3000
+local: $(STAMP)
+	$(BIN)/python -m devtools.local
+
+## All tests (unit, integration, end to end, infrastructure)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e
+
+test-infra: $(STAMP)
+	$(BIN)/python -m pytest tests/infrastructure
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy layers/common/imagegen functions
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## sam validate/build need a region and (dummy) credentials even offline
+SAM_ENV := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline SAM_CLI_TELEMETRY=0
+
+validate: $(STAMP)
+	$(SAM_ENV) $(BIN)/sam validate --lint
+
+build: $(STAMP)
+	$(SAM_ENV) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/sam build
+
+## Invoke a function with an events/ file through the real RIE: make invoke FN=api EVENT=events/api_generate_url.json
+FN ?= api
+EVENT ?= events/api_generate_url.json
+invoke: $(STAMP)
+	$(BIN)/python -m devtools.invoke $(FN) $(EVENT)
+
+clean:
+	rm -rf $(VENV) .aws-sam .local .pytest_cache

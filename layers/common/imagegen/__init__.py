@@ -1,0 +1,1 @@
+"""imagegen: the shared core of imagegen-serverless, shipped as a Lambda layer."""
