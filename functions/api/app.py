@@ -1,0 +1,57 @@
+"""API function: routes only. Parse, call the core once, return a model; errors map in imagegen.http."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagegen.catalog import ModelList, list_models
+from imagegen.deadline import Deadline
+from imagegen.http import ImagesApiResolver
+from imagegen.observability import logger, metrics, tracer
+from imagegen.options import ImageGenerationRequest, ImagesResponse
+from imagegen.service import get_service
+from imagegen.settings import get_settings
+
+app = ImagesApiResolver(max_body_bytes=lambda: get_settings().max_request_bytes)
+app.configure_openapi(
+    title="imagegen-serverless",
+    version="1.0.0",
+    description="OpenAI-compatible image generation: every image is stored in S3 and answered as a presigned URL or base64.",
+)
+app.enable_swagger(path="/docs")
+
+
+@app.post("/v1/images/generations", summary="Create images (OpenAI-compatible)")
+def create_images(request: ImageGenerationRequest) -> ImagesResponse:
+    service = get_service()
+    request_id = app.current_event.request_context.request_id or app.lambda_context.aws_request_id
+    deadline = Deadline.from_context(app.lambda_context, margin_seconds=service.settings.response_margin_seconds)
+    metrics.add_metric(name="GenerationRequests", unit=MetricUnit.Count, value=1)
+    return service.generate(request, request_id=request_id, deadline=deadline)
+
+
+@app.get("/v1/models", summary="The models this deployment serves, with their limits")
+def get_models() -> ModelList:
+    return list_models(get_service().registry)
+
+
+@app.get("/health", summary="Liveness; calls no provider")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/openapi.json", summary="The OpenAPI document of this API")
+def openapi() -> dict[str, Any]:
+    return json.loads(app.get_openapi_json_schema())
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

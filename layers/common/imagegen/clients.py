@@ -1,0 +1,43 @@
+"""SDK clients, created once per container and reused (keep-alive, no per-request set-up)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import boto3
+import httpx
+from botocore.config import Config
+
+from imagegen.settings import get_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+SECRET_MAX_AGE_SECONDS = 300
+
+
+@lru_cache(maxsize=1)
+def s3_client() -> S3Client:
+    """SigV4 (needed for presigned URLs outside us-east-1), the function's own region, standard retries.
+    The endpoint comes from boto3's environment (``AWS_ENDPOINT_URL_S3`` points local runs at loopback)."""
+    config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=16)
+    return boto3.client("s3", config=config)
+
+
+@lru_cache(maxsize=1)
+def http_client() -> httpx.Client:
+    """One keep-alive client; each call passes the timeout its deadline leaves."""
+    return httpx.Client(limits=httpx.Limits(max_connections=16, max_keepalive_connections=8), follow_redirects=False)
+
+
+def openai_api_key() -> str:
+    """The provider key: an environment variable locally, else Secrets Manager (cached for a few minutes)."""
+    settings = get_settings()
+    if settings.openai_api_key is not None:
+        return settings.openai_api_key.get_secret_value()
+    if settings.openai_api_key_secret_arn is None:
+        raise RuntimeError("OpenAI is not configured: set OPENAI_API_KEY or OPENAI_API_KEY_SECRET_ARN")
+    from aws_lambda_powertools.utilities import parameters
+
+    return str(parameters.get_secret(settings.openai_api_key_secret_arn, max_age=SECRET_MAX_AGE_SECONDS))

@@ -1,0 +1,107 @@
+"""The REST resolver and the one place that turns exceptions into OpenAI-style error responses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagegen.errors import ImageGenError, InternalError, InvalidRequestError, PayloadTooLargeError
+from imagegen.observability import logger
+from imagegen.options import ImageGenerationRequest
+
+
+def error_response(error: ImageGenError) -> Response[str]:
+    return Response(
+        status_code=error.status_code,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(error.body()),
+        headers=error.headers,
+    )
+
+
+def _canonical_names() -> dict[str, str]:
+    """Every accepted spelling of a request field -> its OpenAI name (``responseFormat`` -> ``response_format``)."""
+    names = {}
+    for name, field in ImageGenerationRequest.model_fields.items():
+        names[name] = name
+        for choice in getattr(field.validation_alias, "choices", ()):
+            names[str(choice)] = name
+    return names
+
+
+_CANONICAL = _canonical_names()
+
+
+def validation_error(errors: Sequence[Any], content_type: str) -> InvalidRequestError:
+    """Powertools/pydantic validation errors -> one 400 naming the field, as OpenAI answers."""
+    first = errors[0] if errors else {"type": "value_error", "loc": ("body",), "msg": "invalid request"}
+    kind, location = first.get("type", ""), tuple(first.get("loc", ()))
+    if content_type and not content_type.startswith("application/json"):
+        message = f"Unsupported Content-Type '{content_type}': send the options as JSON with 'Content-Type: application/json'."
+        return InvalidRequestError(message, code="unsupported_content_type")
+    if len(location) < 2 or not isinstance(location[1], str):
+        if kind == "json_invalid":
+            message = "We could not parse the JSON body of your request: send a JSON object."
+        else:
+            message = "The request body must be a JSON object with at least a 'prompt'."
+        return InvalidRequestError(message, code="invalid_json")
+    sent = location[1]
+    if kind == "extra_forbidden":
+        return InvalidRequestError(f"Unknown parameter: '{sent}'.", param=sent, code="unknown_parameter")
+    param = _CANONICAL.get(sent, sent)
+    if kind == "missing":
+        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    detail = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+    return InvalidRequestError(f"Invalid '{param}': {detail}.", param=param, code=code)
+
+
+class ImagesApiResolver(APIGatewayRestResolver):
+    """APIGatewayRestResolver with validation and OpenAPI on, OpenAI error shapes, and a body-size guard that runs
+    before any parsing (Powertools' own request validation runs before every middleware)."""
+
+    def __init__(self, *, max_body_bytes: Callable[[], int]) -> None:
+        super().__init__(enable_validation=True)
+        self._max_body_bytes = max_body_bytes
+        self.exception_handler(ImageGenError)(self._on_imagegen_error)
+        self.exception_handler(RequestValidationError)(self._on_validation_error)
+        self.exception_handler(NotFoundError)(self._on_not_found)
+        self.exception_handler(RecursionError)(self._on_recursion)
+        self.exception_handler(Exception)(self._on_bug)
+
+    def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        body = event.get("body")
+        if isinstance(body, str) and len(body) > (limit := self._max_body_bytes()):
+            error = PayloadTooLargeError(f"The request body is {len(body)} bytes; the limit is {limit} bytes.")
+            return ResponseBuilder(error_response(error)).build(APIGatewayProxyEvent(event))
+        return super().resolve(event, context)
+
+    def _on_imagegen_error(self, error: ImageGenError) -> Response[str]:
+        log = logger.error if error.status_code >= 500 else logger.info
+        log("request failed", extra={"status": error.status_code, "code": error.code, "param": error.param})
+        return error_response(error)
+
+    def _on_validation_error(self, error: RequestValidationError) -> Response[str]:
+        content_type = self.current_event.headers.get("content-type", "").strip().lower()
+        return self._on_imagegen_error(validation_error(error.errors(), content_type))
+
+    def _on_not_found(self, _: NotFoundError) -> Response[str]:
+        method, path = self.current_event.http_method, self.current_event.path
+        error = InvalidRequestError(f"Unknown route: {method} {path}.", code="unknown_url")
+        return Response(HTTPStatus.NOT_FOUND, content_types.APPLICATION_JSON, json.dumps(error.body()))
+
+    def _on_recursion(self, _: RecursionError) -> Response[str]:
+        return self._on_imagegen_error(InvalidRequestError("The JSON body is nested too deeply.", code="invalid_json"))
+
+    def _on_bug(self, error: Exception) -> Response[str]:
+        logger.exception("unhandled error")
+        return error_response(InternalError("The server had an error while processing your request."))

@@ -1,0 +1,304 @@
+"""The model registry: which provider serves which model, with its limits, and the per-model validation that
+turns an :class:`ImageGenerationRequest` into a :class:`GenerationPlan` (or a 400/404 naming the field).
+
+Numbers follow the OpenAI Images API reference (openai-openapi ``CreateImageRequest``, openai-python
+``image_generate_params.py``). ``standard``/``hd`` from the seed contract map to ``medium``/``high`` on GPT image models.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagegen.errors import InvalidRequestError, ModelNotFoundError
+from imagegen.options import ImageGenerationRequest, OutputFormat, ResponseFormat
+
+ProviderName = Literal["local", "openai"]
+# What the provider's wire protocol expects: DALL-E takes response_format/style, GPT image models output_format etc.
+ModelFamily = Literal["local", "dall-e", "gpt-image"]
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+class CustomSizeRule(BaseModel):
+    """Free-form WIDTHxHEIGHT sizes (gpt-image-2): sides multiples of ``multiple_of``, bounded edge, aspect and area."""
+
+    model_config = ConfigDict(frozen=True)
+
+    multiple_of: int = 16
+    max_edge: int = 3840
+    max_aspect: float = 3.0
+    min_pixels: int = 655_360
+    max_pixels: int = 8_294_400
+
+    def check(self, width: int, height: int) -> str | None:
+        """None when the size is allowed, else why not."""
+        long_side, short_side = max(width, height), min(width, height)
+        if width % self.multiple_of or height % self.multiple_of:
+            return f"both sides must be multiples of {self.multiple_of}"
+        if long_side > self.max_edge:
+            return f"the longer side must be at most {self.max_edge}"
+        if long_side > self.max_aspect * short_side:
+            return f"the aspect ratio must be between 1:{self.max_aspect:g} and {self.max_aspect:g}:1"
+        if not self.min_pixels <= width * height <= self.max_pixels:
+            return f"the size must have between {self.min_pixels} and {self.max_pixels} pixels"
+        return None
+
+    def describe(self) -> str:
+        return (
+            f"WIDTHxHEIGHT with both sides multiples of {self.multiple_of}, the longer at most {self.max_edge}, aspect "
+            f"between 1:{self.max_aspect:g} and {self.max_aspect:g}:1, {self.min_pixels} to {self.max_pixels} pixels"
+        )
+
+
+class ModelSpec(BaseModel):
+    """One servable model and everything validation needs to know about it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    provider: ProviderName
+    family: ModelFamily
+    provider_model: str
+    sizes: tuple[str, ...]
+    custom_sizes: CustomSizeRule | None = None
+    default_size: str = "1024x1024"
+    # Size "auto" leaves the choice to the provider; providers that need pixels draw this one.
+    auto_size: str = "1024x1024"
+    max_n: int = 10
+    max_prompt_chars: int
+    # Accepted request quality -> the value sent to the provider.
+    qualities: Mapping[str, str] = Field(default_factory=dict)
+    styles: tuple[str, ...] = ()
+    response_formats: tuple[ResponseFormat, ...] = ("url", "b64_json")
+    default_response_format: ResponseFormat = "url"
+    # Values the output_format parameter may take (empty: the parameter is not supported) and the default format.
+    output_formats: tuple[OutputFormat, ...] = ()
+    native_format: OutputFormat = "png"
+    supports_compression: bool = False
+    backgrounds: tuple[str, ...] = ()
+    moderations: tuple[str, ...] = ()
+
+
+class GenerationPlan(BaseModel):
+    """A request checked against its model: the values a provider receives."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: ModelSpec
+    prompt: str
+    n: int
+    size: str
+    width: int
+    height: int
+    quality: str | None
+    style: str | None
+    response_format: ResponseFormat
+    output_format: OutputFormat
+    output_compression: int | None
+    background: str | None
+    moderation: str | None
+    user: str | None
+
+
+def _allowed(values: Iterable[str]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
+
+_DALLE2_SIZES = ("256x256", "512x512", "1024x1024")
+_DALLE3_SIZES = ("1024x1024", "1792x1024", "1024x1792")
+_GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
+_GPT_IMAGE_QUALITIES = {
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "auto": "auto",
+    "standard": "medium",
+    "hd": "high",
+}
+
+
+def _gpt_image(
+    model_id: str,
+    custom_sizes: CustomSizeRule | None = None,
+    backgrounds: tuple[str, ...] = ("transparent", "opaque", "auto"),
+) -> ModelSpec:
+    return ModelSpec(
+        id=model_id,
+        provider="openai",
+        family="gpt-image",
+        provider_model=model_id,
+        sizes=_GPT_IMAGE_SIZES,
+        custom_sizes=custom_sizes,
+        max_prompt_chars=32_000,
+        qualities=_GPT_IMAGE_QUALITIES,
+        response_formats=("b64_json",),
+        default_response_format="b64_json",
+        output_formats=("png", "jpeg", "webp"),
+        supports_compression=True,
+        backgrounds=backgrounds,
+        moderations=("low", "auto"),
+    )
+
+
+LOCAL_MODEL = ModelSpec(
+    id="local",
+    provider="local",
+    family="local",
+    provider_model="placeholder",
+    sizes=tuple(dict.fromkeys(_DALLE2_SIZES + _DALLE3_SIZES + _GPT_IMAGE_SIZES)),
+    max_prompt_chars=32_000,
+    qualities={quality: quality for quality in ("standard", "hd", "low", "medium", "high", "auto")},
+    styles=("vivid", "natural"),
+    output_formats=("png",),
+)
+
+OPENAI_MODELS = (
+    ModelSpec(
+        id="dall-e-2",
+        provider="openai",
+        family="dall-e",
+        provider_model="dall-e-2",
+        sizes=_DALLE2_SIZES,
+        max_prompt_chars=1000,
+        qualities={"standard": "standard"},
+    ),
+    ModelSpec(
+        id="dall-e-3",
+        provider="openai",
+        family="dall-e",
+        provider_model="dall-e-3",
+        sizes=_DALLE3_SIZES,
+        max_n=1,
+        max_prompt_chars=4000,
+        qualities={"standard": "standard", "hd": "hd"},
+        styles=("vivid", "natural"),
+    ),
+    _gpt_image("gpt-image-1"),
+    _gpt_image("gpt-image-1-mini"),
+    _gpt_image("gpt-image-1.5"),
+    # gpt-image-2 takes custom sizes but no transparent background (openai-python images.py, gpt-image-2 era).
+    _gpt_image("gpt-image-2", custom_sizes=CustomSizeRule(), backgrounds=("opaque", "auto")),
+)
+
+
+class ModelRegistry:
+    """The models this deployment serves, and the one place that checks a request against them."""
+
+    def __init__(self, models: Iterable[ModelSpec], default_model: str) -> None:
+        self._models = {spec.id: spec for spec in models}
+        if default_model not in self._models:
+            raise ValueError(f"DEFAULT_MODEL {default_model!r} is not served here; choose one of {sorted(self._models)}")
+        self.default_model = default_model
+
+    @property
+    def models(self) -> tuple[ModelSpec, ...]:
+        return tuple(self._models.values())
+
+    def get(self, model_id: str) -> ModelSpec:
+        try:
+            return self._models[model_id]
+        except KeyError:
+            raise ModelNotFoundError(
+                f"The model '{model_id}' does not exist or is not served by this deployment. Available models: {_allowed(self._models)}.",
+                param="model",
+            ) from None
+
+    def plan(self, request: ImageGenerationRequest) -> GenerationPlan:
+        spec = self.get(request.model or self.default_model)
+        size, width, height = _check_size(spec, request.size)
+        return GenerationPlan(
+            model=spec,
+            prompt=_check_prompt(spec, request.prompt),
+            n=_check_n(spec, request.n),
+            size=size,
+            width=width,
+            height=height,
+            quality=_check_choice(spec, "quality", request.quality, tuple(spec.qualities), spec.qualities),
+            style=_check_choice(spec, "style", request.style, spec.styles),
+            response_format=_check_response_format(spec, request.response_format),
+            output_format=_check_choice(spec, "output_format", request.output_format, spec.output_formats) or spec.native_format,
+            output_compression=_check_compression(spec, request),
+            background=_check_background(spec, request),
+            moderation=_check_choice(spec, "moderation", request.moderation, spec.moderations),
+            user=request.user,
+        )
+
+
+def _invalid(spec: ModelSpec, param: str, problem: str) -> InvalidRequestError:
+    return InvalidRequestError(f"Invalid '{param}' for model '{spec.id}': {problem}.", param=param)
+
+
+def _check_prompt(spec: ModelSpec, prompt: str) -> str:
+    if len(prompt) > spec.max_prompt_chars:
+        raise _invalid(spec, "prompt", f"{len(prompt)} characters, the maximum is {spec.max_prompt_chars}")
+    return prompt
+
+
+def _check_n(spec: ModelSpec, n: int | None) -> int:
+    if n is None:
+        return 1
+    if n > spec.max_n:
+        allowed = "only n=1 is supported" if spec.max_n == 1 else f"n must be between 1 and {spec.max_n}"
+        raise _invalid(spec, "n", f"{n} requested, {allowed}")
+    return n
+
+
+def _check_size(spec: ModelSpec, size: str | None) -> tuple[str, int, int]:
+    size = size or spec.default_size
+    match = _SIZE.match(spec.auto_size if size == "auto" else size)
+    if size not in spec.sizes:
+        rule = spec.custom_sizes
+        why = rule.check(*map(int, match.groups())) if rule and match else "not one of the sizes"
+        if why:
+            allowed = f"allowed sizes are {_allowed(spec.sizes)}" + (f", or {rule.describe()}" if rule else "")
+            raise _invalid(spec, "size", f"'{size}' is not supported ({why}); {allowed}")
+    assert match is not None  # every listed size and every custom size is WIDTHxHEIGHT
+    return size, int(match[1]), int(match[2])
+
+
+def _check_choice(
+    spec: ModelSpec, param: str, value: str | None, allowed: tuple[str, ...], mapping: Mapping[str, str] | None = None
+) -> str | None:
+    if value is None:
+        return None
+    if value not in allowed:
+        if not allowed:
+            raise _invalid(spec, param, f"'{param}' is not supported by this model; omit it")
+        raise _invalid(spec, param, f"'{value}' is not supported; allowed values are {_allowed(allowed)}")
+    return mapping[value] if mapping else value
+
+
+def _check_response_format(spec: ModelSpec, value: ResponseFormat | None) -> ResponseFormat:
+    if value is not None and value not in spec.response_formats:
+        raise _invalid(
+            spec,
+            "response_format",
+            f"'{value}' is not supported; this model always answers {_allowed(spec.response_formats)}, omit response_format",
+        )
+    return value or spec.default_response_format
+
+
+def _check_compression(spec: ModelSpec, request: ImageGenerationRequest) -> int | None:
+    if request.output_compression is None:
+        return None
+    if not spec.supports_compression:
+        raise _invalid(spec, "output_compression", "'output_compression' is not supported by this model; omit it")
+    if request.output_format not in ("jpeg", "webp"):
+        raise _invalid(spec, "output_compression", "it applies only to output_format 'jpeg' or 'webp'")
+    return request.output_compression
+
+
+def _check_background(spec: ModelSpec, request: ImageGenerationRequest) -> str | None:
+    background = _check_choice(spec, "background", request.background, spec.backgrounds)
+    if background == "transparent" and (request.output_format or "png") not in ("png", "webp"):
+        raise _invalid(spec, "background", "'transparent' needs output_format 'png' or 'webp'")
+    return background
+
+
+def build_registry(*, openai_enabled: bool, default_model: str | None) -> ModelRegistry:
+    """The registry of this deployment: the local model always, OpenAI's when a key is configured."""
+    models = (LOCAL_MODEL, *OPENAI_MODELS) if openai_enabled else (LOCAL_MODEL,)
+    return ModelRegistry(models, default_model or ("dall-e-3" if openai_enabled else LOCAL_MODEL.id))

@@ -1,0 +1,131 @@
+"""Wire models: the image-generation options (seed camelCase and OpenAI snake_case) and the OpenAI response.
+
+Field names and literal sets follow openai-python ``types/image_generate_params.py`` and ``types/images_response.py``.
+The per-model rules live in :mod:`imagegen.models`; this module only checks what holds for every model.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_serializer,
+)
+
+Quality = Literal["standard", "hd", "low", "medium", "high", "auto"]
+ResponseFormat = Literal["url", "b64_json"]
+Style = Literal["vivid", "natural"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+Background = Literal["transparent", "opaque", "auto"]
+Moderation = Literal["low", "auto"]
+
+# The widest prompt any model takes (gpt-image: 32,000 characters); per-model limits are checked later.
+PROMPT_MAX_CHARS = 32_000
+# Sizes are "auto" or WIDTHxHEIGHT; which ones a model takes is the registry's decision.
+SIZE_PATTERN = re.compile(r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
+
+
+class ImageGenerationRequest(BaseModel):
+    """``POST /v1/images/generations``. Unknown fields are refused, so a typo never turns into a default."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    prompt: Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=PROMPT_MAX_CHARS)] = Field(
+        description="What to draw. Non-blank; the maximum length depends on the model."
+    )
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="Model id from GET /v1/models; default: the deployment's DEFAULT_MODEL."
+    )
+    n: Annotated[StrictInt, Field(ge=1, le=10)] | None = Field(default=None, description="How many images (1-10; dall-e-3: 1). Default 1.")
+    quality: Quality | None = Field(
+        default=None,
+        description="standard|hd (DALL-E; mapped to medium|high for GPT image models) or low|medium|high|auto.",
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        validation_alias=AliasChoices("response_format", "responseFormat"),
+        description="url (presigned S3 GET, default for DALL-E) or b64_json (default for GPT image models).",
+    )
+    size: str | None = Field(default=None, description="WIDTHxHEIGHT or auto; the sizes depend on the model. Default 1024x1024.")
+    style: Style | None = Field(default=None, description="vivid|natural (dall-e-3 only).")
+    user: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None, description="End-user id passed to the provider and logged; never used for auth."
+    )
+    output_format: OutputFormat | None = Field(
+        default=None, validation_alias=AliasChoices("output_format", "outputFormat"), description="GPT image models."
+    )
+    output_compression: Annotated[StrictInt, Field(ge=0, le=100)] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("output_compression", "outputCompression"),
+        description="0-100, jpeg/webp output of GPT image models.",
+    )
+    background: Background | None = Field(default=None, description="GPT image models; transparent needs png/webp.")
+    moderation: Moderation | None = Field(default=None, description="GPT image models.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, prompt: str) -> str:
+        if not prompt.strip():
+            raise ValueError("prompt must not be blank")
+        return prompt
+
+    @field_validator("size")
+    @classmethod
+    def _size_shape(cls, size: str | None) -> str | None:
+        if size is not None and not SIZE_PATTERN.match(size):
+            raise ValueError("expected 'auto' or WIDTHxHEIGHT, for example '1024x1024'")
+        return size
+
+
+class Usage(BaseModel):
+    """Token usage reported by GPT image models, passed through as the provider gave it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class _OmitNone(BaseModel):
+    """OpenAI omits absent optional fields instead of sending null."""
+
+    @model_serializer(mode="wrap")
+    def _drop_none(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class Image(_OmitNone):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(_OmitNone):
+    created: int
+    data: list[Image]
+    background: Literal["transparent", "opaque"] | None = None
+    output_format: OutputFormat | None = None
+    quality: Literal["low", "medium", "high"] | None = None
+    size: str | None = None
+    usage: Usage | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

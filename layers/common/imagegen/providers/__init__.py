@@ -1,0 +1,23 @@
+"""Providers behind one interface, built once per container."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from imagegen.models import ProviderName
+from imagegen.providers.base import ImageProvider, ProviderImage, ProviderResult
+
+__all__ = ["ImageProvider", "ProviderImage", "ProviderResult", "get_provider"]
+
+
+@cache
+def get_provider(name: ProviderName) -> ImageProvider:
+    if name == "openai":
+        from imagegen.clients import http_client, openai_api_key
+        from imagegen.providers.openai import OpenAIProvider
+        from imagegen.settings import get_settings
+
+        return OpenAIProvider(http_client(), base_url=str(get_settings().openai_base_url), api_key=openai_api_key)
+    from imagegen.providers.local import LocalProvider
+
+    return LocalProvider()

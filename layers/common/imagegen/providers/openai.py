@@ -1,0 +1,140 @@
+"""OpenAI's Images API (and any server that speaks it) over one keep-alive httpx client.
+
+We always ask for ``b64_json`` (GPT image models only answer that), so there is no second download; the bytes go
+to S3 and the client gets a presigned URL or base64 as it asked. Upstream failures become our errors here, once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from imagegen.deadline import Deadline
+from imagegen.errors import (
+    ContentPolicyError,
+    ImageGenError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
+from imagegen.models import GenerationPlan
+from imagegen.observability import tracer
+from imagegen.providers.base import ProviderImage, ProviderResult
+
+# Error codes OpenAI uses when its safety system refuses a prompt or an output.
+CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def build_request_body(plan: GenerationPlan) -> dict[str, Any]:
+    """The JSON body for ``POST /images/generations``: only what the model takes, and nothing unset."""
+    gpt_image = plan.model.family == "gpt-image"
+    body: dict[str, Any] = {
+        "model": plan.model.provider_model,
+        "prompt": plan.prompt,
+        "n": plan.n,
+        "size": plan.size,
+        "quality": plan.quality,
+        "style": plan.style,
+        "user": plan.user,
+        "output_format": plan.output_format if gpt_image else None,
+        "output_compression": plan.output_compression,
+        "background": plan.background,
+        "moderation": plan.moderation,
+        # GPT image models refuse response_format and always answer base64.
+        "response_format": None if gpt_image else "b64_json",
+    }
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def _retry_after(response: httpx.Response) -> dict[str, str]:
+    """Retry-After in whole seconds, from ``retry-after-ms`` or ``retry-after`` (seconds)."""
+    milliseconds = response.headers.get("retry-after-ms")
+    seconds = response.headers.get("retry-after")
+    try:
+        value = float(milliseconds) / 1000 if milliseconds else float(seconds) if seconds else None
+    except ValueError:
+        value = None
+    return {"Retry-After": str(max(1, math.ceil(value)))} if value is not None else {}
+
+
+def _error_fields(response: httpx.Response) -> dict[str, Any]:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+def status_error(response: httpx.Response) -> ImageGenError:
+    """The one table from an upstream HTTP status to our error."""
+    status = response.status_code
+    error = _error_fields(response)
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    message = str(error.get("message") or f"HTTP {status}")
+    if status == 400 and code in CONTENT_POLICY_CODES:
+        return ContentPolicyError(f"The provider refused the request: {message}", param="prompt", code=code)
+    if status == 400:
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+        return InvalidRequestError(message, param=param, code=code)
+    if status in (401, 403):
+        return ProviderError(
+            f"The image provider refused this server's credentials (HTTP {status}): the deployment's provider API key "
+            "is wrong or lacks access. This is not a problem with your request; contact the operator.",
+            code="provider_auth_failed",
+        )
+    if status == 429 and code == "insufficient_quota":
+        return ProviderError("The provider account of this deployment has run out of quota.", code="provider_quota_exceeded")
+    if status == 429:
+        return RateLimitError(
+            "The image provider is rate limiting this deployment; retry after the time in Retry-After.",
+            headers=_retry_after(response),
+        )
+    if status >= 500:
+        return ProviderError(f"The image provider failed (HTTP {status}); try again later.")
+    return ProviderError(f"The image provider answered HTTP {status}: {message}")
+
+
+def parse_images(response: httpx.Response, n: int) -> ProviderResult:
+    try:
+        payload = response.json()
+        items = payload["data"]
+        images = tuple(ProviderImage(base64.b64decode(item["b64_json"], validate=True), item.get("revised_prompt")) for item in items)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ProviderError("The image provider answered with a malformed body.", code="provider_bad_response") from exc
+    if len(images) != n:
+        raise ProviderError(f"The image provider returned {len(images)} images instead of {n}.", code="provider_bad_response")
+    usage = payload.get("usage")
+    return ProviderResult(images=images, usage=usage if isinstance(usage, dict) else None)
+
+
+class OpenAIProvider:
+    def __init__(self, client: httpx.Client, *, base_url: str, api_key: Callable[[], str]) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + "/images/generations"
+        self._api_key = api_key
+
+    @tracer.capture_method(capture_response=False)
+    def generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
+        remaining = deadline.require("call the image provider")
+        timeout = httpx.Timeout(remaining, connect=min(CONNECT_TIMEOUT_SECONDS, remaining))
+        try:
+            response = self._client.post(
+                self._url,
+                json=build_request_body(plan),
+                headers={"Authorization": f"Bearer {self._api_key()}"},
+                timeout=timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeoutError(f"The image provider did not answer within {remaining:.1f} s.") from exc
+        except httpx.TransportError as exc:
+            raise ProviderError("The image provider could not be reached.", code="provider_unreachable") from exc
+        if response.is_error:
+            raise status_error(response)
+        return parse_images(response, plan.n)

@@ -1,0 +1,47 @@
+"""Configuration from the environment, validated once per cold start (the only module that reads os.environ)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, SecretStr
+
+
+def _blank_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Optional = BeforeValidator(_blank_is_none)
+
+# Lambda answers a synchronous invoke with at most 6 MB (the API Gateway proxy JSON included).
+LAMBDA_SYNC_RESPONSE_LIMIT = 6 * 1024 * 1024
+
+
+class Settings(BaseModel):
+    """Everything the core needs to know about its deployment. Loopback endpoints for local runs come from
+    boto3's own ``AWS_ENDPOINT_URL_S3`` etc., not from a setting of ours."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    images_bucket: str = Field(min_length=3, max_length=63, validation_alias="IMAGES_BUCKET")
+    default_model: Annotated[str | None, Optional] = Field(default=None, validation_alias="DEFAULT_MODEL")
+    presign_ttl_seconds: int = Field(default=3600, ge=60, le=43200, validation_alias="PRESIGN_TTL_SECONDS")
+    openai_api_key: Annotated[SecretStr | None, Optional] = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_api_key_secret_arn: Annotated[str | None, Optional] = Field(default=None, validation_alias="OPENAI_API_KEY_SECRET_ARN")
+    openai_base_url: HttpUrl = Field(default=HttpUrl("https://api.openai.com/v1"), validation_alias="OPENAI_BASE_URL")
+    # Time kept back from the Lambda deadline to write to S3 and answer before API Gateway cuts the request.
+    response_margin_seconds: float = Field(default=2.5, ge=0.0, le=20.0, validation_alias="RESPONSE_MARGIN_SECONDS")
+    # Request bodies above this are refused before parsing (the longest prompt is 32,000 characters).
+    max_request_bytes: int = Field(default=256 * 1024, ge=1024, le=10 * 1024 * 1024, validation_alias="MAX_REQUEST_BYTES")
+
+    @property
+    def openai_enabled(self) -> bool:
+        return self.openai_api_key is not None or self.openai_api_key_secret_arn is not None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The deployment's settings, read and validated once per container."""
+    return Settings.model_validate(dict(os.environ))
