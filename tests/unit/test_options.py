@@ -1,0 +1,47 @@
+"""The request model: both spellings, unknown fields refused, types strict, blank prompt refused."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from imagegen.options import Image, ImageGenerationRequest, ImagesResponse
+
+
+def test_camel_case_and_snake_case_are_the_same_field() -> None:
+    camel = ImageGenerationRequest.model_validate({"prompt": "x", "responseFormat": "b64_json", "outputFormat": "webp"})
+    snake = ImageGenerationRequest.model_validate({"prompt": "x", "response_format": "b64_json", "output_format": "webp"})
+    assert camel == snake
+    assert camel.response_format == "b64_json"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": "x", "reponseFormat": "url"}, "reponseFormat"),
+        ({"prompt": "   \n"}, "prompt"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x", "n": "2"}, "n"),
+        ({"prompt": "x", "n": True}, "n"),
+        ({"prompt": "x", "n": 1.5}, "n"),
+        ({"prompt": "x", "n": 0}, "n"),
+        ({"prompt": "x", "n": 11}, "n"),
+        ({"prompt": "x", "size": "big"}, "size"),
+        ({"prompt": "x", "quality": "ultra"}, "quality"),
+        ({"prompt": "x", "style": "retro"}, "style"),
+        ({"prompt": "x", "response_format": "png"}, "response_format"),
+        ({"prompt": 42}, "prompt"),
+        ({"prompt": "x", "user": "u" * 257}, "user"),
+        ({"prompt": "x", "output_compression": 101}, "output_compression"),
+        ({}, "prompt"),
+    ],
+)
+def test_invalid_bodies_name_the_field(body: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ImageGenerationRequest.model_validate(body)
+    assert caught.value.errors()[0]["loc"][0] == field
+
+
+def test_response_omits_absent_fields_like_openai() -> None:
+    response = ImagesResponse(created=1, data=[Image(url="https://x"), Image(b64_json="QUJD", revised_prompt="r")])
+    assert response.model_dump(mode="json") == {"created": 1, "data": [{"url": "https://x"}, {"b64_json": "QUJD", "revised_prompt": "r"}]}
