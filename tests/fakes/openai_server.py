@@ -1,0 +1,113 @@
+"""A fake OpenAI Images API on loopback speaking real HTTP, for integration and end-to-end tests.
+
+The prompt picks the behaviour, so tests that only reach it through the API (or the official SDK) can steer it:
+``fail:400``, ``fail:401``, ``fail:429``, ``fail:500``, ``fail:policy``, ``fail:malformed``, ``fail:slow`` (sleeps
+past any sane deadline). Any other prompt succeeds with PNGs of the requested size (drawn with Pillow, not with the
+code under test)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from PIL import Image as PILImage
+
+SLOW_SECONDS = 30.0
+
+
+def png(width: int, height: int, seed: int) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (width, height), ((seed * 40) % 256, 90, 160)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _error(status: int, message: str, code: str | None = None, param: str | None = None, **headers: str):
+    return status, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}, headers
+
+
+FAILURES: dict[str, tuple[int, Any, dict[str, str]]] = {
+    "fail:400": _error(400, "Invalid size for this model.", "invalid_value", "size"),
+    "fail:401": _error(401, "Incorrect API key provided: sk-fake***1234.", "invalid_api_key"),
+    "fail:429": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded", **{"retry-after": "3"}),
+    "fail:500": _error(500, "The server had an error while processing your request."),
+    "fail:policy": _error(400, "Your request was rejected as a result of our safety system.", "content_policy_violation"),
+}
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                body = json.loads(raw)
+                fake.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
+                if self.path != "/v1/images/generations":
+                    return self._send(404, {"error": {"message": "no route", "type": "invalid_request_error"}}, {})
+                prompt = body.get("prompt", "")
+                if prompt == "fail:slow":
+                    time.sleep(SLOW_SECONDS)
+                if prompt == "fail:malformed":
+                    return self._send_raw(200, b'{"data": [{"b64_json": "trunc', "application/json", {})
+                if prompt in FAILURES:
+                    return self._send(*FAILURES[prompt])
+                return self._send(200, fake.success(body), {})
+
+            def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+                self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
+
+            def _send_raw(self, status: int, data: bytes, content_type: str, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+    @staticmethod
+    def success(body: dict[str, Any]) -> dict[str, Any]:
+        size = body.get("size", "1024x1024")
+        width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
+        dalle3 = body.get("model") == "dall-e-3"
+        data = [
+            {
+                "b64_json": base64.b64encode(png(width, height, index)).decode(),
+                **({"revised_prompt": f"revised: {body['prompt']}"} if dalle3 else {}),
+            }
+            for index in range(body.get("n", 1))
+        ]
+        usage = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110} if str(body.get("model")).startswith("gpt-image") else None
+        return {"created": int(time.time()), "data": data, **({"usage": usage} if usage else {})}
