@@ -47,7 +47,8 @@ def health() -> dict[str, str]:
 
 @app.get("/openapi.json", summary="The OpenAPI document of this API")
 def openapi() -> dict[str, Any]:
-    return json.loads(app.get_openapi_json_schema())
+    document: dict[str, Any] = json.loads(app.get_openapi_json_schema())
+    return document
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -44,7 +44,7 @@ _CANONICAL = _canonical_names()
 def validation_error(errors: Sequence[Any], content_type: str) -> InvalidRequestError:
     """Powertools/pydantic validation errors -> one 400 naming the field, as OpenAI answers."""
     first = errors[0] if errors else {"type": "value_error", "loc": ("body",), "msg": "invalid request"}
-    kind, location = first.get("type", ""), tuple(first.get("loc", ()))
+    kind, location = str(first.get("type", "")), tuple(first.get("loc", ()))
     if content_type and not content_type.startswith("application/json"):
         message = f"Unsupported Content-Type '{content_type}': send the options as JSON with 'Content-Type: application/json'."
         return InvalidRequestError(message, code="unsupported_content_type")
@@ -78,11 +78,12 @@ class ImagesApiResolver(APIGatewayRestResolver):
         self.exception_handler(RecursionError)(self._on_recursion)
         self.exception_handler(Exception)(self._on_bug)
 
-    def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         body = event.get("body")
         if isinstance(body, str) and len(body) > (limit := self._max_body_bytes()):
             error = PayloadTooLargeError(f"The request body is {len(body)} bytes; the limit is {limit} bytes.")
-            return ResponseBuilder(error_response(error)).build(APIGatewayProxyEvent(event))
+            builder: ResponseBuilder[APIGatewayProxyEvent] = ResponseBuilder(error_response(error))
+            return builder.build(APIGatewayProxyEvent(dict(event)))
         return super().resolve(event, context)
 
     def _on_imagegen_error(self, error: ImageGenError) -> Response[str]:

@@ -43,9 +43,10 @@ class ImageStore:
     def put_all(self, objects: Sequence[StoredObject], metadata: Mapping[str, str]) -> None:
         """Write every object concurrently; if any write fails, delete the ones that succeeded and raise."""
         futures = [self._pool.submit(self._put, obj, metadata) for obj in objects]
-        failures = [future.exception() for future in futures if future.exception() is not None]
+        outcomes = [future.exception() for future in futures]
+        failures = [failure for failure in outcomes if failure is not None]
         if failures:
-            written = [obj.key for obj, future in zip(objects, futures, strict=True) if future.exception() is None]
+            written = [obj.key for obj, failure in zip(objects, outcomes, strict=True) if failure is None]
             self.delete(written)
             bugs = [failure for failure in failures if not isinstance(failure, BotoCoreError | ClientError)]
             if bugs:
