@@ -1,0 +1,273 @@
+"""Lambda functions under the real Runtime Interface Emulator that the aws-sam-cli wheel ships.
+
+Each ``RieProcess`` is what ``sam local invoke`` runs in its container: ``aws-lambda-rie`` driving
+``python -m awslambdaric <handler>`` with the function's code directory as the working directory
+(/var/task) and the layer directories on PYTHONPATH (/opt/python). An RIE serves one invocation at a
+time (a second concurrent one makes it panic), so ``FunctionPool`` hands each request an idle process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import queue
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from devtools.procs import LOOPBACK, ManagedProcess, StartupError, free_port
+
+INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def find_rie() -> Path:
+    """``samcli/local/rapid/aws-lambda-rie-<arch>`` for this host, made executable if it is not."""
+    spec = importlib.util.find_spec("samcli")
+    if spec is None or not spec.submodule_search_locations:
+        raise StartupError("aws-sam-cli is not installed in this interpreter: run `make dev`")
+    arch = ARCHES.get(platform.machine().lower())
+    if arch is None:
+        raise StartupError(f"no Runtime Interface Emulator for machine {platform.machine()!r}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "local" / "rapid" / f"aws-lambda-rie-{arch}"
+    if not path.is_file():
+        raise StartupError(f"Runtime Interface Emulator not found at {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What the RIE answered: its HTTP status and the function's raw response payload."""
+
+    status: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    """A function as the template declares it: code directory, handler, limits and environment."""
+
+    code_dir: Path
+    name: str = "function"
+    handler: str = "app.lambda_handler"
+    layer_dirs: Sequence[Path] = ()
+    timeout: int = 29
+    memory_mb: int = 1024
+    region: str = "us-east-1"
+    env: Mapping[str, str] = field(default_factory=dict)
+    python: str = sys.executable
+
+    def environment(self) -> dict[str, str]:
+        """A Lambda-like environment: nothing from the caller's shell but PATH, then the function's variables."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "TZ": ":UTC",
+            "LAMBDA_TASK_ROOT": str(self.code_dir),
+            "PYTHONPATH": os.pathsep.join(str(Path(d).resolve()) for d in self.layer_dirs),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "AWS_LAMBDA_FUNCTION_NAME": self.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(self.timeout),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            # Keep the developer's ~/.aws files and instance metadata out of the function.
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        env.update(self.env)
+        return env
+
+
+def _accepts(port: int) -> bool:
+    with socket.create_connection((LOOPBACK, port), timeout=0.5):
+        return True
+
+
+class RieProcess:
+    """One ``aws-lambda-rie`` + runtime; ``invoke`` posts an event to it. Not for concurrent use."""
+
+    def __init__(self, config: FunctionConfig, *, log_path: Path, startup_timeout: float = 15.0) -> None:
+        self.config = config
+        self.log_path = log_path
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self.api_port = 0
+        self._process: ManagedProcess | None = None
+        self._http: httpx.Client | None = None
+
+    @property
+    def invoke_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}{INVOKE_PATH}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.alive()
+
+    def start(self) -> Self:
+        """Start the RIE and wait until it accepts connections (the runtime itself starts on first invoke)."""
+        if self._process is not None:
+            return self
+        code_dir = self.config.code_dir
+        if not (code_dir / (self.config.handler.rsplit(".", 1)[0].replace(".", "/") + ".py")).is_file():
+            raise StartupError(f"{self.config.name}: handler {self.config.handler!r} not found in {code_dir}")
+        self.port, self.api_port = free_port(), free_port()
+        argv = [
+            str(find_rie()),
+            "--runtime-interface-emulator-address",
+            f"{LOOPBACK}:{self.port}",
+            "--runtime-api-address",
+            f"{LOOPBACK}:{self.api_port}",
+            self.config.python,
+            "-m",
+            "awslambdaric",
+            self.config.handler,
+        ]
+        process = ManagedProcess(
+            f"Lambda RIE ({self.config.name})", argv, log_path=self.log_path, env=self.config.environment(), cwd=code_dir
+        )
+        self._process = process
+        process.start()
+        try:
+            process.wait_until(lambda: _accepts(self.port), self.startup_timeout, f"listening on {LOOPBACK}:{self.port}")
+        except BaseException:
+            self.stop()
+            raise
+        self._http = httpx.Client(timeout=None)
+        return self
+
+    def invoke(self, payload: bytes, timeout: float | None = None) -> Invocation:
+        """POST one event; raises httpx.TimeoutException after ``timeout`` s, httpx.TransportError if the RIE died."""
+        if self._http is None:
+            raise RuntimeError("RieProcess is not started")
+        response = self._http.post(
+            self.invoke_url,
+            content=payload,
+            headers={"content-type": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=5.0),
+        )
+        return Invocation(response.status_code, response.content)
+
+    def failure(self, what: str) -> StartupError:
+        """A StartupError with this function's log tail."""
+        if self._process is None:
+            return StartupError(f"Lambda RIE ({self.config.name}): {what}")
+        return self._process.failure(what)
+
+    def stop(self) -> None:
+        """Stop the RIE and its runtime (the whole process group); idempotent."""
+        process, self._process = self._process, None
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()
+        if process is not None:
+            process.stop(grace=5.0)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class PoolBusy(RuntimeError):
+    """No function instance became free in time."""
+
+
+class FunctionPool:
+    """``size`` RIE processes for one function; each invocation borrows an idle one.
+
+    A process that timed out or died is replaced before it serves again, so a stuck or crashed runtime
+    never receives a second, concurrent invocation.
+    """
+
+    def __init__(self, factory: Callable[[int], RieProcess], size: int = 2, acquire_timeout: float = 60.0) -> None:
+        if size < 1:
+            raise ValueError("pool size must be at least 1")
+        self.workers = [factory(i) for i in range(size)]
+        self.acquire_timeout = acquire_timeout
+        self._idle: queue.Queue[RieProcess] = queue.Queue()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self) -> Self:
+        try:
+            for worker in self.workers:
+                worker.start()
+                self._idle.put(worker)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def invoke(self, payload: bytes, timeout: float | None = None) -> Invocation:
+        """Invoke on an idle process; PoolBusy if none frees up within ``acquire_timeout``."""
+        try:
+            worker = self._idle.get(timeout=self.acquire_timeout)
+        except queue.Empty:
+            raise PoolBusy(f"all {len(self.workers)} local function instances stayed busy") from None
+        healthy = False
+        try:
+            if not worker.alive():
+                self._replace(worker)
+            result = worker.invoke(payload, timeout)
+            healthy = True
+            return result
+        finally:
+            if not healthy:
+                self._replace(worker)
+            if not self._closed:
+                self._idle.put(worker)
+
+    def warm(self, payload: bytes, timeout: float = 60.0) -> list[Invocation]:
+        """Invoke every process once (cold start now, not on the first request); returns each answer."""
+        results: list[Invocation] = []
+        for _ in self.workers:
+            worker = self._idle.get(timeout=self.acquire_timeout)
+            try:
+                results.append(worker.invoke(payload, timeout))
+            except httpx.HTTPError as exc:
+                raise worker.failure(f"warm-up invocation failed ({exc!r})") from exc
+            finally:
+                self._idle.put(worker)
+        return results
+
+    def _replace(self, worker: RieProcess) -> None:
+        with self._lock:
+            worker.stop()
+            if not self._closed:
+                worker.start()
+
+    def stop(self) -> None:
+        """Stop every process, busy ones included; idempotent."""
+        with self._lock:
+            self._closed = True
+            for worker in self.workers:
+                worker.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
