@@ -1,0 +1,346 @@
+"""An HTTP front that plays API Gateway (REST, Lambda proxy integration) for a local function.
+
+Each request becomes the v1 proxy event ``sam local start-api`` builds (every path goes to the function,
+with ``resource`` equal to the path, as for this project's static routes), is invoked through a
+``FunctionPool`` and the proxy answer becomes the HTTP response. API Gateway's own limits hold: a body over
+10 MB is a 413, a function that has not answered after 29 s a 504, a crash or malformed answer a 502.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import httpx
+
+from devtools.procs import LOOPBACK, StartupError
+from devtools.rie import Invocation, PoolBusy
+
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+INTEGRATION_TIMEOUT = 29.0
+PROXY_RESPONSE_KEYS = {"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded", "base64Encoded"}
+HOP_BY_HOP = {"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade", "date", "server"}
+
+Invoke = Callable[[bytes, float], Invocation]
+ErrorBody = Callable[[int, str], bytes]
+
+
+def aws_error_body(status: int, message: str) -> bytes:
+    """API Gateway's default gateway response: ``{"message": "..."}``."""
+    return json.dumps({"message": message}).encode()
+
+
+class GatewayError(Exception):
+    """An answer API Gateway itself gives (the function's answer never reaches the client)."""
+
+    def __init__(self, status: int, message: str, detail: str = "") -> None:
+        super().__init__(f"{status} {message}{': ' + detail if detail else ''}")
+        self.status = status
+        self.message = message
+
+
+def build_event(
+    *,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    source_ip: str,
+    port: int,
+    stage: str,
+    protocol: str = "HTTP/1.1",
+) -> dict[str, Any]:
+    """The API Gateway REST (payload v1) proxy event for one HTTP request."""
+    parts = urlsplit(target)
+    path = unquote(parts.path) or "/"
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for name, value in headers:
+        single[name] = value
+        multi.setdefault(name, []).append(value)
+    forwarded = [name for name in single if name.lower() == "x-forwarded-for"]
+    forwarded_for = f"{single.pop(forwarded[0])}, {source_ip}" if forwarded else source_ip
+    for name in forwarded:
+        multi.pop(name, None)
+    for name, value in (("X-Forwarded-For", forwarded_for), ("X-Forwarded-Port", str(port)), ("X-Forwarded-Proto", "http")):
+        single[name] = value
+        multi[name] = [value]
+    query: dict[str, str] = {}
+    multi_query: dict[str, list[str]] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        query[key] = value
+        multi_query.setdefault(key, []).append(value)
+    text: str | None
+    try:
+        text, encoded = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode("ascii"), True
+    now = datetime.now(UTC)
+    user_agent = next((value for name, value in headers if name.lower() == "user-agent"), None)
+    host = next((value for name, value in headers if name.lower() == "host"), f"{LOOPBACK}:{port}")
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": single,
+        "multiValueHeaders": multi,
+        "queryStringParameters": query or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "1234567890",
+            "resourceId": "123456",
+            "stage": stage,
+            "requestId": str(uuid.uuid4()),
+            "extendedRequestId": None,
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "identity": {
+                "apiKey": None,
+                "userArn": None,
+                "cognitoAuthenticationType": None,
+                "caller": None,
+                "userAgent": user_agent,
+                "user": None,
+                "cognitoIdentityPoolId": None,
+                "cognitoAuthenticationProvider": None,
+                "sourceIp": source_ip,
+                "accountId": None,
+            },
+            "path": f"/{stage}{path}",
+            "resourcePath": path,
+            "httpMethod": method,
+            "protocol": protocol,
+            "domainName": host,
+        },
+        "body": text if body else None,
+        "isBase64Encoded": encoded if body else False,
+    }
+
+
+def parse_proxy_response(invocation: Invocation) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body from a proxy answer; GatewayError(502) for a crash or a malformed answer."""
+    try:
+        payload = json.loads(invocation.payload)
+    except ValueError:
+        detail = invocation.payload[:200].decode("utf-8", "replace")
+        raise GatewayError(502, "Internal server error", f"function answer is not JSON: {detail!r}") from None
+    if not isinstance(payload, dict):
+        raise GatewayError(502, "Internal server error", f"function answered a {type(payload).__name__}")
+    if "errorType" in payload or "errorMessage" in payload:
+        raise GatewayError(502, "Internal server error", f"{payload.get('errorType')}: {payload.get('errorMessage')}")
+    unknown = set(payload) - PROXY_RESPONSE_KEYS
+    if unknown:
+        raise GatewayError(502, "Internal server error", f"malformed proxy answer, unknown keys {sorted(unknown)}")
+    status = payload.get("statusCode", 200)
+    try:
+        status = int(status)
+        if not 100 <= status <= 599:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise GatewayError(502, "Internal server error", f"bad statusCode {status!r}") from None
+    body = payload.get("body")
+    if body is not None and not isinstance(body, str):
+        raise GatewayError(502, "Internal server error", "body is not a string")
+    encoded = payload.get("isBase64Encoded", payload.get("base64Encoded", False))
+    if isinstance(encoded, str) and encoded.lower() in ("true", "false"):
+        encoded = encoded.lower() == "true"
+    if not isinstance(encoded, bool):
+        raise GatewayError(502, "Internal server error", f"bad isBase64Encoded {encoded!r}")
+    try:
+        data = base64.b64decode(body or "", validate=True) if encoded else (body or "").encode("utf-8")
+    except (binascii.Error, ValueError):
+        raise GatewayError(502, "Internal server error", "body is not valid base64") from None
+    headers: list[tuple[str, str]] = [
+        (str(name), str(value)) for name, values in (payload.get("multiValueHeaders") or {}).items() for value in values
+    ]
+    for name, value in (payload.get("headers") or {}).items():
+        if (str(name), str(value)) not in headers:
+            headers.append((str(name), str(value)))
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    return status, headers, data
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    front: ApiGatewayFront
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # _handle logs each request once, with its request id
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        self.server.front.log(f"{self.address_string()} {format % args}")
+
+    def _read_body(self, limit: int) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            total = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > limit:
+                    raise GatewayError(413, "Request Too Long")
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise GatewayError(400, "Bad Request") from None
+        if length > limit:
+            raise GatewayError(413, "Request Too Long")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _handle(self) -> None:
+        front = self.server.front
+        started = time.monotonic()
+        request_id = "-"
+        try:
+            body = self._read_body(front.max_request_bytes)
+            event = build_event(
+                method=self.command,
+                target=self.path,
+                headers=list(self.headers.items()),
+                body=body,
+                source_ip=self.client_address[0],
+                port=front.port,
+                stage=front.stage,
+                protocol=self.request_version,
+            )
+            request_id = event["requestContext"]["requestId"]
+            status, headers, data = parse_proxy_response(front.call(json.dumps(event).encode()))
+        except GatewayError as error:
+            front.log(f"{request_id} gateway {error}")
+            if error.status in (400, 413):
+                self.close_connection = True  # the unread body would poison a kept-alive connection
+            status, headers = error.status, [("Content-Type", "application/json")]
+            data = front.error_body(error.status, error.message)
+        except Exception:  # a bug here must still answer, as API Gateway would
+            front.log(f"{request_id} front error\n{traceback.format_exc()}")
+            status, headers = 500, [("Content-Type", "application/json")]
+            data = front.error_body(500, "Internal server error")
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in HOP_BY_HOP:
+                self.send_header(name, value)
+        self.send_header("x-amzn-RequestId", request_id)
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        front.log(f"{request_id} {self.command} {self.path} -> {status} in {time.monotonic() - started:.3f}s")
+
+
+class ApiGatewayFront:
+    """``ThreadingHTTPServer`` on ``host:port`` (0 = free port) in a background thread, in front of ``invoke``."""
+
+    def __init__(
+        self,
+        invoke: Invoke,
+        *,
+        host: str = LOOPBACK,
+        port: int = 3000,
+        stage: str = "prod",
+        timeout: float = INTEGRATION_TIMEOUT,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        error_body: ErrorBody = aws_error_body,
+        log_path: Path | None = None,
+    ) -> None:
+        self.invoke = invoke
+        self.host = host
+        self.requested_port = port
+        self.stage = stage
+        self.timeout = timeout
+        self.max_request_bytes = max_request_bytes
+        self.error_body = error_body
+        self.log_path = log_path
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._log_lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("ApiGatewayFront is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def call(self, event: bytes) -> Invocation:
+        """Invoke the function within the integration timeout, as API Gateway would."""
+        try:
+            return self.invoke(event, self.timeout)
+        except httpx.TimeoutException:
+            raise GatewayError(504, "Endpoint request timed out", f"no answer within {self.timeout:.0f} s") from None
+        except PoolBusy as exc:
+            raise GatewayError(503, "Service Unavailable", str(exc)) from None
+        except (httpx.HTTPError, StartupError) as exc:
+            raise GatewayError(502, "Internal server error", repr(exc)) from None
+
+    def log(self, line: str) -> None:
+        if self.log_path is None:
+            return
+        with self._log_lock, self.log_path.open("a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    def start(self) -> Self:
+        if self._server is not None:
+            return self
+        try:
+            server = _Server((self.host, self.requested_port), _Handler)
+        except OSError as exc:
+            raise StartupError(f"HTTP front: cannot listen on {self.host}:{self.requested_port}: {exc}") from exc
+        server.front = self
+        self._server = server
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=server.serve_forever, name="api-gateway-front", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
