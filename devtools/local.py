@@ -1,0 +1,257 @@
+"""The local stack: S3 server + the API function under the Lambda RIE + an API Gateway front.
+
+``python -m devtools.local`` (``make local``) serves the API on http://127.0.0.1:3000 until Ctrl-C.
+Tests build the same ``LocalStack`` on free ports with a temporary data directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from devtools.front import ApiGatewayFront, ErrorBody, GatewayError, build_event, parse_proxy_response
+from devtools.procs import LOOPBACK, StartupError
+from devtools.rie import FunctionConfig, FunctionPool, RieProcess
+from devtools.s3server import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Dummy values for the loopback S3 server only (it enforces SigV4, so it needs some): not secrets.
+LOCAL_ACCESS_KEY = "imagegen-local-access-key"
+LOCAL_SECRET_KEY = "imagegen-local-dummy-secret"
+PASSTHROUGH_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DEFAULT_MODEL", "POWERTOOLS_DEV", "POWERTOOLS_LOG_LEVEL")
+CURL_EXAMPLE = (
+    "curl -s http://{host}:{port}/v1/images/generations -H 'content-type: application/json' "
+    """-d '{{"prompt":"a red fox","size":"256x256"}}'"""
+)
+
+
+def openai_error_body(status: int, message: str) -> bytes:
+    """API Gateway's own errors in the OpenAI envelope, as template.yaml's GatewayResponses render them."""
+    kind, code = ("api_error", None) if status >= 500 else ("invalid_request_error", None)
+    if status == 429:
+        kind, code = "rate_limit_error", "rate_limit_exceeded"
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+
+
+class LocalStack:
+    """S3 server, ``workers`` RIE processes of ``functions/<function>`` and the HTTP front, started together.
+
+    ``port``/``s3_port`` 0 or None pick free ports. ``passthrough`` names variables copied from this process's
+    environment into the function's when set; ``extra_env`` adds or overrides function variables.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: Path | str = REPO_ROOT,
+        data_dir: Path | str | None = None,
+        port: int | None = 3000,
+        s3_port: int | None = None,
+        bucket: str = "imagegen-local",
+        function: str = "api",
+        workers: int = 2,
+        region: str = "us-east-1",
+        access_key: str = LOCAL_ACCESS_KEY,
+        secret_key: str = LOCAL_SECRET_KEY,
+        passthrough: Iterable[str] = PASSTHROUGH_ENV,
+        extra_env: Mapping[str, str] | None = None,
+        timeout: int = 29,
+        memory_mb: int = 1024,
+        warm_path: str | None = "/health",
+        error_body: ErrorBody = openai_error_body,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.data_dir = Path(data_dir).resolve() if data_dir else self.root / ".local"
+        self.log_dir = self.data_dir / "logs"
+        self.function = function
+        self.code_dir = self.root / "functions" / function
+        self.region = region
+        self.workers = workers
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self.warm_path = warm_path
+        self.passthrough = tuple(passthrough)
+        self.extra_env = dict(extra_env or {})
+        self.s3 = S3Server(
+            self.data_dir / "s3",
+            bucket,
+            access_key=access_key,
+            secret_key=secret_key,
+            region=region,
+            s3_port=s3_port,
+            log_path=self.log_dir / "s3.log",
+        )
+        self.env: dict[str, str] = {}
+        self.pool: FunctionPool | None = None
+        self.front = ApiGatewayFront(self._invoke, port=port or 0, error_body=error_body, log_path=self.log_dir / "front.log")
+        self.startup_seconds: float | None = None
+
+    @property
+    def bucket(self) -> str:
+        return self.s3.bucket
+
+    @property
+    def base_url(self) -> str:
+        return self.front.base_url
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return self.s3.endpoint_url
+
+    def s3_client(self, **config: Any) -> S3Client:
+        return self.s3.client(**config)
+
+    def process_groups(self) -> list[int]:
+        """Process-group ids of the running children (weed, each RIE): what ``stop`` kills."""
+        workers = self.pool.workers if self.pool else []
+        return [pid for pid in [self.s3.pid, *(worker.pid for worker in workers)] if pid is not None]
+
+    def function_env(self) -> dict[str, str]:
+        """The function's environment: bucket and S3 endpoint, Powertools settings, passed-through variables."""
+        env = {
+            "IMAGES_BUCKET": self.bucket,
+            **self.s3.env(),
+            "POWERTOOLS_SERVICE_NAME": "imagegen",
+            "POWERTOOLS_METRICS_NAMESPACE": "ImageGen",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+            "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+        }
+        env.update({name: os.environ[name] for name in self.passthrough if os.environ.get(name)})
+        env.update(self.extra_env)
+        return env
+
+    def _invoke(self, event: bytes, timeout: float) -> Any:
+        if self.pool is None:
+            raise StartupError("the local function pool is not running")
+        return self.pool.invoke(event, timeout)
+
+    def new_rie(self, index: int) -> RieProcess:
+        """An (unstarted) RIE process of the function with the stack's environment, logging to logs/<fn>-<index>.log."""
+        config = FunctionConfig(
+            code_dir=self.code_dir,
+            name=f"imagegen-{self.function}",
+            layer_dirs=[self.root / "layers" / "common"],
+            timeout=self.timeout,
+            memory_mb=self.memory_mb,
+            region=self.region,
+            env=self.env,
+        )
+        return RieProcess(config, log_path=self.log_dir / f"{self.function}-{index}.log")
+
+    def _warm(self, pool: FunctionPool) -> None:
+        port = self.front.port
+        event = build_event(method="GET", target=self.warm_path or "/", headers=[], body=b"", source_ip=LOOPBACK, port=port, stage="prod")
+        for index, answer in enumerate(pool.warm(json.dumps(event).encode(), timeout=self.timeout + 30)):
+            try:
+                status = parse_proxy_response(answer)[0]
+            except GatewayError as error:
+                raise pool.workers[index].failure(f"warm-up GET {self.warm_path} failed ({error})") from None
+            if status >= 500:
+                raise pool.workers[index].failure(f"warm-up GET {self.warm_path} answered {status}")
+
+    def start(self) -> Self:
+        """Start S3, the function processes (warmed with ``warm_path``) and the front; all or nothing."""
+        if self.pool is not None:
+            return self
+        started = time.monotonic()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.s3.start()
+            self.env = self.function_env()
+            self.front.start()
+            self.pool = FunctionPool(self.new_rie, size=self.workers).start()
+            if self.warm_path is not None:
+                self._warm(self.pool)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        """Stop the front, the function processes and S3; idempotent."""
+        self.front.stop()
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.stop()
+        self.s3.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def banner(stack: LocalStack) -> str:
+    provider = "OpenAI (OPENAI_API_KEY is set)" if "OPENAI_API_KEY" in stack.env else "local placeholder images"
+    try:
+        data = stack.data_dir.relative_to(Path.cwd())
+    except ValueError:
+        data = stack.data_dir
+    return "\n".join(
+        [
+            f"imagegen local stack is up ({stack.startup_seconds:.1f} s)",
+            f"  API       {stack.base_url}   ({stack.workers} x functions/{stack.function} under the Lambda RIE)",
+            f"  S3        {stack.s3_endpoint_url}   bucket {stack.bucket}",
+            f"  provider  {provider}",
+            f"  data      {data}/   logs in {data}/logs/",
+            "",
+            "Try:",
+            "  " + CURL_EXAMPLE.format(host=LOOPBACK, port=stack.front.port),
+            "",
+            "Ctrl-C stops everything.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.local", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=3000, help="API port on 127.0.0.1 (default 3000; 0 = free port)")
+    parser.add_argument(
+        "--s3-port", type=int, default=8333, help="S3 port; weed also takes the next 4 and each +10000 (default 8333; 0 = free)"
+    )
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".local", help="S3 data and logs (default ./.local)")
+    parser.add_argument("--workers", type=int, default=2, help="function instances serving in parallel (default 2)")
+    args = parser.parse_args(argv)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicitly: a shell starts background jobs with SIGINT ignored, and Python would keep it so.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+    stack = LocalStack(port=args.port, s3_port=args.s3_port, data_dir=args.data_dir, workers=args.workers)
+    print("Starting the local stack (S3 server, Lambda RIE, API front)...", flush=True)
+    try:
+        stack.start()
+        print(banner(stack), flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("\nStopping...", flush=True)
+    except StartupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop()
+    print("Stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
