@@ -22,7 +22,8 @@ def s3_client() -> S3Client:
     """SigV4 (needed for presigned URLs outside us-east-1), the function's own region, standard retries.
     The endpoint comes from boto3's environment (``AWS_ENDPOINT_URL_S3`` points local runs at loopback)."""
     config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=16)
-    return boto3.client("s3", config=config)
+    # A session of its own: boto3's default session caches credentials beyond this cache's lifetime.
+    return boto3.session.Session().client("s3", config=config)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,44 @@
+"""Integration tier: the handler in-process, against the real S3 server (SeaweedFS on loopback, started once per
+session) and a fake OpenAI server speaking real HTTP on loopback."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from devtools.s3server import S3Server
+from tests.fakes.openai_server import FakeOpenAI
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(
+        tmp_path_factory.mktemp("s3"),
+        bucket=f"imagegen-it-{secrets.token_hex(4)}",
+        access_key=f"it-{secrets.token_hex(4)}",
+        secret_key=secrets.token_urlsafe(24),
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture
+def local_s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """Point the code under test at the S3 server, the way a deployment's environment would."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("IMAGES_BUCKET", s3_server.bucket)
+    return s3_server
+
+
+@pytest.fixture
+def s3(s3_server: S3Server):
+    return s3_server.client()
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server

@@ -1,0 +1,90 @@
+"""The OpenAI provider over real HTTP against a fake OpenAI server on loopback, through the API handler."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import pytest
+from PIL import Image as PILImage
+
+from functions.api import app
+from tests.conftest import load_event
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def openai_env(local_s3, fake_openai, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-integration-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    fake_openai.requests.clear()
+    return fake_openai
+
+
+def invoke(lambda_context, **body):
+    response = app.lambda_handler(load_event("api_generate_b64.json", **body), lambda_context)
+    return response["statusCode"], json.loads(response["body"]), response
+
+
+def test_success_sends_the_key_and_asks_for_base64(openai_env, lambda_context) -> None:
+    status, body, _ = invoke(lambda_context, prompt="a fox", model="dall-e-3", size="1792x1024", style="natural")
+    assert status == 200, body
+    (item,) = body["data"]
+    assert item["revised_prompt"] == "revised: a fox"
+    assert PILImage.open(io.BytesIO(base64.b64decode(item["b64_json"]))).size == (1792, 1024)
+    (sent,) = openai_env.requests
+    assert sent["headers"]["Authorization"] == "Bearer sk-test-integration-key"
+    assert sent["json"] == {
+        "model": "dall-e-3",
+        "prompt": "a fox",
+        "n": 1,
+        "size": "1792x1024",
+        "style": "natural",
+        "response_format": "b64_json",
+    }
+
+
+def test_gpt_image_passes_usage_through(openai_env, lambda_context) -> None:
+    status, body, _ = invoke(lambda_context, model="gpt-image-1", size="1024x1024", response_format=None, n=2)
+    assert status == 200, body
+    assert len(body["data"]) == 2 and body["usage"]["total_tokens"] == 110
+    assert "response_format" not in openai_env.requests[0]["json"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "status", "code", "param"),
+    [
+        ("fail:400", 400, "invalid_value", "size"),
+        ("fail:401", 502, "provider_auth_failed", None),
+        ("fail:429", 429, "rate_limit_exceeded", None),
+        ("fail:500", 502, "provider_error", None),
+        ("fail:policy", 422, "content_policy_violation", "prompt"),
+        ("fail:malformed", 502, "provider_bad_response", None),
+    ],
+)
+def test_provider_failures_map_to_our_status_table(openai_env, lambda_context, prompt, status, code, param) -> None:
+    got, body, response = invoke(lambda_context, prompt=prompt, model="dall-e-2")
+    assert got == status, body
+    assert (body["error"]["code"], body["error"]["param"]) == (code, param)
+    assert "sk-" not in json.dumps(body)
+    if status == 429:
+        assert response["multiValueHeaders"]["Retry-After"] == ["3"]
+
+
+def test_timeout_is_504_within_the_deadline(openai_env, lambda_context) -> None:
+    lambda_context.remaining_millis = 4000  # minus the 2.5 s margin: 1.5 s for the provider
+    started = time.monotonic()
+    status, body, _ = invoke(lambda_context, prompt="fail:slow", model="dall-e-2")
+    elapsed = time.monotonic() - started
+    assert status == 504 and body["error"]["code"] == "provider_timeout"
+    assert elapsed < 3.0
+
+
+def test_unreachable_provider_is_502(local_s3, monkeypatch, lambda_context) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    status, body, _ = invoke(lambda_context, model="dall-e-2")
+    assert status == 502 and body["error"]["code"] == "provider_unreachable"
