@@ -77,6 +77,7 @@ class ImageService:
             _check_response_size(plan, result, max_response_bytes)
         objects = [_stored(request_id, index, image.data, now) for index, image in enumerate(result.images)]
         self.store.put_all(objects, _metadata(plan, request_id))
+        metrics.add_dimension(name="model", value=plan.model.id)
         metrics.add_metric(name="ImagesGenerated", unit=MetricUnit.Count, value=len(objects))
         metrics.add_metric(name="BytesStored", unit=MetricUnit.Bytes, value=sum(len(obj.data) for obj in objects))
         return ImagesResponse(
