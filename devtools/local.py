@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from devtools.front import ApiGatewayFront, ErrorBody, GatewayError, build_event, parse_proxy_response
 from devtools.procs import LOOPBACK, StartupError
-from devtools.rie import FunctionConfig, FunctionPool, RieProcess
+from devtools.rie import FunctionConfig, FunctionPool, Invocation, RieProcess
 from devtools.s3server import S3Server
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class LocalStack:
         env.update(self.extra_env)
         return env
 
-    def _invoke(self, event: bytes, timeout: float) -> Any:
+    def _invoke(self, event: bytes, timeout: float) -> Invocation:
         if self.pool is None:
             raise StartupError("the local function pool is not running")
         return self.pool.invoke(event, timeout)
