@@ -120,6 +120,15 @@ class ImagesResponse(_OmitNone):
     usage: Usage | None = None
 
 
+class StoredImage(BaseModel):
+    """An image as written to S3; answers are made from it (URLs presigned when asked for, never stored)."""
+
+    key: str
+    content_type: str
+    bytes: int
+    revised_prompt: str | None = None
+
+
 class ErrorDetail(BaseModel):
     message: str
     type: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -15,8 +15,8 @@ from imagegen.deadline import Deadline
 from imagegen.errors import PayloadTooLargeError, ProviderError
 from imagegen.models import GenerationPlan, ModelRegistry, ProviderName, build_registry
 from imagegen.observability import logger, metrics
-from imagegen.options import Image, ImageGenerationRequest, ImagesResponse, Usage
-from imagegen.providers import ImageProvider, ProviderResult, get_provider
+from imagegen.options import Image, ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
+from imagegen.providers import ImageProvider, get_provider
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
 from imagegen.storage import ImageStore, StoredObject, image_key
 
@@ -37,10 +37,33 @@ def sniff_format(data: bytes) -> tuple[str, str]:
     raise ProviderError("The image provider returned bytes that are not a PNG, JPEG or WebP image.", code="provider_bad_response")
 
 
-def b64_response_bytes(result: ProviderResult) -> int:
+def b64_answer_bytes(image_sizes: Iterable[int]) -> int:
     """The size of a b64_json answer: base64 adds a third, plus the JSON around it."""
-    revised = sum(len((image.revised_prompt or "").encode()) for image in result.images)
-    return sum(4 * -(-len(image.data) // 3) for image in result.images) + revised + _RESPONSE_OVERHEAD_BYTES
+    return sum(4 * -(-size // 3) for size in image_sizes) + _RESPONSE_OVERHEAD_BYTES
+
+
+def check_b64_answer(image_sizes: Iterable[int], *, limit: int = LAMBDA_SYNC_RESPONSE_LIMIT, can_use_url: bool = True) -> None:
+    """A 413 before anything is written when a base64 answer could not leave the Lambda."""
+    size = b64_answer_bytes(image_sizes)
+    if size > limit:
+        advice = "use response_format 'url'" if can_use_url else "ask for fewer or smaller images"
+        raise PayloadTooLargeError(
+            f"The images would make a {size / 2**20:.1f} MB base64 answer, above the {limit / 2**20:.0f} MB limit of a "
+            f"synchronous Lambda response; {advice}.",
+            param="response_format" if can_use_url else "n",
+            code="response_too_large",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """What one request produced: the plan it ran, and every image as stored (bytes kept for the sync answer)."""
+
+    plan: GenerationPlan
+    created: int
+    objects: tuple[StoredObject, ...]
+    images: tuple[StoredImage, ...]
+    usage: Usage | None
 
 
 @dataclass
@@ -60,8 +83,28 @@ class ImageService:
         max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
     ) -> ImagesResponse:
         """Validate ``request`` for its model, generate, store every image, and answer as it asked."""
+        generation = self.produce(request, request_id=request_id, deadline=deadline, max_response_bytes=max_response_bytes)
+        return self.answer(
+            generation.images,
+            response_format=generation.plan.response_format,
+            created=generation.created,
+            usage=generation.usage,
+            data={obj.key: obj.data for obj in generation.objects},
+        )
+
+    def produce(
+        self,
+        request: ImageGenerationRequest,
+        *,
+        request_id: str,
+        deadline: Deadline,
+        when: dt.datetime | None = None,
+        max_response_bytes: int | None = None,
+    ) -> Generation:
+        """Plan, call the provider, and store every image (all or nothing). ``when`` dates the keys, so a retried
+        job writes the same keys again instead of new ones."""
         plan = self.registry.plan(request)
-        now = self.clock()
+        now = when or self.clock()
         logger.info(
             "generating images",
             extra={
@@ -74,22 +117,44 @@ class ImageService:
         )
         result = self.provider_for(plan.model.provider).generate(plan, deadline)
         if plan.response_format == "b64_json" and max_response_bytes is not None:
-            _check_response_size(plan, result, max_response_bytes)
-        objects = [_stored(request_id, index, image.data, now) for index, image in enumerate(result.images)]
+            sizes = (len(image.data) for image in result.images)
+            check_b64_answer(sizes, limit=max_response_bytes, can_use_url="url" in plan.model.response_formats)
+        objects = tuple(_stored(request_id, index, image.data, now) for index, image in enumerate(result.images))
         self.store.put_all(objects, _metadata(plan, request_id))
         metrics.add_dimension(name="model", value=plan.model.id)
         metrics.add_metric(name="ImagesGenerated", unit=MetricUnit.Count, value=len(objects))
         metrics.add_metric(name="BytesStored", unit=MetricUnit.Bytes, value=sum(len(obj.data) for obj in objects))
-        return ImagesResponse(
-            created=int(now.timestamp()),
-            data=[self._answer(plan, obj, image.revised_prompt) for obj, image in zip(objects, result.images, strict=True)],
-            usage=Usage.model_validate(result.usage) if result.usage else None,
+        images = tuple(
+            StoredImage(key=obj.key, content_type=obj.content_type, bytes=len(obj.data), revised_prompt=image.revised_prompt)
+            for obj, image in zip(objects, result.images, strict=True)
         )
+        usage = Usage.model_validate(result.usage) if result.usage else None
+        return Generation(plan=plan, created=int(now.timestamp()), objects=objects, images=images, usage=usage)
 
-    def _answer(self, plan: GenerationPlan, obj: StoredObject, revised_prompt: str | None) -> Image:
-        if plan.response_format == "url":
-            return Image(url=self.store.presign(obj.key, self.settings.presign_ttl_seconds), revised_prompt=revised_prompt)
-        return Image(b64_json=base64.b64encode(obj.data).decode("ascii"), revised_prompt=revised_prompt)
+    def answer(
+        self,
+        images: Sequence[StoredImage],
+        *,
+        response_format: ResponseFormat,
+        created: int,
+        usage: Usage | None = None,
+        data: Mapping[str, bytes] | None = None,
+    ) -> ImagesResponse:
+        """The OpenAI answer for stored images: URLs presigned now, or base64 of the bytes (read from S3 when
+        ``data`` does not have them, e.g. when a finished job is polled)."""
+        if response_format == "url":
+            items = [
+                Image(url=self.store.presign(image.key, self.settings.presign_ttl_seconds), revised_prompt=image.revised_prompt)
+                for image in images
+            ]
+        else:
+            check_b64_answer(image.bytes for image in images)
+            payloads = {image.key: (data or {}).get(image.key) or self.store.get(image.key) for image in images}
+            items = [
+                Image(b64_json=base64.b64encode(payloads[image.key]).decode("ascii"), revised_prompt=image.revised_prompt)
+                for image in images
+            ]
+        return ImagesResponse(created=created, data=items, usage=usage)
 
 
 def _stored(request_id: str, index: int, data: bytes, now: dt.datetime) -> StoredObject:
@@ -104,18 +169,6 @@ def _sha256(text: str) -> str:
 def _metadata(plan: GenerationPlan, request_id: str) -> dict[str, str]:
     """Object metadata: enough to trace an image back, never the raw prompt or the user id."""
     return {"request-id": request_id, "model": plan.model.id, "size": plan.size, "prompt-sha256": _sha256(plan.prompt)}
-
-
-def _check_response_size(plan: GenerationPlan, result: ProviderResult, limit: int) -> None:
-    size = b64_response_bytes(result)
-    if size > limit:
-        advice = "use response_format 'url'" if "url" in plan.model.response_formats else "ask for fewer or smaller images"
-        raise PayloadTooLargeError(
-            f"The images would make a {size / 2**20:.1f} MB base64 answer, above the {limit / 2**20:.0f} MB limit of a "
-            f"synchronous Lambda response; {advice}.",
-            param="response_format" if "url" in plan.model.response_formats else "n",
-            code="response_too_large",
-        )
 
 
 @lru_cache(maxsize=1)

@@ -74,5 +74,20 @@ class ImageStore:
         except (BotoCoreError, ClientError):
             logger.exception("clean-up of partially written images failed", extra={"keys": list(keys)})
 
+    def put_json(self, key: str, document: str) -> None:
+        """A small JSON document (a results manifest); S3 failures become a retryable StorageError."""
+        try:
+            self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=document.encode(), ContentType="application/json", ServerSideEncryption="AES256"
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"Writing {key} failed; try again.") from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"Reading {key} failed; try again.") from exc
+
     def presign(self, key: str, ttl_seconds: int) -> str:
         return self._client.generate_presigned_url("get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=ttl_seconds)
