@@ -12,7 +12,9 @@ from botocore.config import Config
 from imagegen.settings import get_settings
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
 
 SECRET_MAX_AGE_SECONDS = 300
 
@@ -24,6 +26,16 @@ def s3_client() -> S3Client:
     config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=16)
     # A session of its own: boto3's default session caches credentials beyond this cache's lifetime.
     return boto3.session.Session().client("s3", config=config)
+
+
+@lru_cache(maxsize=1)
+def dynamodb_client() -> DynamoDBClient:
+    return boto3.session.Session().client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+
+
+@lru_cache(maxsize=1)
+def sqs_client() -> SQSClient:
+    return boto3.session.Session().client("sqs", config=Config(retries={"mode": "standard", "max_attempts": 3}))
 
 
 @lru_cache(maxsize=1)

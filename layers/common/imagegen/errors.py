@@ -6,6 +6,8 @@ follows the exception's *type*, never its message text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import cache
 from typing import Any, ClassVar
 
 
@@ -105,9 +107,63 @@ class StorageError(ImageGenError):
     retryable = True
 
 
+class QueueError(ImageGenError):
+    """The job queue or table refused the work; nothing was accepted."""
+
+    status_code = 502
+    error_type = "api_error"
+    default_code = "queue_error"
+    retryable = True
+
+
+class JobNotFoundError(ImageGenError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "job_not_found"
+
+
 class InternalError(ImageGenError):
     """A bug in this project: the only source of a 500."""
 
     status_code = 500
     error_type = "api_error"
     default_code = "internal_error"
+
+
+@cache
+def _canonical_names() -> dict[str, str]:
+    """Every accepted spelling of a request field -> its OpenAI name (``responseFormat`` -> ``response_format``)."""
+    from imagegen.options import ImageGenerationRequest
+
+    names = {}
+    for name, field in ImageGenerationRequest.model_fields.items():
+        names[name] = name
+        for choice in getattr(field.validation_alias, "choices", ()):
+            names[str(choice)] = name
+    return names
+
+
+def invalid_request_from(errors: Sequence[Any], content_type: str = "application/json") -> InvalidRequestError:
+    """Powertools/pydantic validation errors -> one 400 naming the field, as OpenAI answers. Locations may start
+    with Powertools' ``"body"``; a document-level error (bad JSON, not an object) names no field."""
+    first = errors[0] if errors else {"type": "value_error", "loc": (), "msg": "invalid request"}
+    kind, location = str(first.get("type", "")), tuple(first.get("loc", ()))
+    location = location[1:] if location[:1] == ("body",) else location
+    if content_type and not content_type.startswith("application/json"):
+        message = f"Unsupported Content-Type '{content_type}': send the options as JSON with 'Content-Type: application/json'."
+        return InvalidRequestError(message, code="unsupported_content_type")
+    if not location or not isinstance(location[0], str):
+        if kind == "json_invalid":
+            message = "We could not parse the JSON body of your request: send a JSON object."
+        else:
+            message = "The request body must be a JSON object with at least a 'prompt'."
+        return InvalidRequestError(message, code="invalid_json")
+    sent = location[0]
+    if kind == "extra_forbidden":
+        return InvalidRequestError(f"Unknown parameter: '{sent}'.", param=sent, code="unknown_parameter")
+    param = _canonical_names().get(sent, sent)
+    if kind == "missing":
+        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    detail = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+    return InvalidRequestError(f"Invalid '{param}': {detail}.", param=param, code=code)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -14,9 +14,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagegen.errors import ImageGenError, InternalError, InvalidRequestError, PayloadTooLargeError
+from imagegen.errors import ImageGenError, InternalError, InvalidRequestError, PayloadTooLargeError, invalid_request_from
 from imagegen.observability import logger
-from imagegen.options import ImageGenerationRequest
 
 
 def error_response(error: ImageGenError) -> Response[str]:
@@ -26,43 +25,6 @@ def error_response(error: ImageGenError) -> Response[str]:
         body=json.dumps(error.body()),
         headers=error.headers,
     )
-
-
-def _canonical_names() -> dict[str, str]:
-    """Every accepted spelling of a request field -> its OpenAI name (``responseFormat`` -> ``response_format``)."""
-    names = {}
-    for name, field in ImageGenerationRequest.model_fields.items():
-        names[name] = name
-        for choice in getattr(field.validation_alias, "choices", ()):
-            names[str(choice)] = name
-    return names
-
-
-_CANONICAL = _canonical_names()
-
-
-def validation_error(errors: Sequence[Any], content_type: str) -> InvalidRequestError:
-    """Powertools/pydantic validation errors -> one 400 naming the field, as OpenAI answers."""
-    first = errors[0] if errors else {"type": "value_error", "loc": ("body",), "msg": "invalid request"}
-    kind, location = str(first.get("type", "")), tuple(first.get("loc", ()))
-    if content_type and not content_type.startswith("application/json"):
-        message = f"Unsupported Content-Type '{content_type}': send the options as JSON with 'Content-Type: application/json'."
-        return InvalidRequestError(message, code="unsupported_content_type")
-    if len(location) < 2 or not isinstance(location[1], str):
-        if kind == "json_invalid":
-            message = "We could not parse the JSON body of your request: send a JSON object."
-        else:
-            message = "The request body must be a JSON object with at least a 'prompt'."
-        return InvalidRequestError(message, code="invalid_json")
-    sent = location[1]
-    if kind == "extra_forbidden":
-        return InvalidRequestError(f"Unknown parameter: '{sent}'.", param=sent, code="unknown_parameter")
-    param = _CANONICAL.get(sent, sent)
-    if kind == "missing":
-        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-    detail = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
-    return InvalidRequestError(f"Invalid '{param}': {detail}.", param=param, code=code)
 
 
 class ImagesApiResolver(APIGatewayRestResolver):
@@ -93,7 +55,7 @@ class ImagesApiResolver(APIGatewayRestResolver):
 
     def _on_validation_error(self, error: RequestValidationError) -> Response[str]:
         content_type = self.current_event.headers.get("content-type", "").strip().lower()
-        return self._on_imagegen_error(validation_error(error.errors(), content_type))
+        return self._on_imagegen_error(invalid_request_from(error.errors(), content_type))
 
     def _on_not_found(self, _: NotFoundError) -> Response[str]:
         method, path = self.current_event.http_method, self.current_event.path

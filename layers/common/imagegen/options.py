@@ -138,3 +138,57 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class ImageJobRequest(ImageGenerationRequest):
+    """An asynchronous job: the same options plus an optional caller-chosen ``id`` (the schema of an SQS message
+    body and of an S3 request object). Re-sending an id that already finished does not generate again."""
+
+    id: Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)] | None = Field(
+        default=None, description="Caller-chosen job id (letters, digits, '-', '_'; at most 64); default: generated."
+    )
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class Job(BaseModel):
+    """An asynchronous generation as recorded in the jobs table (and in its ``results/`` manifest)."""
+
+    id: str
+    status: JobStatus
+    created: int
+    updated: int
+    model: str | None = None
+    response_format: ResponseFormat = "url"
+    images: list[StoredImage] = Field(default_factory=list)
+    usage: Usage | None = None
+    error: ErrorDetail | None = None
+    attempts: int = 0
+
+
+class JobAccepted(_OmitNone):
+    """``202 Accepted`` for ``Prefer: respond-async``."""
+
+    id: str
+    object: Literal["image.generation.job"] = "image.generation.job"
+    status: JobStatus
+    created: int
+    location: str
+
+
+class JobView(_OmitNone):
+    """``GET /v1/images/jobs/{id}``: the status, and once succeeded the same ``data`` as a synchronous answer."""
+
+    id: str
+    object: Literal["image.generation.job"] = "image.generation.job"
+    status: JobStatus
+    created: int
+    updated: int
+    model: str | None = None
+    data: list[Image] | None = None
+    usage: Usage | None = None
+    error: ErrorDetail | None = None

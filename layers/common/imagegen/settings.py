@@ -36,6 +36,17 @@ class Settings(BaseModel):
     # Request bodies above this are refused before parsing (the longest prompt is 32,000 characters).
     max_request_bytes: int = Field(default=256 * 1024, ge=1024, le=10 * 1024 * 1024, validation_alias="MAX_REQUEST_BYTES")
 
+    # Asynchronous jobs (Prefer: respond-async, the SQS worker): both set, or async requests run synchronously.
+    jobs_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_TABLE")
+    jobs_queue_url: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_QUEUE_URL")
+    job_ttl_days: int = Field(default=7, ge=1, le=365, validation_alias="JOB_TTL_DAYS")
+    # The queue's redrive maxReceiveCount: the attempt that reaches it records a transient failure as final.
+    max_receive_count: int = Field(default=3, ge=1, le=1000, validation_alias="MAX_RECEIVE_COUNT")
+
+    @property
+    def async_enabled(self) -> bool:
+        return self.jobs_table is not None and self.jobs_queue_url is not None
+
     @property
     def openai_enabled(self) -> bool:
         return self.openai_api_key is not None or self.openai_api_key_secret_arn is not None

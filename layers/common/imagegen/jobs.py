@@ -1,0 +1,287 @@
+"""Asynchronous jobs: the API queues them, the SQS worker and the S3 trigger run them, the API reports them.
+
+Every accepted job ends as a result (``status: succeeded`` + ``results/`` manifest), a recorded failure
+(``status: failed``), or, after the queue's ``maxReceiveCount`` transient failures, in the dead-letter queue
+(recorded as failed too). A permanent error (bad options, content policy) is recorded and never retried.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from imagegen.deadline import Deadline
+from imagegen.errors import ImageGenError, JobNotFoundError, QueueError, invalid_request_from
+from imagegen.observability import logger
+from imagegen.options import (
+    JOB_ID_PATTERN,
+    ErrorDetail,
+    ImageGenerationRequest,
+    ImageJobRequest,
+    Job,
+    JobStatus,
+    JobView,
+    StoredImage,
+    Usage,
+)
+from imagegen.service import ImageService, get_service
+from imagegen.settings import get_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+REQUESTS_PREFIX = "requests/"
+RESULTS_PREFIX = "results/"
+_JOB_ID = re.compile(JOB_ID_PATTERN)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _seconds(when: dt.datetime) -> int:
+    return int(when.timestamp())
+
+
+class JobTable:
+    """The jobs table (DynamoDB): one item per job, ``expires_at`` as its TTL attribute."""
+
+    def __init__(self, client: DynamoDBClient, table: str, *, ttl_days: int, clock: Callable[[], dt.datetime]) -> None:
+        self._client = client
+        self._table = table
+        self._ttl = dt.timedelta(days=ttl_days)
+        self._clock = clock
+
+    def create(self, job: Job) -> None:
+        self._call(self._client.put_item, TableName=self._table, Item=self._item(job), ConditionExpression="attribute_not_exists(id)")
+
+    def get(self, job_id: str) -> Job | None:
+        item = self._call(self._client.get_item, TableName=self._table, Key={"id": {"S": job_id}}, ConsistentRead=True).get("Item")
+        return None if item is None else Job.model_validate_json(item["doc"]["S"]).model_copy(update=_live_fields(item))
+
+    def begin(self, job_id: str, *, created: dt.datetime) -> Job | None:
+        """Mark the job running (creating it for a message from the user's own producer); None when it already
+        finished, so a redelivered message is acknowledged without a second generation."""
+        now = self._clock()
+        try:
+            item = self._client.update_item(
+                TableName=self._table,
+                Key={"id": {"S": job_id}},
+                UpdateExpression=(
+                    "SET #status = :running, updated = :now, created = if_not_exists(created, :created), "
+                    "doc = if_not_exists(doc, :doc), expires_at = if_not_exists(expires_at, :expires) ADD attempts :one"
+                ),
+                ConditionExpression="attribute_not_exists(id) OR #status IN (:queued, :running)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":running": {"S": "running"},
+                    ":queued": {"S": "queued"},
+                    ":now": {"N": str(_seconds(now))},
+                    ":created": {"N": str(_seconds(created))},
+                    ":doc": {"S": Job(id=job_id, status="queued", created=_seconds(created), updated=_seconds(now)).model_dump_json()},
+                    ":expires": {"N": str(_seconds(now + self._ttl))},
+                    ":one": {"N": "1"},
+                },
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise QueueError("The jobs table refused the update; the job will be retried.") from exc
+        except BotoCoreError as exc:
+            raise QueueError("The jobs table could not be reached; the job will be retried.") from exc
+        return Job.model_validate_json(item["doc"]["S"]).model_copy(update=_live_fields(item))
+
+    def save(self, job: Job) -> None:
+        self._call(self._client.put_item, TableName=self._table, Item=self._item(job))
+
+    def _item(self, job: Job) -> dict[str, Any]:
+        expires = _seconds(dt.datetime.fromtimestamp(job.created, dt.UTC) + self._ttl)
+        return {
+            "id": {"S": job.id},
+            "status": {"S": job.status},
+            "created": {"N": str(job.created)},
+            "updated": {"N": str(job.updated)},
+            "attempts": {"N": str(job.attempts)},
+            "expires_at": {"N": str(expires)},
+            "doc": {"S": job.model_dump_json()},
+        }
+
+    @staticmethod
+    def _call(operation: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return operation(**kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise QueueError("The jobs table is unavailable; try again.") from exc
+
+
+def _live_fields(item: dict[str, Any]) -> dict[str, Any]:
+    """The attributes updated in place (status, attempts, times) win over the stored document."""
+    status: JobStatus = item["status"]["S"]
+    return {"status": status, "updated": int(item["updated"]["N"]), "attempts": int(item.get("attempts", {"N": "0"})["N"])}
+
+
+class JobQueue:
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self._client = client
+        self._queue_url = queue_url
+
+    def send(self, request: ImageJobRequest) -> None:
+        try:
+            self._client.send_message(QueueUrl=self._queue_url, MessageBody=request.model_dump_json(exclude_none=True))
+        except (BotoCoreError, ClientError) as exc:
+            raise QueueError("The job queue is unavailable; nothing was queued. Try again.") from exc
+
+
+@dataclass
+class JobService:
+    images: ImageService
+    table: JobTable | None
+    queue: JobQueue | None
+    max_receive_count: int
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+    @property
+    def accepts_jobs(self) -> bool:
+        return self.table is not None and self.queue is not None
+
+    def submit(self, request: ImageGenerationRequest, *, job_id: str) -> Job:
+        """Validate now (a bad request is a 400 now, not a failed job later), record the job, queue it."""
+        assert self.table is not None and self.queue is not None, "async jobs are not configured"
+        plan = self.images.registry.plan(request)
+        now = _seconds(self.clock())
+        job = Job(id=job_id, status="queued", created=now, updated=now, model=plan.model.id, response_format=plan.response_format)
+        self.table.create(job)
+        message = ImageJobRequest.model_validate({**request.model_dump(exclude_none=True), "id": job_id, "model": plan.model.id})
+        try:
+            self.queue.send(message)
+        except QueueError as error:
+            self.table.save(_failed(job, error, now))
+            raise
+        return job
+
+    def view(self, job_id: str) -> JobView:
+        job = self.table.get(job_id) if self.table is not None and _JOB_ID.match(job_id) else None
+        if job is None:
+            raise JobNotFoundError(f"No job with id '{job_id}'.", param="id")
+        data = None
+        if job.status == "succeeded":
+            data = self.images.answer(job.images, response_format=job.response_format, created=job.created).data
+        return JobView(
+            id=job.id,
+            status=job.status,
+            created=job.created,
+            updated=job.updated,
+            model=job.model,
+            data=data,
+            usage=job.usage,
+            error=job.error,
+        )
+
+    def run_message(self, body: str, *, message_id: str, sent_at: dt.datetime, receive_count: int, deadline: Deadline) -> Job | None:
+        """One SQS message. Returns the finished job (None for a redelivery of a finished one); raises a retryable
+        error for SQS to deliver the message again."""
+        assert self.table is not None, "the worker needs the jobs table"
+        try:
+            request = ImageJobRequest.model_validate_json(body)
+        except ValidationError as exc:
+            job_id = _id_in(body) or message_id
+            job = self.table.begin(job_id, created=sent_at)
+            return self._record(job, failed=invalid_request_from(exc.errors())) if job else None
+        job_id = request.id or message_id
+        job = self.table.begin(job_id, created=sent_at)
+        if job is None:
+            logger.info("job already finished; redelivered message acknowledged", extra={"job_id": job_id})
+            return None
+        job = job.model_copy(update={"model": request.model or job.model})
+        try:
+            generation = self.images.produce(request, request_id=job_id, deadline=deadline, when=sent_at)
+        except ImageGenError as error:
+            if error.retryable and receive_count < self.max_receive_count:
+                self.table.save(job.model_copy(update={"status": "queued", "error": ErrorDetail(**error.body()["error"])}))
+                raise
+            self._record(job, failed=error)
+            if error.retryable:
+                raise  # the last attempt: recorded as failed, and the message goes on to the dead-letter queue
+            return job
+        return self._record(
+            job.model_copy(update={"model": generation.plan.model.id, "response_format": generation.plan.response_format}),
+            images=list(generation.images),
+            usage=generation.usage,
+        )
+
+    def run_request_object(self, key: str, *, created: dt.datetime, deadline: Deadline) -> Job:
+        """One request object under ``requests/``: the manifest goes to ``results/<same relative key>``, success or
+        not (a malformed object is answered, not retried)."""
+        relative = key.removeprefix(REQUESTS_PREFIX)
+        manifest_key = RESULTS_PREFIX + relative
+        body = self.images.store.get(key)
+        fallback_id = _UNSAFE.sub("-", relative.removesuffix(".json"))[:64] or "request"
+        job = Job(id=fallback_id, status="running", created=_seconds(created), updated=_seconds(self.clock()), attempts=1)
+        try:
+            request = ImageJobRequest.model_validate_json(body)
+            job = job.model_copy(update={"id": request.id or fallback_id, "model": request.model})
+            generation = self.images.produce(request, request_id=job.id, deadline=deadline, when=created)
+        except ValidationError as exc:
+            return self._record(job, failed=invalid_request_from(exc.errors()), manifest_key=manifest_key)
+        except ImageGenError as error:
+            return self._record(job, failed=error, manifest_key=manifest_key)
+        update = {"model": generation.plan.model.id, "response_format": generation.plan.response_format}
+        return self._record(
+            job.model_copy(update=update), images=list(generation.images), usage=generation.usage, manifest_key=manifest_key
+        )
+
+    def _record(
+        self,
+        job: Job,
+        *,
+        failed: ImageGenError | None = None,
+        images: list[StoredImage] | None = None,
+        usage: Usage | None = None,
+        manifest_key: str | None = None,
+    ) -> Job:
+        """Write the results manifest, then the table: a reader who sees ``succeeded`` finds the manifest."""
+        now = _seconds(self.clock())
+        if failed is not None:
+            logger.info("job failed", extra={"job_id": job.id, "code": failed.code, "retryable": failed.retryable})
+            done = _failed(job, failed, now)
+        else:
+            done = job.model_copy(update={"status": "succeeded", "updated": now, "images": images or [], "usage": usage, "error": None})
+        self.images.store.put_json(manifest_key or f"{RESULTS_PREFIX}{job.id}.json", done.model_dump_json(indent=2))
+        if manifest_key is None and self.table is not None:
+            self.table.save(done)
+        return done
+
+
+def _failed(job: Job, error: ImageGenError, now: int) -> Job:
+    return job.model_copy(update={"status": "failed", "updated": now, "error": ErrorDetail(**error.body()["error"])})
+
+
+def _id_in(body: str) -> str | None:
+    """The caller's job id from a message that failed validation, if one can be read."""
+    try:
+        value = json.loads(body).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and _JOB_ID.match(value) else None
+
+
+@lru_cache(maxsize=1)
+def get_job_service() -> JobService:
+    from imagegen.clients import dynamodb_client, sqs_client
+
+    settings = get_settings()
+    images = get_service()
+    table = (
+        JobTable(dynamodb_client(), settings.jobs_table, ttl_days=settings.job_ttl_days, clock=images.clock)
+        if settings.jobs_table
+        else None
+    )
+    queue = JobQueue(sqs_client(), settings.jobs_queue_url) if settings.jobs_queue_url else None
+    return JobService(images=images, table=table, queue=queue, max_receive_count=settings.max_receive_count, clock=images.clock)
