@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagegen.catalog import ModelList, list_models
 from imagegen.deadline import Deadline
-from imagegen.http import ImagesApiResolver
+from imagegen.http import ImagesApiResolver, prefers_async, stage_prefix
+from imagegen.jobs import get_job_service
 from imagegen.observability import logger, metrics, tracer
-from imagegen.options import ImageGenerationRequest, ImagesResponse
+from imagegen.options import ImageGenerationRequest, ImagesResponse, JobAccepted, JobView
 from imagegen.service import get_service
 from imagegen.settings import get_settings
 
@@ -26,13 +28,31 @@ app.configure_openapi(
 app.enable_swagger(path="/docs")
 
 
-@app.post("/v1/images/generations", summary="Create images (OpenAI-compatible)")
-def create_images(request: ImageGenerationRequest) -> ImagesResponse:
-    service = get_service()
+@app.post(
+    "/v1/images/generations",
+    summary="Create images (OpenAI-compatible); with 'Prefer: respond-async', queue them and answer 202",
+    responses={
+        200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
+        202: {"description": "Queued: poll the Location", "content": {"application/json": {"model": JobAccepted}}},
+    },
+)
+def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | JobAccepted]:
     request_id = app.current_event.request_context.request_id or app.lambda_context.aws_request_id
-    deadline = Deadline.from_context(app.lambda_context, margin_seconds=service.settings.response_margin_seconds)
     metrics.add_metric(name="GenerationRequests", unit=MetricUnit.Count, value=1)
-    return service.generate(request, request_id=request_id, deadline=deadline)
+    jobs = get_job_service()
+    if prefers_async(app.current_event.headers.get("prefer")) and jobs.accepts_jobs:
+        job = jobs.submit(request, job_id=request_id)
+        location = f"{stage_prefix(app.current_event)}/v1/images/jobs/{job.id}"
+        accepted = JobAccepted(id=job.id, status=job.status, created=job.created, location=location)
+        return Response(202, content_types.APPLICATION_JSON, accepted, {"Location": location, "Preference-Applied": "respond-async"})
+    service = get_service()
+    deadline = Deadline.from_context(app.lambda_context, margin_seconds=service.settings.response_margin_seconds)
+    return Response(200, content_types.APPLICATION_JSON, service.generate(request, request_id=request_id, deadline=deadline))
+
+
+@app.get("/v1/images/jobs/<job_id>", summary="An asynchronous job: its status and, once done, its images (URLs signed now)")
+def get_job(job_id: str) -> JobView:
+    return get_job_service().view(job_id)
 
 
 @app.get("/v1/models", summary="The models this deployment serves, with their limits")

@@ -27,6 +27,17 @@ def error_response(error: ImageGenError) -> Response[str]:
     )
 
 
+def prefers_async(prefer: str | None) -> bool:
+    """RFC 7240: ``Prefer: respond-async`` (among other preferences, any case)."""
+    return prefer is not None and any(token.split("=")[0].strip().lower() == "respond-async" for token in prefer.split(","))
+
+
+def stage_prefix(event: APIGatewayProxyEvent) -> str:
+    """The path before the route (``/prod`` behind an API Gateway stage, empty on a custom domain or locally)."""
+    full, route = event.request_context.path or "", event.path
+    return full[: -len(route)] if route and full.endswith(route) else ""
+
+
 class ImagesApiResolver(APIGatewayRestResolver):
     """APIGatewayRestResolver with validation and OpenAPI on, OpenAI error shapes, and a body-size guard that runs
     before any parsing (Powertools' own request validation runs before every middleware)."""

@@ -1,0 +1,37 @@
+"""SQS worker: one message = one job (the options plus an optional ``id``). Partial batch failures: only the
+messages that hit a transient error are delivered again; permanent failures are recorded, not retried."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagegen.deadline import Deadline
+from imagegen.jobs import get_job_service
+from imagegen.observability import logger, metrics, tracer
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> None:
+    jobs = get_job_service()
+    attributes = record.attributes
+    jobs.run_message(
+        record.body,
+        message_id=record.message_id,
+        sent_at=dt.datetime.fromtimestamp(int(attributes.sent_timestamp) / 1000, dt.UTC),
+        receive_count=int(attributes.approximate_receive_count),
+        deadline=Deadline.from_context(processor.lambda_context, margin_seconds=jobs.images.settings.response_margin_seconds),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
