@@ -29,13 +29,32 @@ BASE_ENV = {
 # Powertools reads its service name and namespace when the handler module is imported: set them first.
 os.environ.update({name: value for name, value in BASE_ENV.items() if name.startswith("POWERTOOLS_")})
 
-from imagegen import clients, providers, service, settings  # noqa: E402
+from imagegen import clients, jobs, providers, service, settings  # noqa: E402
 
-CLEARED_ENV = ("DEFAULT_MODEL", "OPENAI_API_KEY", "OPENAI_API_KEY_SECRET_ARN", "OPENAI_BASE_URL", "PRESIGN_TTL_SECONDS")
+CLEARED_ENV = (
+    "DEFAULT_MODEL",
+    "OPENAI_API_KEY",
+    "OPENAI_API_KEY_SECRET_ARN",
+    "OPENAI_BASE_URL",
+    "PRESIGN_TTL_SECONDS",
+    "JOBS_TABLE",
+    "JOBS_QUEUE_URL",
+    "MAX_RECEIVE_COUNT",
+)
 
 
 def clear_caches() -> None:
-    for cached in (settings.get_settings, service.get_service, providers.get_provider, clients.s3_client, clients.http_client):
+    caches = (
+        settings.get_settings,
+        service.get_service,
+        jobs.get_job_service,
+        providers.get_provider,
+        clients.s3_client,
+        clients.http_client,
+        clients.dynamodb_client,
+        clients.sqs_client,
+    )
+    for cached in caches:
         cached.cache_clear()
 
 

@@ -2,7 +2,8 @@
 
 The prompt picks the behaviour, so tests that only reach it through the API (or the official SDK) can steer it:
 ``fail:400``, ``fail:401``, ``fail:429``, ``fail:500``, ``fail:policy``, ``fail:malformed``, ``fail:slow`` (sleeps
-past any sane deadline). Any other prompt succeeds with PNGs of the requested size (drawn with Pillow, not with the
+past any sane deadline), ``flaky:N:<anything>`` (500 for the first N requests with that prompt, then success).
+Any other prompt succeeds with PNGs of the requested size (drawn with Pillow, not with the
 code under test)."""
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ FAILURES: dict[str, tuple[int, Any, dict[str, str]]] = {
 class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.attempts: dict[str, int] = {}
+        self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -81,6 +84,8 @@ class FakeOpenAI:
                     return self._send_raw(200, b'{"data": [{"b64_json": "trunc', "application/json", {})
                 if prompt in FAILURES:
                     return self._send(*FAILURES[prompt])
+                if prompt.startswith("flaky:") and fake.attempt(prompt) <= int(prompt.split(":")[1]):
+                    return self._send(*FAILURES["fail:500"])
                 return self._send(200, fake.success(body), {})
 
             def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
@@ -96,6 +101,11 @@ class FakeOpenAI:
                 self.wfile.write(data)
 
         return Handler
+
+    def attempt(self, prompt: str) -> int:
+        with self._lock:
+            self.attempts[prompt] = self.attempts.get(prompt, 0) + 1
+            return self.attempts[prompt]
 
     @staticmethod
     def success(body: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from devtools.aws_local import JobResources, MotoServer, create_job_resources
 from devtools.s3server import S3Server
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -42,3 +43,20 @@ def s3(s3_server: S3Server):
 def fake_openai() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    with MotoServer(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture
+def job_resources(local_s3: S3Server, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> JobResources:
+    """A fresh queue, dead-letter queue and jobs table per test, and the environment pointing at them."""
+    resources = create_job_resources(
+        moto_server.client("sqs"), moto_server.client("dynamodb"), prefix=f"it-{secrets.token_hex(4)}", visibility_timeout=1
+    )
+    for name, value in {**moto_server.env(), **resources.env(), "MAX_RECEIVE_COUNT": "3"}.items():
+        monkeypatch.setenv(name, value)
+    return resources

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from imagegen.deadline import Deadline
 from imagegen.errors import PayloadTooLargeError, ProviderError
@@ -121,8 +121,9 @@ class ImageService:
             check_b64_answer(sizes, limit=max_response_bytes, can_use_url="url" in plan.model.response_formats)
         objects = tuple(_stored(request_id, index, image.data, now) for index, image in enumerate(result.images))
         self.store.put_all(objects, _metadata(plan, request_id))
-        metrics.add_dimension(name="model", value=plan.model.id)
-        metrics.add_metric(name="ImagesGenerated", unit=MetricUnit.Count, value=len(objects))
+        # Per model on its own EMF record: one worker batch may hold several models.
+        with single_metric(name="ImagesGenerated", unit=MetricUnit.Count, value=len(objects), namespace=metrics.namespace) as metric:
+            metric.add_dimension(name="model", value=plan.model.id)
         metrics.add_metric(name="BytesStored", unit=MetricUnit.Bytes, value=sum(len(obj.data) for obj in objects))
         images = tuple(
             StoredImage(key=obj.key, content_type=obj.content_type, bytes=len(obj.data), revised_prompt=image.revised_prompt)

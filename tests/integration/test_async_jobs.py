@@ -1,0 +1,224 @@
+"""Asynchronous jobs against real loopback servers: S3 (SeaweedFS), SQS and DynamoDB (moto server), the fake
+OpenAI server; the API, worker and S3-trigger handlers run in-process, fed by the same poller the local stack uses."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+from PIL import Image as PILImage
+
+from devtools.poller import S3RequestWatcher, SqsPoller, sqs_event
+from functions.api import app as api
+from functions.s3_trigger import app as s3_trigger
+from functions.worker import app as worker
+from tests.conftest import EVENTS, load_event
+
+pytestmark = pytest.mark.integration
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    image = PILImage.open(io.BytesIO(data))
+    image.load()
+    return image.size
+
+
+def call_api(event, lambda_context):
+    response = api.lambda_handler(event, lambda_context)
+    return response["statusCode"], json.loads(response["body"]), response
+
+
+def async_event(**body):
+    event = load_event("api_generate_url.json", **body)
+    event["headers"]["Prefer"] = "respond-async"
+    event["multiValueHeaders"]["Prefer"] = ["respond-async"]
+    return event
+
+
+def job_event(job_id: str):
+    event = load_event("api_health.json")
+    event["path"] = f"/v1/images/jobs/{job_id}"
+    event["resource"] = "/v1/images/jobs/{job_id}"
+    event["requestContext"]["path"] = f"/prod/v1/images/jobs/{job_id}"
+    event["pathParameters"] = {"job_id": job_id}
+    return event
+
+
+def drain(poller: SqsPoller, *, until: float = 30.0) -> None:
+    """Poll until the queue stays empty (failed messages come back after the 1 s visibility timeout)."""
+    deadline, idle = time.monotonic() + until, 0
+    while time.monotonic() < deadline and idle < 3:
+        idle = 0 if poller.poll_once(wait_seconds=1) else idle + 1
+
+
+@pytest.fixture
+def poller(job_resources, moto_server, lambda_context):
+    return SqsPoller(
+        moto_server.client("sqs"),
+        job_resources.queue_url,
+        job_resources.queue_arn,
+        lambda event: worker.lambda_handler(event, lambda_context),
+        region="us-east-1",
+        batch_size=10,
+    )
+
+
+def test_async_submit_then_poll_gives_presigned_images(job_resources, poller, lambda_context) -> None:
+    status, accepted, response = call_api(async_event(n=2, size="512x512"), lambda_context)
+    assert status == 202, accepted
+    assert accepted["status"] == "queued" and accepted["object"] == "image.generation.job"
+    assert response["multiValueHeaders"]["Location"] == [f"/prod/v1/images/jobs/{accepted['id']}"]
+    assert response["multiValueHeaders"]["Preference-Applied"] == ["respond-async"]
+
+    status, queued, _ = call_api(job_event(accepted["id"]), lambda_context)
+    assert (status, queued["status"]) == (200, "queued") and "data" not in queued
+
+    drain(poller)
+    status, done, _ = call_api(job_event(accepted["id"]), lambda_context)
+    assert status == 200 and done["status"] == "succeeded", done
+    assert len(done["data"]) == 2
+    for item in done["data"]:
+        fetched = httpx.get(item["url"], timeout=10)
+        assert fetched.status_code == 200 and png_size(fetched.content) == (512, 512)
+    # URLs are signed at read time, never stored: a second read signs again.
+    time.sleep(1.1)
+    assert call_api(job_event(accepted["id"]), lambda_context)[1]["data"][0]["url"] != done["data"][0]["url"]
+
+
+def test_async_b64_job_reads_the_bytes_back_from_s3(job_resources, poller, lambda_context) -> None:
+    _, accepted, _ = call_api(async_event(n=1, size="256x256", responseFormat="b64_json"), lambda_context)
+    drain(poller)
+    _, done, _ = call_api(job_event(accepted["id"]), lambda_context)
+    assert png_size(base64.b64decode(done["data"][0]["b64_json"])) == (256, 256)
+
+
+def test_invalid_async_request_is_400_now_and_queues_nothing(job_resources, moto_server, lambda_context) -> None:
+    status, body, _ = call_api(async_event(size="640x480"), lambda_context)
+    assert status == 400 and body["error"]["param"] == "size"
+    attributes = moto_server.client("sqs").get_queue_attributes(QueueUrl=job_resources.queue_url, AttributeNames=["All"])
+    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_unknown_job_is_404(job_resources, lambda_context) -> None:
+    status, body, _ = call_api(job_event("no-such-job"), lambda_context)
+    assert status == 404 and body["error"]["code"] == "job_not_found"
+
+
+def test_without_a_queue_the_preference_is_ignored(local_s3, lambda_context) -> None:
+    status, body, response = call_api(async_event(n=1, size="256x256"), lambda_context)
+    assert status == 200 and "url" in body["data"][0]
+    assert "Preference-Applied" not in response.get("multiValueHeaders", {})
+
+
+def sqs_record(body: object, *, receive_count: int = 1) -> dict:
+    record = copy.deepcopy(json.loads((EVENTS / "sqs.json").read_text())["Records"][0])
+    record["messageId"] = str(uuid.uuid4())
+    record["body"] = body if isinstance(body, str) else json.dumps(body)
+    record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    record["attributes"]["SentTimestamp"] = str(int(time.time() * 1000))
+    return record
+
+
+@pytest.fixture
+def openai_jobs(job_resources, fake_openai, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-integration-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    return fake_openai
+
+
+def manifest(s3, bucket: str, key: str) -> dict:
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def test_batch_reports_exactly_the_transient_failures(openai_jobs, local_s3, s3, lambda_context) -> None:
+    good = sqs_record({"id": f"good-{uuid.uuid4().hex[:8]}", "prompt": "a fox", "model": "local", "size": "256x256"})
+    invalid = sqs_record({"id": f"bad-{uuid.uuid4().hex[:8]}", "prompt": "a fox", "reponseFormat": "url"})
+    not_json = sqs_record("{this is not json")
+    policy = sqs_record({"prompt": "fail:policy", "model": "dall-e-2", "size": "256x256"})
+    transient = sqs_record({"prompt": "fail:500", "model": "dall-e-2", "size": "256x256"})
+    last_try = sqs_record({"prompt": "fail:429", "model": "dall-e-2", "size": "256x256"}, receive_count=3)
+    records = [good, invalid, not_json, policy, transient, last_try]
+
+    response = worker.lambda_handler({"Records": records}, lambda_context)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": transient["messageId"]}, {"itemIdentifier": last_try["messageId"]}]}
+    assert manifest(s3, local_s3.bucket, f"results/{json.loads(good['body'])['id']}.json")["status"] == "succeeded"
+    bad = manifest(s3, local_s3.bucket, f"results/{json.loads(invalid['body'])['id']}.json")
+    assert (bad["status"], bad["error"]["param"], bad["error"]["code"]) == ("failed", "reponseFormat", "unknown_parameter")
+    assert manifest(s3, local_s3.bucket, f"results/{not_json['messageId']}.json")["error"]["code"] == "invalid_json"
+    assert manifest(s3, local_s3.bucket, f"results/{policy['messageId']}.json")["error"]["code"] == "content_policy_violation"
+    final = manifest(s3, local_s3.bucket, f"results/{last_try['messageId']}.json")
+    assert (final["status"], final["error"]["code"]) == ("failed", "rate_limit_exceeded")
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        s3.get_object(Bucket=local_s3.bucket, Key=f"results/{transient['messageId']}.json")
+
+
+def test_redelivered_finished_job_is_not_generated_again(openai_jobs, lambda_context) -> None:
+    record = sqs_record({"id": f"once-{uuid.uuid4().hex[:8]}", "prompt": "a fox", "model": "dall-e-2", "size": "256x256"})
+    before = len(openai_jobs.requests)
+    assert worker.lambda_handler({"Records": [record]}, lambda_context) == {"batchItemFailures": []}
+    redelivered = {**record, "attributes": {**record["attributes"], "ApproximateReceiveCount": "2"}}
+    assert worker.lambda_handler({"Records": [redelivered]}, lambda_context) == {"batchItemFailures": []}
+    assert len(openai_jobs.requests) == before + 1
+
+
+def test_sqs_sample_event_file(job_resources, local_s3, s3, lambda_context) -> None:
+    event = json.loads((EVENTS / "sqs.json").read_text())
+    for record in event["Records"]:  # fresh ids, so earlier runs' results do not count
+        body = json.loads(record["body"])
+        body["id"] = f"{body['id']}-{uuid.uuid4().hex[:6]}"
+        record["body"] = json.dumps(body)
+    assert worker.lambda_handler(event, lambda_context) == {"batchItemFailures": []}
+    first, second = (json.loads(record["body"])["id"] for record in event["Records"])
+    assert len(manifest(s3, local_s3.bucket, f"results/{first}.json")["images"]) == 2
+    assert manifest(s3, local_s3.bucket, f"results/{second}.json")["status"] == "failed"
+
+
+def requests_listing(s3, bucket: str) -> set[str]:
+    return {obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket, Prefix="requests/").get("Contents", [])}
+
+
+def test_s3_request_object_produces_images_and_a_manifest(local_s3, s3, lambda_context) -> None:
+    name = f"batch {uuid.uuid4().hex[:6]}/fox.json"
+    s3.put_object(Bucket=local_s3.bucket, Key=f"requests/{name}", Body=json.dumps({"prompt": "a fox", "size": "256x256", "n": 2}))
+    before = requests_listing(s3, local_s3.bucket)
+    watcher = S3RequestWatcher(s3, local_s3.bucket, lambda event: s3_trigger.lambda_handler(event, lambda_context), region="us-east-1")
+    assert watcher.scan_once() >= 1
+    result = manifest(s3, local_s3.bucket, f"results/{name}")
+    assert result["status"] == "succeeded" and len(result["images"]) == 2
+    for image in result["images"]:
+        data = s3.get_object(Bucket=local_s3.bucket, Key=image["key"])["Body"].read()
+        assert png_size(data) == (256, 256) and image["bytes"] == len(data)
+    assert requests_listing(s3, local_s3.bucket) == before  # the code wrote nothing under requests/
+
+
+def test_malformed_request_object_gets_an_error_manifest(local_s3, s3, lambda_context) -> None:
+    name = f"broken-{uuid.uuid4().hex[:6]}.json"
+    s3.put_object(Bucket=local_s3.bucket, Key=f"requests/{name}", Body=b'{"prompt": "a fox", "n": "many"}')
+    event = json.loads((EVENTS / "s3_put.json").read_text())
+    event["Records"][0]["s3"]["bucket"]["name"] = local_s3.bucket
+    event["Records"][0]["s3"]["object"]["key"] = f"requests/{name}"
+    assert s3_trigger.lambda_handler(event, lambda_context) == {"results": {f"requests/{name}": "failed"}}
+    result = manifest(s3, local_s3.bucket, f"results/{name}")
+    assert (result["status"], result["error"]["param"]) == ("failed", "n")
+
+
+def test_s3_sample_event_with_url_encoded_key(local_s3, s3, lambda_context) -> None:
+    event = json.loads((EVENTS / "s3_put.json").read_text())
+    event["Records"][0]["s3"]["bucket"]["name"] = local_s3.bucket
+    key = "requests/sample fox request.json"  # arrives as requests/sample+fox+request.json
+    s3.put_object(Bucket=local_s3.bucket, Key=key, Body=(EVENTS / key).read_bytes())
+    assert s3_trigger.lambda_handler(event, lambda_context) == {"results": {key: "succeeded"}}
+    assert len(manifest(s3, local_s3.bucket, "results/sample fox request.json")["images"]) == 2
+
+
+def test_poller_builds_the_event_lambda_gets() -> None:
+    message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": "{}", "Attributes": {"ApproximateReceiveCount": "1"}}
+    (record,) = sqs_event([message], queue_arn="arn:aws:sqs:us-east-1:1:q", region="us-east-1")["Records"]
+    assert (record["messageId"], record["eventSource"], record["body"]) == ("m1", "aws:sqs", "{}")
