@@ -1,4 +1,6 @@
-"""The local stack: S3 server + the API function under the Lambda RIE + an API Gateway front.
+"""The local stack: S3 server + the API function under the Lambda RIE + an API Gateway front, and for asynchronous
+jobs SQS and DynamoDB (moto server) with the worker and the S3 trigger under the RIE, fed by a local event source
+mapping (SQS poller) and S3 notifications (request watcher).
 
 ``python -m devtools.local`` (``make local``) serves the API on http://127.0.0.1:3000 until Ctrl-C.
 Tests build the same ``LocalStack`` on free ports with a temporary data directory.
@@ -18,7 +20,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from devtools.aws_local import JobResources, MotoServer, create_job_resources
 from devtools.front import ApiGatewayFront, ErrorBody, GatewayError, build_event, parse_proxy_response
+from devtools.poller import S3RequestWatcher, SqsPoller
 from devtools.procs import LOOPBACK, StartupError
 from devtools.rie import FunctionConfig, FunctionPool, Invocation, RieProcess
 from devtools.s3server import S3Server
@@ -35,6 +39,13 @@ CURL_EXAMPLE = (
     "curl -s http://{host}:{port}/v1/images/generations -H 'content-type: application/json' "
     """-d '{{"prompt":"a red fox","size":"256x256"}}'"""
 )
+ASYNC_EXAMPLE = (
+    "curl -si http://{host}:{port}/v1/images/generations -H 'content-type: application/json' -H 'Prefer: respond-async' "
+    """-d '{{"prompt":"a red fox","size":"256x256"}}'   # then GET the Location"""
+)
+# Local redeliveries come back after seconds, not after the deployed 6x worker timeout.
+LOCAL_VISIBILITY_TIMEOUT = 5
+MAX_RECEIVE_COUNT = 3
 
 
 def openai_error_body(status: int, message: str) -> bytes:
@@ -71,6 +82,7 @@ class LocalStack:
         memory_mb: int = 1024,
         warm_path: str | None = "/health",
         error_body: ErrorBody = openai_error_body,
+        async_jobs: bool = True,
     ) -> None:
         self.root = Path(root).resolve()
         self.data_dir = Path(data_dir).resolve() if data_dir else self.root / ".local"
@@ -93,8 +105,13 @@ class LocalStack:
             s3_port=s3_port,
             log_path=self.log_dir / "s3.log",
         )
+        self.moto = MotoServer(self.log_dir / "moto.log", region=region) if async_jobs else None
+        self.jobs: JobResources | None = None
         self.env: dict[str, str] = {}
         self.pool: FunctionPool | None = None
+        self.async_pools: list[FunctionPool] = []
+        self.pollers: list[SqsPoller | S3RequestWatcher] = []
+        self._threads: list[threading.Thread] = []
         self.front = ApiGatewayFront(self._invoke, port=port or 0, error_body=error_body, log_path=self.log_dir / "front.log")
         self.startup_seconds: float | None = None
 
@@ -115,8 +132,9 @@ class LocalStack:
 
     def process_groups(self) -> list[int]:
         """Process-group ids of the running children (weed, each RIE): what ``stop`` kills."""
-        workers = self.pool.workers if self.pool else []
-        return [pid for pid in [self.s3.pid, *(worker.pid for worker in workers)] if pid is not None]
+        workers = [worker for pool in [self.pool, *self.async_pools] if pool for worker in pool.workers]
+        moto = self.moto.pid if self.moto else None
+        return [pid for pid in [self.s3.pid, moto, *(worker.pid for worker in workers)] if pid is not None]
 
     def function_env(self) -> dict[str, str]:
         """The function's environment: bucket and S3 endpoint, Powertools settings, passed-through variables."""
@@ -129,6 +147,8 @@ class LocalStack:
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
             "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
         }
+        if self.moto is not None and self.jobs is not None:
+            env.update({**self.moto.env(), **self.jobs.env(), "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT)})
         env.update({name: os.environ[name] for name in self.passthrough if os.environ.get(name)})
         env.update(self.extra_env)
         return env
@@ -138,18 +158,19 @@ class LocalStack:
             raise StartupError("the local function pool is not running")
         return self.pool.invoke(event, timeout)
 
-    def new_rie(self, index: int) -> RieProcess:
+    def new_rie(self, index: int, function: str | None = None) -> RieProcess:
         """An (unstarted) RIE process of the function with the stack's environment, logging to logs/<fn>-<index>.log."""
+        function = function or self.function
         config = FunctionConfig(
-            code_dir=self.code_dir,
-            name=f"imagegen-{self.function}",
+            code_dir=self.root / "functions" / function,
+            name=f"imagegen-{function}",
             layer_dirs=[self.root / "layers" / "common"],
             timeout=self.timeout,
             memory_mb=self.memory_mb,
             region=self.region,
             env=self.env,
         )
-        return RieProcess(config, log_path=self.log_dir / f"{self.function}-{index}.log")
+        return RieProcess(config, log_path=self.log_dir / f"{function}-{index}.log")
 
     def _warm(self, pool: FunctionPool) -> None:
         port = self.front.port
@@ -170,23 +191,58 @@ class LocalStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.s3.start()
+            if self.moto is not None:
+                self.moto.start()
+                self.jobs = create_job_resources(
+                    self.moto.client("sqs"),
+                    self.moto.client("dynamodb"),
+                    visibility_timeout=LOCAL_VISIBILITY_TIMEOUT,
+                    max_receive_count=MAX_RECEIVE_COUNT,
+                )
             self.env = self.function_env()
             self.front.start()
             self.pool = FunctionPool(self.new_rie, size=self.workers).start()
             if self.warm_path is not None:
                 self._warm(self.pool)
+            if self.moto is not None:
+                self._start_async()
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
         return self
 
+    def _start_async(self) -> None:
+        """The worker and the S3 trigger, each one RIE fed by its local event source."""
+        assert self.moto is not None and self.jobs is not None
+        worker = FunctionPool(lambda index: self.new_rie(index, "worker"), size=1).start()
+        trigger = FunctionPool(lambda index: self.new_rie(index, "s3_trigger"), size=1).start()
+        self.async_pools = [worker, trigger]
+        timeout = self.timeout + 30
+        invoke_worker = lambda event: json.loads(worker.invoke(json.dumps(event).encode(), timeout).payload)  # noqa: E731
+        invoke_trigger = lambda event: json.loads(trigger.invoke(json.dumps(event).encode(), timeout).payload)  # noqa: E731
+        watcher = S3RequestWatcher(self.s3.client(), self.bucket, invoke_trigger, region=self.region)
+        watcher.prime()  # notifications are for objects created from now on, not for what .local/ already holds
+        poller = SqsPoller(self.moto.client("sqs"), self.jobs.queue_url, self.jobs.queue_arn, invoke_worker, region=self.region)
+        self.pollers = [poller, watcher]
+        self._threads = [threading.Thread(target=loop.run, name=type(loop).__name__, daemon=True) for loop in self.pollers]
+        for thread in self._threads:
+            thread.start()
+
     def stop(self) -> None:
-        """Stop the front, the function processes and S3; idempotent."""
+        """Stop the front, the pollers, the function processes, moto and S3; idempotent."""
         self.front.stop()
-        pool, self.pool = self.pool, None
-        if pool is not None:
-            pool.stop()
+        for loop in self.pollers:
+            loop.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.pollers, self._threads = [], []
+        pools, self.pool, self.async_pools = [self.pool, *self.async_pools], None, []
+        for pool in pools:
+            if pool is not None:
+                pool.stop()
+        if self.moto is not None:
+            self.moto.stop()
         self.s3.stop()
 
     def __enter__(self) -> Self:
@@ -210,8 +266,14 @@ def banner(stack: LocalStack) -> str:
             f"  provider  {provider}",
             f"  data      {data}/   logs in {data}/logs/",
             "",
+            f"  jobs      SQS + DynamoDB (moto) on {stack.moto.endpoint_url}; worker and S3 trigger under the RIE"
+            if stack.moto
+            else "  jobs      off",
+            "",
             "Try:",
             "  " + CURL_EXAMPLE.format(host=LOOPBACK, port=stack.front.port),
+            "  " + ASYNC_EXAMPLE.format(host=LOOPBACK, port=stack.front.port),
+            f"  or drop a JSON request into s3://{stack.bucket}/requests/ and read results/ (see README)",
             "",
             "Ctrl-C stops everything.",
         ]

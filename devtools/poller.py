@@ -119,17 +119,24 @@ class S3RequestWatcher:
         self.seen: set[tuple[str, str]] = set()
         self._stop = threading.Event()
 
+    def _objects(self) -> list[dict[str, Any]]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="requests/")
+        return [obj for page in pages for obj in page.get("Contents", []) if obj["Key"].endswith(".json")]  # type: ignore[misc]
+
+    def prime(self) -> None:
+        """Treat every object already there as notified."""
+        self.seen.update((obj["Key"], obj["ETag"]) for obj in self._objects())
+
     def scan_once(self) -> int:
         delivered = 0
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix="requests/"):
-            for obj in page.get("Contents", []):
-                identity = (obj["Key"], obj["ETag"])
-                if not obj["Key"].endswith(".json") or identity in self.seen:
-                    continue
-                self.seen.add(identity)
-                when = obj["LastModified"].astimezone(dt.UTC)
-                self.invoke(s3_event(self.bucket, obj["Key"], obj["Size"], obj["ETag"], region=self.region, when=when))
-                delivered += 1
+        for obj in self._objects():
+            identity = (obj["Key"], obj["ETag"])
+            if identity in self.seen:
+                continue
+            self.seen.add(identity)
+            when = obj["LastModified"].astimezone(dt.UTC)
+            self.invoke(s3_event(self.bucket, obj["Key"], obj["Size"], obj["ETag"], region=self.region, when=when))
+            delivered += 1
         return delivered
 
     def run(self) -> None:
