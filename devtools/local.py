@@ -190,16 +190,7 @@ class LocalStack:
         started = time.monotonic()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.s3.start()
-            if self.moto is not None:
-                self.moto.start()
-                self.jobs = create_job_resources(
-                    self.moto.client("sqs"),
-                    self.moto.client("dynamodb"),
-                    visibility_timeout=LOCAL_VISIBILITY_TIMEOUT,
-                    max_receive_count=MAX_RECEIVE_COUNT,
-                )
-            self.env = self.function_env()
+            self.start_backends()
             self.front.start()
             self.pool = FunctionPool(self.new_rie, size=self.workers).start()
             if self.warm_path is not None:
@@ -211,6 +202,19 @@ class LocalStack:
             raise
         self.startup_seconds = time.monotonic() - started
         return self
+
+    def start_backends(self) -> None:
+        """S3, and SQS + DynamoDB with the jobs queue and table; then the functions' environment is known."""
+        self.s3.start()
+        if self.moto is not None:
+            self.moto.start()
+            self.jobs = create_job_resources(
+                self.moto.client("sqs"),
+                self.moto.client("dynamodb"),
+                visibility_timeout=LOCAL_VISIBILITY_TIMEOUT,
+                max_receive_count=MAX_RECEIVE_COUNT,
+            )
+        self.env = self.function_env()
 
     def _start_async(self) -> None:
         """The worker and the S3 trigger, each one RIE fed by its local event source."""
