@@ -1,0 +1,59 @@
+"""Small pure pieces of the async path: the Prefer header, the stage prefix, job messages and their errors."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from imagegen.errors import invalid_request_from
+from imagegen.http import prefers_async, stage_prefix
+from imagegen.options import ImageJobRequest
+from tests.conftest import load_event
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("respond-async", True),
+        ("Respond-Async", True),
+        ("return=minimal, respond-async", True),
+        ("wait=10", False),
+        (None, False),
+        ("", False),
+    ],
+)
+def test_prefers_async(header: str | None, expected: bool) -> None:
+    assert prefers_async(header) is expected
+
+
+def test_stage_prefix_behind_api_gateway_and_locally() -> None:
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+    event = load_event("api_generate_url.json")
+    assert stage_prefix(APIGatewayProxyEvent(event)) == "/prod"
+    event["requestContext"]["path"] = event["path"]
+    assert stage_prefix(APIGatewayProxyEvent(event)) == ""
+
+
+def test_job_message_takes_an_id_and_refuses_unsafe_ones() -> None:
+    assert ImageJobRequest.model_validate({"prompt": "x", "id": "batch_7-a"}).id == "batch_7-a"
+    for bad in ("../etc", "a" * 65, "", "spaces here"):
+        with pytest.raises(ValidationError):
+            ImageJobRequest.model_validate({"prompt": "x", "id": bad})
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        ('{"prompt": "x", "reponseFormat": "url"}', "reponseFormat", "unknown_parameter"),
+        ('{"prompt": "x", "responseFormat": "png"}', "response_format", "invalid_value"),
+        ("{oops", None, "invalid_json"),
+        ("[]", None, "invalid_json"),
+        ('{"size": "256x256"}', "prompt", "missing_required_parameter"),
+    ],
+)
+def test_message_validation_errors_map_like_the_api(body: str, param: str | None, code: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ImageJobRequest.model_validate_json(body)
+    error = invalid_request_from(caught.value.errors())
+    assert (error.param, error.code, error.status_code) == (param, code, 400)
