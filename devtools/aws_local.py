@@ -8,35 +8,30 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 
-from devtools.procs import LOOPBACK, ManagedProcess, free_port
+from devtools.procs import LOOPBACK, LoopbackServer, ManagedProcess, free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_sqs import SQSClient
 
 
-class MotoServer:
+class MotoServer(LoopbackServer):
     """``moto_server`` on ``http://127.0.0.1:<port>``; ``with MotoServer(log_path) as moto:`` or start/stop."""
 
     def __init__(self, log_path: Path, *, port: int | None = None, region: str = "us-east-1", startup_timeout: float = 30.0) -> None:
         self.log_path = log_path
-        self.port = port or free_port()
+        self._port = port or free_port()
         self.region = region
         self.startup_timeout = startup_timeout
         self._process: ManagedProcess | None = None
 
     @property
-    def endpoint_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+    def port(self) -> int:
+        return self._port
 
     def env(self) -> dict[str, str]:
         """What a function (or SDK client) needs to use this server for SQS and DynamoDB."""
@@ -65,12 +60,6 @@ class MotoServer:
         process, self._process = self._process, None
         if process is not None:
             process.stop(grace=3.0)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,12 @@ import shutil
 import socket
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 from botocore.config import Config
 
-from devtools.procs import LOOPBACK, ManagedProcess, StartupError, free_port_block, port_is_free
+from devtools.procs import LOOPBACK, LoopbackServer, ManagedProcess, StartupError, free_port_block, port_is_free
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -58,7 +57,7 @@ def remove_stale_socket(path: Path) -> None:
             pass
 
 
-class S3Server:
+class S3Server(LoopbackServer):
     """``weed mini`` serving one bucket on ``http://127.0.0.1:<s3_port>``; ``with S3Server(...) as s3:`` or start/stop.
 
     ``s3_port`` None or 0 picks free ports; a fixed port uses it and the next four (plus their +10000).
@@ -95,14 +94,6 @@ class S3Server:
         if not self.ports:
             raise RuntimeError("S3Server is not started")
         return self.ports["s3"]
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
 
     def env(self) -> dict[str, str]:
         """Environment for an SDK client (or a Lambda function) that should use this server."""
@@ -201,9 +192,3 @@ class S3Server:
             process.stop()
             for name in COMPONENTS:
                 remove_stale_socket(Path(f"/tmp/seaweedfs-{name}-grpc-{self.ports[name] + GRPC_OFFSET}.sock"))
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
