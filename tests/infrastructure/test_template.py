@@ -1,11 +1,15 @@
 """template.yaml: SAM validation, the security properties we promise, and a real arm64 build.
 
-Everything runs offline except the build test, which downloads the layer's wheels from PyPI.
+Everything runs offline except the build test, which downloads the layer's wheels from PyPI. Some checks read
+the template as written (what we declare), others the template after the SAM transform (what CloudFormation
+gets: generated roles, the bucket notification, the dependency graph).
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -14,8 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from cfnlint.decode import cfn_yaml
+
+from imagegen.settings import Settings
 
 pytestmark = pytest.mark.infra
 
@@ -40,7 +47,21 @@ API_ROUTES = {
     ("GET", "/health"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/v1/images/jobs/{job_id}"),
 }
+# Routes the API may serve besides the required ones (the browser playground).
+OPTIONAL_API_ROUTES = {("GET", "/")}
+
+FUNCTIONS = ("ApiFunction", "WorkerFunction", "S3TriggerFunction")
+# ImagesBucket's BucketName: a function triggered by the bucket must build the name, not !Ref the bucket.
+BUCKET_NAME = "${AWS::StackName}-images-${AWS::AccountId}-${AWS::Region}"
+BUCKET_OBJECTS = f"arn:${{AWS::Partition}}:s3:::{BUCKET_NAME}"
+# The only managed policies a generated role may carry (logs, X-Ray): nothing that grants S3, DynamoDB or SQS.
+ALLOWED_MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+DATA_SERVICES = ("s3:", "dynamodb:", "sqs:")
 
 
 def _sam() -> str:
@@ -104,6 +125,115 @@ def _policy_statements(policies: list[Any]) -> Iterator[dict[str, Any]]:
             continue
         else:
             pytest.fail(f"unexpected policy entry (use inline statements): {policy!r}")
+
+
+def _statements(resources: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    return list(_policy_statements(_props(resources, function).get("Policies", [])))
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    return set(_as_list(statement["Action"]))
+
+
+def _granted(resources: dict[str, Any], function: str, service: str) -> dict[str, set[str]]:
+    """``{resource (as written): actions}`` of one service (``"s3:"``, ...) that a function's policies allow."""
+    granted: dict[str, set[str]] = {}
+    for statement in _statements(resources, function):
+        assert statement["Effect"] == "Allow"
+        actions = {a for a in _actions(statement) if a.startswith(service)}
+        for resource in _as_list(statement["Resource"]) if actions else []:
+            granted.setdefault(_text(resource), set()).update(actions)
+    return granted
+
+
+def _text(value: Any) -> str:
+    """A resource as a comparable string: the Fn::Sub text, "Ref:X", "GetAtt:X.Attr" or the literal."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return str(sub[0] if isinstance(sub, list) else sub)
+    if isinstance(value, dict) and "Ref" in value:
+        return f"Ref:{value['Ref']}"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        target = value["Fn::GetAtt"]
+        return "GetAtt:" + (".".join(target) if isinstance(target, list) else str(target))
+    return str(value)
+
+
+@pytest.fixture(scope="module")
+def transformed(template: dict[str, Any]) -> dict[str, Any]:
+    """The template after the SAM transform, offline (local code URIs replaced, as `sam deploy` would upload them)."""
+    translator = pytest.importorskip("samtranslator.translator.translator")
+    parser = pytest.importorskip("samtranslator.parser.parser")
+    document = copy.deepcopy(template)
+    for resource in document["Resources"].values():
+        for uri in ("CodeUri", "ContentUri"):
+            if uri in resource.get("Properties", {}):
+                resource["Properties"][uri] = "s3://artifacts/code.zip"
+    sam = translator.Translator(None, parser.Parser(), boto_session=boto3.Session(region_name="us-east-1"))
+    result: dict[str, Any] = sam.translate(document, parameter_values={}, get_managed_policy_map=dict)
+    return result
+
+
+def _role_statements(policies: list[Any]) -> Iterator[dict[str, Any]]:
+    """Every statement of an AWS::IAM::Role's inline Policies, looking through Fn::If branches."""
+    for policy in policies:
+        if isinstance(policy, dict) and "Fn::If" in policy:
+            _, when_true, when_false = policy["Fn::If"]
+            yield from _role_statements([when_true, when_false])
+        elif isinstance(policy, dict) and "PolicyDocument" in policy:
+            yield from _as_list(policy["PolicyDocument"]["Statement"])
+        elif policy != {"Ref": "AWS::NoValue"}:
+            pytest.fail(f"unexpected role policy: {policy!r}")
+
+
+def _references(node: Any) -> set[str]:
+    """Names a template fragment refers to: Ref, Fn::GetAtt and ${...} in Fn::Sub (parameters and pseudo
+    parameters included; callers keep the resource names)."""
+    found: set[str] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= _references(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                found.add((value[0] if isinstance(value, list) else str(value)).split(".")[0])
+            elif key == "Fn::Sub":
+                text, variables = (value[0], value[1]) if isinstance(value, list) else (value, {})
+                local = set(variables)
+                found |= {name.split(".")[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", text)} - local
+                found |= _references(variables)
+            else:
+                found |= _references(value)
+    return found
+
+
+def _dependency_cycle(resources: dict[str, Any]) -> list[str] | None:
+    """A cycle in CloudFormation's dependency graph (references and DependsOn), or None."""
+    graph = {
+        name: (_references(resource.get("Properties", {})) | set(_as_list(resource.get("DependsOn", [])))) & resources.keys()
+        for name, resource in resources.items()
+    }
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for nxt in sorted(graph[name]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[name] = 2
+        return None
+
+    for name in sorted(graph):
+        if name not in state and (cycle := visit(name)):
+            return cycle
+    return None
 
 
 def test_sam_validate_lint_passes() -> None:
@@ -177,30 +307,33 @@ def test_images_bucket_policy_denies_plain_http(resources: dict[str, Any]) -> No
     ]
 
 
-def test_images_expire_and_incomplete_uploads_are_aborted(resources: dict[str, Any]) -> None:
+def test_images_results_and_requests_expire_and_incomplete_uploads_are_aborted(resources: dict[str, Any]) -> None:
     rules = _props(resources, "ImagesBucket")["LifecycleConfiguration"]["Rules"]
 
-    assert any(
-        rule["Status"] == "Enabled" and rule.get("Prefix") == "images/" and rule.get("ExpirationInDays") == {"Ref": "ImageRetentionDays"}
+    expiring = {
+        rule.get("Prefix")
         for rule in rules
-    )
+        if rule["Status"] == "Enabled" and rule.get("ExpirationInDays") == {"Ref": "ImageRetentionDays"}
+    }
+    assert {"images/", "results/", "requests/"} <= expiring
     assert any(rule["Status"] == "Enabled" and "AbortIncompleteMultipartUpload" in rule for rule in rules)
 
 
-def test_api_function_touches_only_images_prefix_and_its_secret(resources: dict[str, Any]) -> None:
+def test_api_function_touches_only_images_prefix_its_jobs_and_its_secret(resources: dict[str, Any]) -> None:
     # Given every statement the API function's role may get
-    statements = list(_policy_statements(_props(resources, "ApiFunction")["Policies"]))
+    statements = _statements(resources, "ApiFunction")
 
     # Then S3 access is object-level, on images/ only, never s3:* nor "*"
-    s3_statements = [s for s in statements if any(a.startswith("s3:") for a in _as_list(s["Action"]))]
-    assert len(s3_statements) == 1
-    (s3,) = s3_statements
-    assert s3["Effect"] == "Allow"
-    assert set(_as_list(s3["Action"])) == {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
-    assert _as_list(s3["Resource"]) == [{"Fn::Sub": "${ImagesBucket.Arn}/images/*"}]
+    assert _granted(resources, "ApiFunction", "s3:") == {
+        "${ImagesBucket.Arn}/images/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
+    }
+    # And it creates and reads jobs but never updates or deletes them (the worker updates, TTL deletes)
+    assert _granted(resources, "ApiFunction", "dynamodb:") == {"GetAtt:JobsTable.Arn": {"dynamodb:PutItem", "dynamodb:GetItem"}}
+    # And it only sends to the jobs queue
+    assert _granted(resources, "ApiFunction", "sqs:") == {"GetAtt:JobsQueue.Arn": {"sqs:SendMessage"}}
 
     # And the secret is readable only when configured, and only that one
-    others = [s for s in statements if s not in s3_statements]
+    others = [s for s in statements if not any(a.startswith(DATA_SERVICES) for a in _actions(s))]
     assert others == [
         {
             "Sid": "ReadOpenAIApiKey",
@@ -224,6 +357,10 @@ def test_api_function_environment(template: dict[str, Any], resources: dict[str,
     # Optional settings are left unset rather than set to "" when the parameter is empty
     assert variables["DEFAULT_MODEL"]["Fn::If"][0] == "HasDefaultModel"
     assert variables["OPENAI_API_KEY_SECRET_ARN"] == {"Fn::If": ["HasOpenAIKey", {"Ref": "OpenAIApiKeySecretArn"}, {"Ref": "AWS::NoValue"}]}
+    # Async jobs are on: both the table and the queue are set
+    assert variables["JOBS_TABLE"] == {"Ref": "JobsTable"}
+    assert variables["JOBS_QUEUE_URL"] == {"Ref": "JobsQueue"}
+    assert variables["JOB_TTL_DAYS"] == {"Ref": "JobTtlDays"}
     ttl = template["Parameters"]["PresignTtlSeconds"]
     assert (ttl["Default"], ttl["MinValue"], ttl["MaxValue"]) == (3600, 60, 43200)
 
@@ -231,18 +368,268 @@ def test_api_function_environment(template: dict[str, Any], resources: dict[str,
 def test_api_function_serves_the_documented_routes(resources: dict[str, Any]) -> None:
     function = _props(resources, "ApiFunction")
     events = function["Events"].values()
+    routes = {(e["Properties"]["Method"].upper(), e["Properties"]["Path"]) for e in events}
 
     assert function["Timeout"] == 29  # API Gateway REST cuts requests at 29 s
-    assert {(e["Properties"]["Method"].upper(), e["Properties"]["Path"]) for e in events} == API_ROUTES
+    assert API_ROUTES <= routes <= API_ROUTES | OPTIONAL_API_ROUTES
     assert all(e["Type"] == "Api" and e["Properties"]["RestApiId"] == {"Ref": "ImageApi"} for e in events)
     assert _props(resources, "ImageApi")["StageName"] == {"Ref": "Stage"}
+
+
+def test_function_environments_name_only_real_settings(resources: dict[str, Any]) -> None:
+    # Given the variables the core reads (imagegen.settings), and Powertools' own
+    known = {str(field.validation_alias) for field in Settings.model_fields.values()}
+
+    for name in FUNCTIONS:
+        variables = _props(resources, name)["Environment"]["Variables"]
+        # Then a function sets no variable nobody reads (a typo would silently fall back to a default)
+        assert set(variables) <= known, name
+        assert "IMAGES_BUCKET" in variables
+
+
+def test_jobs_queue_outlasts_a_worker_run_and_redrives_to_the_dead_letter_queue(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    queue = _props(resources, "JobsQueue")
+    dlq = _props(resources, "JobsDeadLetterQueue")
+    worker_timeout = _props(resources, "WorkerFunction").get("Timeout", template["Globals"]["Function"]["Timeout"])
+
+    # Lambda's rule for SQS event sources: a message stays hidden while a worker may still run it
+    assert worker_timeout == 300
+    assert int(queue["VisibilityTimeout"]) >= 6 * int(worker_timeout)
+    # After MaxReceiveCount deliveries a message goes to the DLQ, and the worker knows the same count
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": {"Ref": "MaxReceiveCount"},
+    }
+    assert _props(resources, "WorkerFunction")["Environment"]["Variables"]["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+    assert template["Parameters"]["MaxReceiveCount"]["Default"] == 3
+    # The DLQ keeps a message longer than the source queue does (its enqueue time carries over), 14 days
+    assert int(dlq["MessageRetentionPeriod"]) == 14 * 24 * 3600
+    assert int(dlq["MessageRetentionPeriod"]) > int(queue.get("MessageRetentionPeriod", 4 * 24 * 3600))
+    assert "RedrivePolicy" not in dlq
+
+
+def test_queues_are_encrypted_and_refuse_plain_http(resources: dict[str, Any]) -> None:
+    assert _props(resources, "JobsQueue")["SqsManagedSseEnabled"] is True
+    assert _props(resources, "JobsDeadLetterQueue")["SqsManagedSseEnabled"] is True
+
+    (policy,) = (res["Properties"] for res in resources.values() if res["Type"] == "AWS::SQS::QueuePolicy")
+    assert policy["Queues"] == [{"Ref": "JobsQueue"}, {"Ref": "JobsDeadLetterQueue"}]
+    (deny,) = policy["PolicyDocument"]["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sqs:*")
+    assert str(deny["Condition"]["Bool"]["aws:SecureTransport"]).lower() == "false"
+    assert {_text(r) for r in _as_list(deny["Resource"])} == {"GetAtt:JobsQueue.Arn", "GetAtt:JobsDeadLetterQueue.Arn"}
+
+
+def test_worker_is_fed_by_the_jobs_queue_with_partial_batch_failures_and_a_concurrency_cap(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    # Given every event source mapping of the worker
+    mappings = [
+        res["Properties"]
+        for res in resources.values()
+        if res["Type"] == "AWS::Lambda::EventSourceMapping" and res["Properties"]["FunctionName"] == {"Ref": "WorkerFunction"}
+    ]
+
+    # Then exactly one, on the jobs queue, reporting failed items only, capped at WorkerMaxConcurrency
+    (mapping,) = mappings
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] == 5
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
+    assert "MaximumBatchingWindowInSeconds" not in mapping  # else the visibility rule needs it added
+    concurrency = template["Parameters"]["WorkerMaxConcurrency"]
+    assert (concurrency["Default"], concurrency["MinValue"]) == (5, 2)  # SQS refuses a maximum below 2
+    # And no SAM SQS event besides it (that would attach AWSLambdaSQSQueueExecutionRole: every queue)
+    assert "Events" not in _props(resources, "WorkerFunction")
+    worker = resources["WorkerFunction"]
+    assert (worker["Metadata"]["BuildMethod"], worker["Properties"]["CodeUri"], worker["Properties"]["Handler"]) == (
+        "makefile",
+        "functions/worker",
+        "app.lambda_handler",
+    )
+
+
+def test_worker_permissions(resources: dict[str, Any]) -> None:
+    assert _granted(resources, "WorkerFunction", "s3:") == {
+        "${ImagesBucket.Arn}/images/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"},
+        "${ImagesBucket.Arn}/results/*": {"s3:PutObject"},
+    }
+    assert _granted(resources, "WorkerFunction", "dynamodb:") == {
+        "GetAtt:JobsTable.Arn": {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"}
+    }
+    # It polls the jobs queue (the event source mapping runs as this role) and sends nothing
+    assert _granted(resources, "WorkerFunction", "sqs:") == {
+        "GetAtt:JobsQueue.Arn": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    }
+    variables = _props(resources, "WorkerFunction")["Environment"]["Variables"]
+    assert variables["JOBS_TABLE"] == {"Ref": "JobsTable"}
+    assert variables["JOB_TTL_DAYS"] == {"Ref": "JobTtlDays"}
+    assert "JOBS_QUEUE_URL" not in variables
+
+
+def test_jobs_table_is_on_demand_expiring_recoverable_and_encrypted(resources: dict[str, Any]) -> None:
+    table = _props(resources, "JobsTable")
+
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    # imagegen.jobs writes epoch seconds to expires_at
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_s3_trigger_fires_only_for_json_request_objects(resources: dict[str, Any]) -> None:
+    # Given the S3 events of every function
+    s3_events = {
+        (name, event_name): event["Properties"]
+        for name in FUNCTIONS
+        for event_name, event in _props(resources, name).get("Events", {}).items()
+        if event["Type"] == "S3"
+    }
+
+    # Then only the trigger listens, to object creation under requests/ ending in .json
+    (((function, _), event),) = s3_events.items()
+    assert function == "S3TriggerFunction"
+    assert event["Bucket"] == {"Ref": "ImagesBucket"}
+    assert _as_list(event["Events"]) == ["s3:ObjectCreated:*"]
+    rules = {rule["Name"].lower(): rule["Value"] for rule in event["Filter"]["S3Key"]["Rules"]}
+    assert rules == {"prefix": "requests/", "suffix": ".json"}
+
+
+def test_s3_trigger_names_the_bucket_without_referencing_it(resources: dict[str, Any]) -> None:
+    # The bucket's notification depends on the trigger: any reference back to the bucket is a cycle
+    assert _props(resources, "ImagesBucket")["BucketName"] == {"Fn::Sub": BUCKET_NAME}
+    trigger = _props(resources, "S3TriggerFunction")
+    assert trigger["Environment"]["Variables"]["IMAGES_BUCKET"] == {"Fn::Sub": BUCKET_NAME}
+    assert "ImagesBucket" not in _references({k: v for k, v in trigger.items() if k != "Events"})
+    assert trigger["Timeout"] == 300
+
+
+def test_s3_trigger_reads_requests_and_can_never_write_there(resources: dict[str, Any]) -> None:
+    granted = _granted(resources, "S3TriggerFunction", "s3:")
+
+    assert granted == {
+        f"{BUCKET_OBJECTS}/requests/*": {"s3:GetObject"},
+        f"{BUCKET_OBJECTS}/images/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"},
+        f"{BUCKET_OBJECTS}/results/*": {"s3:PutObject"},
+    }
+    # No resource that covers requests/ (the bucket's every object, a wildcard) carries anything but reads
+    for resource, actions in granted.items():
+        if not resource.endswith(("/images/*", "/results/*")):
+            assert actions <= {"s3:GetObject"}, resource
+    # And no table, no queue: request objects are answered in results/
+    assert _granted(resources, "S3TriggerFunction", "dynamodb:") == {}
+    assert _granted(resources, "S3TriggerFunction", "sqs:") == {}
+
+
+def test_every_function_reads_the_openai_secret_only_when_configured(resources: dict[str, Any]) -> None:
+    for name in FUNCTIONS:
+        policies = _props(resources, name)["Policies"]
+        (conditional,) = (p for p in policies if isinstance(p, dict) and "Fn::If" in p)
+        condition, when_set, when_unset = conditional["Fn::If"]
+        assert (condition, when_unset) == ("HasOpenAIKey", {"Ref": "AWS::NoValue"}), name
+        assert when_set["Statement"] == [
+            {
+                "Sid": "ReadOpenAIApiKey",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": {"Ref": "OpenAIApiKeySecretArn"},
+            }
+        ], name
+
+
+def test_no_function_gets_wildcards_on_s3_dynamodb_or_sqs(resources: dict[str, Any]) -> None:
+    for name in FUNCTIONS:
+        for statement in _statements(resources, name):
+            data_actions = {a for a in _actions(statement) if a.startswith(DATA_SERVICES)}
+            if not data_actions:
+                continue
+            assert not any("*" in action for action in data_actions), (name, statement)
+            for resource in _as_list(statement["Resource"]):
+                text = _text(resource)
+                assert text != "*", (name, statement)
+                # S3: object ARNs under one prefix, never the bucket's every object
+                if any(a.startswith("s3:") for a in data_actions):
+                    assert re.fullmatch(r".+/(images|results|requests)/\*", text), (name, text)
+
+
+def test_generated_roles_carry_no_broad_managed_policy(transformed: dict[str, Any]) -> None:
+    # Given the roles SAM generates (inline Policies plus the managed policies SAM attaches for events)
+    roles = {name: res["Properties"] for name, res in transformed["Resources"].items() if res["Type"] == "AWS::IAM::Role"}
+    assert {f"{name}Role" for name in FUNCTIONS} <= roles.keys()
+
+    for name, role in roles.items():
+        # Then only logs and X-Ray come from managed policies
+        assert set(role.get("ManagedPolicyArns", [])) <= ALLOWED_MANAGED_POLICIES, name
+        # And no inline statement grants S3, DynamoDB or SQS on "*"
+        for statement in _role_statements(role.get("Policies", [])):
+            if any(a.startswith(DATA_SERVICES) for a in _as_list(statement["Action"])):
+                assert "*" not in _as_list(statement["Resource"]), (name, statement)
+
+
+def test_transformed_template_notifies_the_trigger_and_has_no_dependency_cycle(transformed: dict[str, Any]) -> None:
+    resources = transformed["Resources"]
+    (notification,) = _props(resources, "ImagesBucket")["NotificationConfiguration"]["LambdaConfigurations"]
+
+    assert notification["Function"] == {"Fn::GetAtt": ["S3TriggerFunction", "Arn"]}
+    assert _dependency_cycle(resources) is None
+
+
+def test_the_cycle_check_sees_a_trigger_that_references_its_bucket(template: dict[str, Any]) -> None:
+    # Given the template with the one mistake cfn-lint does not catch: !Ref ImagesBucket in the trigger
+    broken = copy.deepcopy(template)
+    broken["Resources"]["S3TriggerFunction"]["Properties"]["Environment"]["Variables"]["IMAGES_BUCKET"] = {"Ref": "ImagesBucket"}
+    sam = pytest.importorskip("samtranslator.translator.translator")
+    parser = pytest.importorskip("samtranslator.parser.parser")
+    for resource in broken["Resources"].values():
+        for uri in ("CodeUri", "ContentUri"):
+            if uri in resource.get("Properties", {}):
+                resource["Properties"][uri] = "s3://artifacts/code.zip"
+    translator = sam.Translator(None, parser.Parser(), boto_session=boto3.Session(region_name="us-east-1"))
+    resources = translator.translate(broken, parameter_values={}, get_managed_policy_map=dict)["Resources"]
+
+    # Then the check finds bucket -> permission -> function -> bucket
+    cycle = _dependency_cycle(resources)
+    assert cycle is not None
+    assert {"ImagesBucket", "S3TriggerFunction"} <= set(cycle)
+
+
+def test_alarms_watch_the_dead_letter_queue_and_the_worker(resources: dict[str, Any]) -> None:
+    alarms = [res["Properties"] for res in resources.values() if res["Type"] == "AWS::CloudWatch::Alarm"]
+
+    def watching(namespace: str, metric: str, dimension: dict[str, Any]) -> list[dict[str, Any]]:
+        return [a for a in alarms if (a["Namespace"], a["MetricName"]) == (namespace, metric) and dimension in a["Dimensions"]]
+
+    (dlq,) = watching(
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}},
+    )
+    assert (dlq["Threshold"], dlq["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    (worker,) = watching("AWS/Lambda", "Errors", {"Name": "FunctionName", "Value": {"Ref": "WorkerFunction"}})
+    assert (worker["Threshold"], worker["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
 
 
 def test_outputs_name_what_clients_and_tests_read(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
 
-    assert {"ApiUrl", "ImagesBucketName", "ApiFunctionArn", "CommonLayerArn"} <= outputs.keys()
+    assert {
+        "ApiUrl",
+        "ImagesBucketName",
+        "ApiFunctionArn",
+        "CommonLayerArn",
+        "JobsQueueUrl",
+        "JobsDeadLetterQueueUrl",
+        "JobsTableName",
+        "WorkerFunctionArn",
+        "S3TriggerFunctionArn",
+    } <= outputs.keys()
     assert outputs["ApiUrl"]["Value"] == {"Fn::Sub": "https://${ImageApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/${Stage}/"}
+    assert outputs["JobsQueueUrl"]["Value"] == {"Ref": "JobsQueue"}
+    assert outputs["JobsTableName"]["Value"] == {"Ref": "JobsTable"}
 
 
 def _elf_machine(path: Path) -> int:
@@ -270,4 +657,7 @@ def test_sam_build_produces_an_arm64_layer(tmp_path: Path) -> None:
     assert not (site / "botocore").exists()
     assert not (site / "boto3").exists()
     assert not (site / "bin").exists()
-    assert not (build_dir / "ApiFunction" / "Makefile").exists()
+    # And every function is a plain copy of its handler, without its Makefile
+    for function in FUNCTIONS:
+        assert (build_dir / function / "app.py").is_file(), function
+        assert not (build_dir / function / "Makefile").exists(), function
