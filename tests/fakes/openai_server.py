@@ -34,7 +34,7 @@ def _error(status: int, message: str, code: str | None = None, param: str | None
 FAILURES: dict[str, tuple[int, Any, dict[str, str]]] = {
     "fail:400": _error(400, "Invalid size for this model.", "invalid_value", "size"),
     "fail:401": _error(401, "Incorrect API key provided: sk-fake***1234.", "invalid_api_key"),
-    "fail:429": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded", **{"retry-after": "3"}),
+    "fail:429": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded", **{"retry-after": "1"}),
     "fail:500": _error(500, "The server had an error while processing your request."),
     "fail:policy": _error(400, "Your request was rejected as a result of our safety system.", "content_policy_violation"),
 }

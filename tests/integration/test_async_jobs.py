@@ -129,6 +129,7 @@ def sqs_record(body: object, *, receive_count: int = 1) -> dict:
 def openai_jobs(job_resources, fake_openai, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-integration-key")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("PROVIDER_MAX_RETRIES", "0")  # these tests are about SQS redelivery
     return fake_openai
 
 

@@ -71,7 +71,7 @@ def test_provider_failures_map_to_our_status_table(openai_env, lambda_context, p
     assert (body["error"]["code"], body["error"]["param"]) == (code, param)
     assert "sk-" not in json.dumps(body)
     if status == 429:
-        assert response["multiValueHeaders"]["Retry-After"] == ["3"]
+        assert response["multiValueHeaders"]["Retry-After"] == ["1"]
 
 
 def test_timeout_is_504_within_the_deadline(openai_env, lambda_context) -> None:
@@ -88,3 +88,34 @@ def test_unreachable_provider_is_502(local_s3, monkeypatch, lambda_context) -> N
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     status, body, _ = invoke(lambda_context, model="dall-e-2")
     assert status == 502 and body["error"]["code"] == "provider_unreachable"
+
+
+def requests_with(fake, prompt: str) -> int:
+    return sum(1 for request in fake.requests if request["json"]["prompt"] == prompt)
+
+
+def test_transient_failure_is_retried_within_the_deadline(openai_env, lambda_context) -> None:
+    prompt = f"flaky:1:{time.time_ns()}"
+    status, body, _ = invoke(lambda_context, prompt=prompt, model="dall-e-2")
+    assert status == 200, body
+    assert requests_with(openai_env, prompt) == 2
+
+
+def test_persistent_5xx_gives_up_after_two_retries(openai_env, lambda_context) -> None:
+    status, body, _ = invoke(lambda_context, prompt="fail:500", model="dall-e-2")
+    assert status == 502
+    assert requests_with(openai_env, "fail:500") == 3
+
+
+@pytest.mark.parametrize("prompt", ["fail:400", "fail:401", "fail:policy", "fail:malformed"])
+def test_permanent_failures_are_not_retried(openai_env, lambda_context, prompt) -> None:
+    invoke(lambda_context, prompt=prompt, model="dall-e-2")
+    assert requests_with(openai_env, prompt) == 1
+
+
+def test_429_without_time_to_wait_is_answered_at_once_with_retry_after(openai_env, lambda_context) -> None:
+    lambda_context.remaining_millis = 3500  # 1 s left after the margin: no room for Retry-After 1 s + an attempt
+    started = time.monotonic()
+    status, _, response = invoke(lambda_context, prompt="fail:429", model="dall-e-2")
+    assert (status, response["multiValueHeaders"]["Retry-After"]) == (429, ["1"])
+    assert requests_with(openai_env, "fail:429") == 1 and time.monotonic() - started < 1.0

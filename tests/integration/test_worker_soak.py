@@ -25,7 +25,7 @@ def kind_of(index: int) -> str:
 
 def body(index: int, run: str) -> dict:
     job_id = f"soak-{run}-{index}"
-    prompts = {"ok": f"soak {index}", "flaky1": f"flaky:1:{job_id}", "flaky2": f"flaky:2:{job_id}", "dead": f"flaky:9:{job_id}"}
+    prompts = {"ok": f"soak {index}", "flaky1": f"flaky:1:{job_id}", "flaky2": f"flaky:2:{job_id}", "dead": f"flaky:99:{job_id}"}
     if kind_of(index) == "invalid":
         return {"id": job_id, "prompt": "x", "reponseFormat": "url"}
     return {"id": job_id, "prompt": prompts[kind_of(index)], "model": "dall-e-2", "size": "256x256"}
@@ -34,6 +34,7 @@ def body(index: int, run: str) -> dict:
 def test_every_message_is_accounted_for_once(job_resources, moto_server, fake_openai, local_s3, s3, lambda_context, monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-soak")
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("PROVIDER_MAX_RETRIES", "0")  # every transient failure goes back to SQS
     sqs = moto_server.client("sqs")
     run = str(int(time.time()))
     for start in range(0, MESSAGES, 10):

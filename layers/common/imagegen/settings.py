@@ -36,6 +36,8 @@ class Settings(BaseModel):
     # Request bodies above this are refused before parsing (the longest prompt is 32,000 characters).
     max_request_bytes: int = Field(default=256 * 1024, ge=1024, le=10 * 1024 * 1024, validation_alias="MAX_REQUEST_BYTES")
 
+    # Provider retries within the deadline (429 with Retry-After, 5xx, connection errors); 0 leaves retries to SQS.
+    provider_max_retries: int = Field(default=2, ge=0, le=10, validation_alias="PROVIDER_MAX_RETRIES")
     # Asynchronous jobs (Prefer: respond-async, the SQS worker): both set, or async requests run synchronously.
     jobs_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_TABLE")
     jobs_queue_url: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_QUEUE_URL")

@@ -17,7 +17,10 @@ def get_provider(name: ProviderName) -> ImageProvider:
         from imagegen.providers.openai import OpenAIProvider
         from imagegen.settings import get_settings
 
-        return OpenAIProvider(http_client(), base_url=str(get_settings().openai_base_url), api_key=openai_api_key)
+        settings = get_settings()
+        return OpenAIProvider(
+            http_client(), base_url=str(settings.openai_base_url), api_key=openai_api_key, max_retries=settings.provider_max_retries
+        )
     from imagegen.providers.local import LocalProvider
 
     return LocalProvider()

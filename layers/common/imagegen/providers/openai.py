@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,12 +26,18 @@ from imagegen.errors import (
     RateLimitError,
 )
 from imagegen.models import GenerationPlan
-from imagegen.observability import tracer
+from imagegen.observability import logger, tracer
 from imagegen.providers.base import ProviderImage, ProviderResult
 
 # Error codes OpenAI uses when its safety system refuses a prompt or an output.
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 CONNECT_TIMEOUT_SECONDS = 5.0
+# Retries within the request's deadline (the OpenAI SDK's defaults: 2 retries, 0.5 s doubling, 8 s at most).
+MAX_RETRIES = 2
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 8.0
+# A retry is only worth it if an attempt still fits after the wait.
+MIN_ATTEMPT_SECONDS = 1.0
 
 
 def build_request_body(plan: GenerationPlan) -> dict[str, Any]:
@@ -114,27 +122,63 @@ def parse_images(response: httpx.Response, n: int) -> ProviderResult:
     return ProviderResult(images=images, usage=usage if isinstance(usage, dict) else None)
 
 
+def retry_delay(response: httpx.Response | None, error: ImageGenError, attempt: int) -> float | None:
+    """Seconds to wait before trying again, or None when another attempt cannot help. Like the OpenAI SDK:
+    connection failures, 408, 409, 429 (not out-of-quota) and 5xx retry, honouring Retry-After; else exponential
+    backoff with jitter."""
+    if response is not None:
+        status = response.status_code
+        if not (status in (408, 409) or status >= 500 or isinstance(error, RateLimitError)):
+            return None
+        asked = error.headers.get("Retry-After")
+        if asked is not None:
+            return float(asked)
+    backoff: float = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0**attempt)
+    return backoff * random.uniform(0.75, 1.25)
+
+
 class OpenAIProvider:
-    def __init__(self, client: httpx.Client, *, base_url: str, api_key: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        base_url: str,
+        api_key: Callable[[], str],
+        max_retries: int = MAX_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
         self._url = base_url.rstrip("/") + "/images/generations"
         self._api_key = api_key
+        self._max_retries = max_retries
+        self._sleep = sleep
 
     @tracer.capture_method(capture_response=False)
     def generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
+        """One call, retried while the deadline leaves room for the wait and another attempt; the last error
+        otherwise (a 429 keeps its Retry-After for the client)."""
+        body = build_request_body(plan)
+        for attempt in range(self._max_retries + 1):
+            response, error = self._attempt(body, deadline)
+            if error is None and response is not None:
+                return parse_images(response, plan.n)
+            assert error is not None
+            delay = retry_delay(response, error, attempt)
+            if delay is None or attempt == self._max_retries or deadline.remaining() < delay + MIN_ATTEMPT_SECONDS:
+                raise error
+            logger.info("retrying the image provider", extra={"attempt": attempt + 1, "delay": round(delay, 2), "code": error.code})
+            self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _attempt(self, body: dict[str, Any], deadline: Deadline) -> tuple[httpx.Response | None, ImageGenError | None]:
         remaining = deadline.require("call the image provider")
         timeout = httpx.Timeout(remaining, connect=min(CONNECT_TIMEOUT_SECONDS, remaining))
         try:
-            response = self._client.post(
-                self._url,
-                json=build_request_body(plan),
-                headers={"Authorization": f"Bearer {self._api_key()}"},
-                timeout=timeout,
-            )
+            response = self._client.post(self._url, json=body, headers={"Authorization": f"Bearer {self._api_key()}"}, timeout=timeout)
         except httpx.TimeoutException as exc:
             raise ProviderTimeoutError(f"The image provider did not answer within {remaining:.1f} s.") from exc
         except httpx.TransportError as exc:
-            raise ProviderError("The image provider could not be reached.", code="provider_unreachable") from exc
-        if response.is_error:
-            raise status_error(response)
-        return parse_images(response, plan.n)
+            error = ProviderError("The image provider could not be reached.", code="provider_unreachable")
+            error.__cause__ = exc
+            return None, error
+        return response, (status_error(response) if response.is_error else None)
