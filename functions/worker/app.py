@@ -15,7 +15,9 @@ from imagegen.deadline import Deadline
 from imagegen.jobs import get_job_service
 from imagegen.observability import logger, metrics, tracer
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every message hit a transient error is reported item by item, not as a function error: the
+# Errors alarm is for bugs.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SQSRecord) -> None:

@@ -223,3 +223,21 @@ def test_poller_builds_the_event_lambda_gets() -> None:
     message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": "{}", "Attributes": {"ApproximateReceiveCount": "1"}}
     (record,) = sqs_event([message], queue_arn="arn:aws:sqs:us-east-1:1:q", region="us-east-1")["Records"]
     assert (record["messageId"], record["eventSource"], record["body"]) == ("m1", "aws:sqs", "{}")
+
+
+def test_a_message_redriven_from_the_dlq_runs_again_but_a_permanent_failure_does_not(openai_jobs, local_s3, s3, lambda_context) -> None:
+    job_id = f"redrive-{uuid.uuid4().hex[:8]}"
+    last_try = sqs_record({"id": job_id, "prompt": f"flaky:3:{job_id}", "model": "dall-e-2", "size": "256x256"}, receive_count=3)
+    assert worker.lambda_handler({"Records": [last_try]}, lambda_context)["batchItemFailures"]  # to the DLQ
+    assert manifest(s3, local_s3.bucket, f"results/{job_id}.json")["status"] == "failed"
+    for attempt in (1, 2, 3):  # redriven: a fresh receive count; the provider recovers on its 4th request
+        redriven = {**last_try, "attributes": {**last_try["attributes"], "ApproximateReceiveCount": str(attempt)}}
+        worker.lambda_handler({"Records": [redriven]}, lambda_context)
+    assert manifest(s3, local_s3.bucket, f"results/{job_id}.json")["status"] == "succeeded"
+
+    invalid_id = f"perm-{uuid.uuid4().hex[:8]}"
+    invalid = sqs_record({"id": invalid_id, "prompt": "fail:policy", "model": "dall-e-2", "size": "256x256"})
+    worker.lambda_handler({"Records": [invalid]}, lambda_context)
+    before = len(openai_jobs.requests)
+    worker.lambda_handler({"Records": [invalid]}, lambda_context)
+    assert len(openai_jobs.requests) == before

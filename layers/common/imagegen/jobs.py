@@ -67,7 +67,8 @@ class JobTable:
 
     def begin(self, job_id: str, *, created: dt.datetime) -> Job | None:
         """Mark the job running (creating it for a message from the user's own producer); None when it already
-        finished, so a redelivered message is acknowledged without a second generation."""
+        finished, so a redelivered message is acknowledged without a second generation. A job that failed for a
+        transient reason runs again: that is a message redriven from the dead-letter queue."""
         now = self._clock()
         try:
             item = self._client.update_item(
@@ -77,7 +78,7 @@ class JobTable:
                     "SET #status = :running, updated = :now, created = if_not_exists(created, :created), "
                     "doc = if_not_exists(doc, :doc), expires_at = if_not_exists(expires_at, :expires) ADD attempts :one"
                 ),
-                ConditionExpression="attribute_not_exists(id) OR #status IN (:queued, :running)",
+                ConditionExpression="attribute_not_exists(id) OR #status IN (:queued, :running) OR retryable = :true",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":running": {"S": "running"},
@@ -87,6 +88,7 @@ class JobTable:
                     ":doc": {"S": Job(id=job_id, status="queued", created=_seconds(created), updated=_seconds(now)).model_dump_json()},
                     ":expires": {"N": str(_seconds(now + self._ttl))},
                     ":one": {"N": "1"},
+                    ":true": {"BOOL": True},
                 },
                 ReturnValues="ALL_NEW",
             )["Attributes"]
@@ -109,6 +111,7 @@ class JobTable:
             "created": {"N": str(job.created)},
             "updated": {"N": str(job.updated)},
             "attempts": {"N": str(job.attempts)},
+            "retryable": {"BOOL": job.status == "failed" and job.retryable},
             "expires_at": {"N": str(expires)},
             "doc": {"S": job.model_dump_json()},
         }
@@ -252,7 +255,8 @@ class JobService:
             logger.info("job failed", extra={"job_id": job.id, "code": failed.code, "retryable": failed.retryable})
             done = _failed(job, failed, now)
         else:
-            done = job.model_copy(update={"status": "succeeded", "updated": now, "images": images or [], "usage": usage, "error": None})
+            update = {"status": "succeeded", "updated": now, "images": images or [], "usage": usage, "error": None, "retryable": False}
+            done = job.model_copy(update=update)
         self.images.store.put_json(manifest_key or f"{RESULTS_PREFIX}{job.id}.json", done.model_dump_json(indent=2))
         if manifest_key is None and self.table is not None:
             self.table.save(done)
@@ -260,7 +264,9 @@ class JobService:
 
 
 def _failed(job: Job, error: ImageGenError, now: int) -> Job:
-    return job.model_copy(update={"status": "failed", "updated": now, "error": ErrorDetail(**error.body()["error"])})
+    return job.model_copy(
+        update={"status": "failed", "updated": now, "error": ErrorDetail(**error.body()["error"]), "retryable": error.retryable}
+    )
 
 
 def _id_in(body: str) -> str | None:

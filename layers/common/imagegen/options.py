@@ -168,6 +168,8 @@ class Job(BaseModel):
     usage: Usage | None = None
     error: ErrorDetail | None = None
     attempts: int = 0
+    # A failure that another delivery could cure (provider 429/5xx, timeouts): a redrive from the DLQ runs it again.
+    retryable: bool = False
 
 
 class JobAccepted(_OmitNone):
