@@ -275,6 +275,7 @@ def banner(stack: LocalStack) -> str:
             else "  jobs      off",
             "",
             "Try:",
+            f"  open {stack.base_url}/   (the playground)",
             "  " + CURL_EXAMPLE.format(host=LOOPBACK, port=stack.front.port),
             "  " + ASYNC_EXAMPLE.format(host=LOOPBACK, port=stack.front.port),
             f"  or drop a JSON request into s3://{stack.bucket}/requests/ and read results/ (see README)",
