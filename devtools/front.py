@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,10 +27,16 @@ import httpx
 
 from devtools.procs import LOOPBACK, StartupError
 from devtools.rie import Invocation, PoolBusy
+from imagegen.auth import bearer_key
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 INTEGRATION_TIMEOUT = 29.0
 PROXY_RESPONSE_KEYS = {"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded", "base64Encoded"}
+# Routes open without a key when keys are required (template.yaml: Authorizer NONE on these events).
+PUBLIC_ROUTES = frozenset({("GET", "/"), ("GET", "/health"), ("GET", "/docs"), ("GET", "/openapi.json")})
+# API Gateway's answers for a missing key (the authorizer's 401) and an unknown one (the usage plan's 403).
+MISSING_KEY_MESSAGE = "Missing API key: send 'Authorization: Bearer <key>'."
+UNKNOWN_KEY_MESSAGE = "Incorrect API key provided."
 HOP_BY_HOP = {"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade", "date", "server"}
 
 Invoke = Callable[[bytes, float], Invocation]
@@ -224,6 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         request_id = "-"
         try:
+            front.authorize(self.command, urlsplit(self.path).path, self.headers.get("Authorization"))
             body = self._read_body(front.max_request_bytes)
             event = build_event(
                 method=self.command,
@@ -239,7 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers, data = parse_proxy_response(front.call(json.dumps(event).encode()))
         except GatewayError as error:
             front.log(f"{request_id} gateway {error}")
-            if error.status in (400, 413):
+            if error.status in (400, 401, 403, 413):
                 self.close_connection = True  # the unread body would poison a kept-alive connection
             status, headers = error.status, [("Content-Type", "application/json")]
             data = front.error_body(error.status, error.message)
@@ -275,8 +282,12 @@ class ApiGatewayFront:
         max_request_bytes: int = MAX_REQUEST_BYTES,
         error_body: ErrorBody = aws_error_body,
         log_path: Path | None = None,
+        api_keys: Collection[str] = (),
+        public_routes: Collection[tuple[str, str]] = PUBLIC_ROUTES,
     ) -> None:
         self.invoke = invoke
+        self.api_keys = frozenset(api_keys)
+        self.public_routes = frozenset(public_routes)
         self.host = host
         self.requested_port = port
         self.stage = stage
@@ -287,6 +298,16 @@ class ApiGatewayFront:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._log_lock = threading.Lock()
+
+    def authorize(self, method: str, path: str, authorization: str | None) -> None:
+        """The deployed gateway's key check: the bearer-key authorizer (401) and the usage plan (403)."""
+        if not self.api_keys or (method, path) in self.public_routes:
+            return
+        key = bearer_key(authorization)
+        if key is None:
+            raise GatewayError(401, MISSING_KEY_MESSAGE)
+        if key not in self.api_keys:
+            raise GatewayError(403, UNKNOWN_KEY_MESSAGE)
 
     @property
     def port(self) -> int:

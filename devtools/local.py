@@ -53,6 +53,8 @@ def openai_error_body(status: int, message: str) -> bytes:
     kind, code = ("api_error", None) if status >= 500 else ("invalid_request_error", None)
     if status == 429:
         kind, code = "rate_limit_error", "rate_limit_exceeded"
+    if status in (401, 403):
+        code = "invalid_api_key"
     return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
 
 
@@ -83,6 +85,7 @@ class LocalStack:
         warm_path: str | None = "/health",
         error_body: ErrorBody = openai_error_body,
         async_jobs: bool = True,
+        api_keys: Iterable[str] = (),
     ) -> None:
         self.root = Path(root).resolve()
         self.data_dir = Path(data_dir).resolve() if data_dir else self.root / ".local"
@@ -112,7 +115,9 @@ class LocalStack:
         self.async_pools: list[FunctionPool] = []
         self.pollers: list[SqsPoller | S3RequestWatcher] = []
         self._threads: list[threading.Thread] = []
-        self.front = ApiGatewayFront(self._invoke, port=port or 0, error_body=error_body, log_path=self.log_dir / "front.log")
+        self.front = ApiGatewayFront(
+            self._invoke, port=port or 0, error_body=error_body, log_path=self.log_dir / "front.log", api_keys=tuple(api_keys)
+        )
         self.startup_seconds: float | None = None
 
     @property
@@ -269,6 +274,9 @@ def banner(stack: LocalStack) -> str:
             f"  S3        {stack.s3_endpoint_url}   bucket {stack.bucket}",
             f"  provider  {provider}",
             f"  data      {data}/   logs in {data}/logs/",
+            "  auth      Authorization: Bearer <one of IMAGEGEN_API_KEYS>"
+            if stack.front.api_keys
+            else "  auth      off (set IMAGEGEN_API_KEYS to require keys)",
             "",
             f"  jobs      SQS + DynamoDB (moto) on {stack.moto.endpoint_url}; worker and S3 trigger under the RIE"
             if stack.moto
@@ -301,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     # Explicitly: a shell starts background jobs with SIGINT ignored, and Python would keep it so.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
-    stack = LocalStack(port=args.port, s3_port=args.s3_port, data_dir=args.data_dir, workers=args.workers)
+    # Like the deployed usage plan: with keys configured, every route but the public ones needs a Bearer key.
+    api_keys = [key.strip() for key in os.environ.get("IMAGEGEN_API_KEYS", "").split(",") if key.strip()]
+    stack = LocalStack(port=args.port, s3_port=args.s3_port, data_dir=args.data_dir, workers=args.workers, api_keys=api_keys)
     print("Starting the local stack (S3 server, Lambda RIE, API front)...", flush=True)
     try:
         stack.start()

@@ -1,0 +1,28 @@
+"""TOKEN authorizer: the bearer key becomes API Gateway's usage-identifier key; the usage plan decides (403 for an
+unknown key) and meters it. No bearer key: 401 (Lambda authorizers signal it by raising "Unauthorized")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerResponse,
+    APIGatewayAuthorizerTokenEvent,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagegen.auth import bearer_key, key_fingerprint
+from imagegen.observability import logger
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    token = APIGatewayAuthorizerTokenEvent(event)
+    key = bearer_key(token.authorization_token)
+    if key is None:
+        raise Exception("Unauthorized")  # noqa: TRY002 - the exact signal API Gateway turns into a 401
+    principal = key_fingerprint(key)
+    logger.info("bearer key handed to the usage plan", extra={"principal": principal})
+    policy = APIGatewayAuthorizerResponse.from_route_arn(token.method_arn, principal_id=principal, usage_identifier_key=key)
+    policy.allow_all_routes()  # cached per key for every route of the API; the usage plan is the check
+    return policy.asdict()

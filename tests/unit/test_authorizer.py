@@ -1,0 +1,44 @@
+"""The TOKEN authorizer: a bearer key becomes the usage-identifier key; no key is a 401."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from functions.authorizer import app
+from imagegen.auth import bearer_key, key_fingerprint
+from tests.conftest import EVENTS
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [
+        ("Bearer sample-api-key-0123456789abcdef", "sample-api-key-0123456789abcdef"),
+        ("bearer sample-api-key-0123456789abcdef ", "sample-api-key-0123456789abcdef"),
+        ("Bearer short", None),
+        ("Basic dXNlcjpwYXNzd29yZA==", None),
+        ("sample-api-key-0123456789abcdef", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_bearer_key(header: str | None, key: str | None) -> None:
+    assert bearer_key(header) == key
+
+
+def test_known_shape_is_handed_to_the_usage_plan(lambda_context) -> None:
+    event = json.loads((EVENTS / "authorizer_token.json").read_text())
+    policy = app.lambda_handler(event, lambda_context)
+    assert policy["usageIdentifierKey"] == "sample-api-key-0123456789abcdef"
+    assert policy["principalId"] == key_fingerprint("sample-api-key-0123456789abcdef")
+    assert "sample-api-key" not in policy["principalId"]
+    (statement,) = policy["policyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Resource"] == ["arn:aws:execute-api:us-east-1:123456789012:abcdef1234/prod/*/*"]
+
+
+def test_missing_key_is_unauthorized(lambda_context) -> None:
+    event = {**json.loads((EVENTS / "authorizer_token.json").read_text()), "authorizationToken": "Bearer"}
+    with pytest.raises(Exception, match="^Unauthorized$"):
+        app.lambda_handler(event, lambda_context)
