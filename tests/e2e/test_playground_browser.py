@@ -253,7 +253,7 @@ def test_validation_error_is_shown_next_to_the_field_it_names(browser, local_sta
     assert policy_problems(browser) == []
 
 
-def test_api_key_stays_in_the_tab_and_is_sent_as_x_api_key(browser, local_stack) -> None:
+def test_api_key_stays_in_the_tab_and_is_sent_as_a_bearer_token(browser, local_stack) -> None:
     open_page(browser, local_stack.base_url)
     fill_form(browser, prompt="a key test", size="256x256", **{"api-key": "sk-playground-test"})
     assert js(browser, "return sessionStorage.getItem('imagegen.apiKey')") == "sk-playground-test"
@@ -270,11 +270,11 @@ def test_api_key_stays_in_the_tab_and_is_sent_as_x_api_key(browser, local_stack)
     submit(browser)
     wait_for_images(browser, 1)
     sent = js(browser, "return window.__sent")
-    assert [request["headers"].get("x-api-key") for request in sent] == ["sk-playground-test"]
+    assert [request["headers"].get("Authorization") for request in sent] == ["Bearer sk-playground-test"]
     # The snippets name an environment variable; the key itself never appears on the page.
     curl = js(browser, "return document.querySelector('#snippet-curl code').textContent")
     python = js(browser, "return document.querySelector('#snippet-python code').textContent")
-    assert '-H "x-api-key: $IMAGEGEN_API_KEY"' in curl and 'os.environ["IMAGEGEN_API_KEY"]' in python
+    assert '-H "Authorization: Bearer $IMAGEGEN_API_KEY"' in curl and 'api_key=os.environ["IMAGEGEN_API_KEY"]' in python
     assert "sk-playground-test" not in js(browser, "return document.body.innerText")
 
     # A new load of the page in the same tab keeps the key; the model list is fetched with it too.

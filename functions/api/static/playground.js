@@ -42,7 +42,7 @@
     const h = { accept: "application/json" };
     if (json) h["content-type"] = "application/json";
     const key = apiKey.value.trim();
-    if (key) h["x-api-key"] = key;
+    if (key) h.Authorization = `Bearer ${key}`;
     return h;
   }
 
@@ -305,7 +305,7 @@
 
   function curlSnippet(body) {
     const lines = [`curl -s ${shellQuote(apiUrl("v1/images/generations"))}`, `-H 'content-type: application/json'`];
-    if (apiKey.value.trim()) lines.push(`-H "x-api-key: $IMAGEGEN_API_KEY"`);
+    if (apiKey.value.trim()) lines.push(`-H "Authorization: Bearer $IMAGEGEN_API_KEY"`);
     lines.push(`-d ${shellQuote(JSON.stringify(body))}`);
     return lines.join(" \\\n  ");
   }
@@ -318,8 +318,7 @@
     if (keyed) out.push("import os");
     if (out.length) out.push("");
     out.push("from openai import OpenAI", "");
-    const client = [`base_url=${pyString(apiUrl("v1"))}`, `api_key="unused"`];
-    if (keyed) client.push(`default_headers={"x-api-key": os.environ["IMAGEGEN_API_KEY"]}`);
+    const client = [`base_url=${pyString(apiUrl("v1"))}`, keyed ? `api_key=os.environ["IMAGEGEN_API_KEY"]` : `api_key="unused"`];
     out.push(`client = OpenAI(${client.join(", ")})`);
     out.push("result = client.images.generate(");
     for (const [name, value] of Object.entries(body)) {
