@@ -6,12 +6,14 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import boto3
+import botocore.session
 import httpx
 from botocore.config import Config
 
 from imagegen.settings import get_settings
 
 if TYPE_CHECKING:
+    from botocore.loaders import Loader
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
@@ -20,22 +22,39 @@ SECRET_MAX_AGE_SECONDS = 300
 
 
 @lru_cache(maxsize=1)
+def _data_loader() -> Loader:
+    """botocore's data files (endpoints, partitions, service models), parsed once per container for every client."""
+    loader: Loader = botocore.session.Session().get_component("data_loader")
+    return loader
+
+
+def _session() -> boto3.session.Session:
+    """A session of its own for each client (boto3's default session caches credentials beyond these caches'
+    lifetime) sharing one data loader: a second and third client cost ~40 ms instead of ~120 ms at cold start."""
+    core = botocore.session.Session()
+    loader = _data_loader()
+    core.register_component("data_loader", loader)
+    session = boto3.session.Session(botocore_session=core)
+    loader.search_paths[:] = dict.fromkeys(loader.search_paths)  # boto3 appends its data directory once per session
+    return session
+
+
+@lru_cache(maxsize=1)
 def s3_client() -> S3Client:
     """SigV4 (needed for presigned URLs outside us-east-1), the function's own region, standard retries.
     The endpoint comes from boto3's environment (``AWS_ENDPOINT_URL_S3`` points local runs at loopback)."""
     config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=16)
-    # A session of its own: boto3's default session caches credentials beyond this cache's lifetime.
-    return boto3.session.Session().client("s3", config=config)
+    return _session().client("s3", config=config)
 
 
 @lru_cache(maxsize=1)
 def dynamodb_client() -> DynamoDBClient:
-    return boto3.session.Session().client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    return _session().client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 3}))
 
 
 @lru_cache(maxsize=1)
 def sqs_client() -> SQSClient:
-    return boto3.session.Session().client("sqs", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    return _session().client("sqs", config=Config(retries={"mode": "standard", "max_attempts": 3}))
 
 
 @lru_cache(maxsize=1)
