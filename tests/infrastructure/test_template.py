@@ -661,3 +661,45 @@ def test_sam_build_produces_an_arm64_layer(tmp_path: Path) -> None:
     for function in FUNCTIONS:
         assert (build_dir / function / "app.py").is_file(), function
         assert not (build_dir / function / "Makefile").exists(), function
+
+
+PUBLIC_ROUTES = {("get", "/"), ("get", "/health"), ("get", "/docs"), ("get", "/openapi.json")}
+
+
+def test_every_route_but_the_public_ones_needs_a_bearer_key_in_the_usage_plan(
+    template: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    apis = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    (api,) = apis
+    body = api["Properties"]["Body"]
+    assert api["Properties"]["ApiKeySourceType"] == "AUTHORIZER"
+    schemes = body["components"]["securitySchemes"]  # OpenAPI 3 (Globals.Api.OpenApiVersion)
+    assert schemes["BearerApiKey"]["x-amazon-apigateway-authtype"] == "custom"
+    assert schemes["BearerApiKey"]["x-amazon-apigateway-authorizer"]["type"] == "token"
+    assert schemes["BearerApiKey"]["name"] == "Authorization"
+    for path, methods in body["paths"].items():
+        for method, operation in methods.items():
+            required = {name for requirement in operation.get("security", []) for name in requirement}
+            if (method, path) in PUBLIC_ROUTES:
+                assert not required & {"BearerApiKey", "api_key"}, (method, path)
+            else:
+                assert {"BearerApiKey", "api_key"} <= required, (method, path)
+    plans = [r["Properties"] for r in transformed["Resources"].values() if r["Type"] == "AWS::ApiGateway::UsagePlan"]
+    (plan,) = plans
+    defaults = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
+    # The offline transform substitutes the parameters' defaults.
+    assert plan["Throttle"] == {"BurstLimit": defaults["ThrottleBurstLimit"], "RateLimit": defaults["ThrottleRateLimit"]}
+    assert plan["Quota"] == {"Limit": defaults["QuotaPerDay"], "Period": "DAY"}
+
+
+def test_key_failures_answer_in_the_openai_shape(resources: dict[str, Any]) -> None:
+    responses = _props(resources, "ImageApi")["GatewayResponses"]
+    for kind, status in (("UNAUTHORIZED", "401"), ("INVALID_API_KEY", "403"), ("QUOTA_EXCEEDED", "429")):
+        assert responses[kind]["StatusCode"] == status
+        assert '"error"' in responses[kind]["ResponseTemplates"]["application/json"]
+
+
+def test_the_authorizer_has_no_permissions_and_no_configuration(resources: dict[str, Any]) -> None:
+    authorizer = _props(resources, "AuthorizerFunction")
+    assert "Policies" not in authorizer and "Environment" not in authorizer
+    assert authorizer["Timeout"] <= 5
