@@ -68,9 +68,10 @@ class JobResources:
     queue_url: str
     queue_arn: str
     dlq_url: str
+    idempotency_table: str
 
     def env(self) -> dict[str, str]:
-        return {"JOBS_TABLE": self.table, "JOBS_QUEUE_URL": self.queue_url}
+        return {"JOBS_TABLE": self.table, "JOBS_QUEUE_URL": self.queue_url, "IDEMPOTENCY_TABLE": self.idempotency_table}
 
 
 def create_job_resources(
@@ -81,7 +82,7 @@ def create_job_resources(
     visibility_timeout: int = 2,
     max_receive_count: int = 3,
 ) -> JobResources:
-    """Queue + DLQ (redrive after ``max_receive_count``) and the jobs table; idempotent. Locally the visibility
+    """Queue + DLQ (redrive after ``max_receive_count``), the jobs table and the idempotency table; idempotent. Locally the visibility
     timeout is seconds, not the deployed 6x worker timeout, so retries come back quickly."""
     dlq_url = sqs.create_queue(QueueName=f"{prefix}-jobs-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -90,12 +91,14 @@ def create_job_resources(
         QueueName=f"{prefix}-jobs", Attributes={"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive}
     )["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    table = f"{prefix}-jobs"
-    if table not in dynamodb.list_tables()["TableNames"]:
-        dynamodb.create_table(
-            TableName=table,
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    return JobResources(table=table, queue_url=queue_url, queue_arn=queue_arn, dlq_url=dlq_url)
+    table, idempotency_table = f"{prefix}-jobs", f"{prefix}-idempotency"
+    existing = dynamodb.list_tables()["TableNames"]
+    for name in (table, idempotency_table):  # both keyed by a string "id", as template.yaml makes them
+        if name not in existing:
+            dynamodb.create_table(
+                TableName=name,
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+    return JobResources(table=table, queue_url=queue_url, queue_arn=queue_arn, dlq_url=dlq_url, idempotency_table=idempotency_table)

@@ -29,7 +29,7 @@ BASE_ENV = {
 # Powertools reads its service name and namespace when the handler module is imported: set them first.
 os.environ.update({name: value for name, value in BASE_ENV.items() if name.startswith("POWERTOOLS_")})
 
-from imagegen import clients, jobs, providers, service, settings  # noqa: E402
+from imagegen import clients, idempotency, jobs, providers, service, settings  # noqa: E402
 
 CLEARED_ENV = (
     "DEFAULT_MODEL",
@@ -40,6 +40,7 @@ CLEARED_ENV = (
     "JOBS_TABLE",
     "JOBS_QUEUE_URL",
     "MAX_RECEIVE_COUNT",
+    "IDEMPOTENCY_TABLE",
     "PROVIDER_MAX_RETRIES",
 )
 
@@ -49,6 +50,7 @@ def clear_caches() -> None:
         settings.get_settings,
         service.get_service,
         jobs.get_job_service,
+        idempotency.get_idempotent_generator,
         providers.get_provider,
         clients.s3_client,
         clients.http_client,

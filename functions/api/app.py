@@ -18,6 +18,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagegen.catalog import ModelList, list_models
 from imagegen.deadline import Deadline
 from imagegen.http import ImagesApiResolver, prefers_async, stage_prefix
+from imagegen.idempotency import HEADER as IDEMPOTENCY_HEADER
+from imagegen.idempotency import generate_idempotently
 from imagegen.jobs import get_job_service
 from imagegen.observability import logger, metrics, tracer
 from imagegen.options import ImageGenerationRequest, ImagesResponse, JobAccepted, JobView
@@ -35,7 +37,10 @@ app.enable_swagger(path="/docs")
 
 @app.post(
     "/v1/images/generations",
-    summary="Create images (OpenAI-compatible); with 'Prefer: respond-async', queue them and answer 202",
+    summary=(
+        "Create images (OpenAI-compatible); with 'Prefer: respond-async', queue them and answer 202; "
+        "with 'Idempotency-Key', a retry gets the first answer's images without a second generation"
+    ),
     responses={
         200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
         202: {"description": "Queued: poll the Location", "content": {"application/json": {"model": JobAccepted}}},
@@ -52,7 +57,14 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
         return Response(202, content_types.APPLICATION_JSON, accepted, {"Location": location, "Preference-Applied": "respond-async"})
     service = get_service()
     deadline = Deadline.from_context(app.lambda_context, margin_seconds=service.settings.response_margin_seconds)
-    return Response(200, content_types.APPLICATION_JSON, service.generate(request, request_id=request_id, deadline=deadline))
+    key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return Response(200, content_types.APPLICATION_JSON, service.generate(request, request_id=request_id, deadline=deadline))
+    authorization = app.current_event.headers.get("authorization")
+    answer, replayed = generate_idempotently(
+        request, key=key, authorization=authorization, request_id=request_id, deadline=deadline, context=app.lambda_context
+    )
+    return Response(200, content_types.APPLICATION_JSON, answer, {"Idempotent-Replayed": "true" if replayed else "false"})
 
 
 @app.get("/v1/images/jobs/<job_id>", summary="An asynchronous job: its status and, once done, its images (URLs signed now)")

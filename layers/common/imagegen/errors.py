@@ -63,10 +63,22 @@ class ModelNotFoundError(ImageGenError):
     default_code = "model_not_found"
 
 
+class ConflictError(ImageGenError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
+
+
 class PayloadTooLargeError(ImageGenError):
     status_code = 413
     error_type = "invalid_request_error"
     default_code = "payload_too_large"
+
+
+class UnprocessableError(ImageGenError):
+    status_code = 422
+    error_type = "invalid_request_error"
+    default_code = "unprocessable"
 
 
 class ContentPolicyError(ImageGenError):

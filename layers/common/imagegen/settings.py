@@ -45,6 +45,9 @@ class Settings(BaseModel):
     # The queue's redrive maxReceiveCount: the attempt that reaches it records a transient failure as final.
     max_receive_count: int = Field(default=3, ge=1, le=1000, validation_alias="MAX_RECEIVE_COUNT")
 
+    # Idempotency-Key records (Powertools idempotency); unset: the header is refused with a 400.
+    idempotency_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="IDEMPOTENCY_TABLE")
+
     @property
     def async_enabled(self) -> bool:
         return self.jobs_table is not None and self.jobs_queue_url is not None
