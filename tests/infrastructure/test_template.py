@@ -328,7 +328,10 @@ def test_api_function_touches_only_images_prefix_its_jobs_and_its_secret(resourc
         "${ImagesBucket.Arn}/images/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
     }
     # And it creates and reads jobs but never updates or deletes them (the worker updates, TTL deletes)
-    assert _granted(resources, "ApiFunction", "dynamodb:") == {"GetAtt:JobsTable.Arn": {"dynamodb:PutItem", "dynamodb:GetItem"}}
+    assert _granted(resources, "ApiFunction", "dynamodb:") == {
+        "GetAtt:JobsTable.Arn": {"dynamodb:PutItem", "dynamodb:GetItem"},
+        "GetAtt:IdempotencyTable.Arn": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+    }
     # And it only sends to the jobs queue
     assert _granted(resources, "ApiFunction", "sqs:") == {"GetAtt:JobsQueue.Arn": {"sqs:SendMessage"}}
 
