@@ -42,6 +42,8 @@ CLEARED_ENV = (
     "MAX_RECEIVE_COUNT",
     "IDEMPOTENCY_TABLE",
     "PROVIDER_MAX_RETRIES",
+    "BEDROCK_ENABLED",
+    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
 )
 
 
@@ -56,6 +58,7 @@ def clear_caches() -> None:
         clients.http_client,
         clients.dynamodb_client,
         clients.sqs_client,
+        clients.bedrock_runtime_client,
     )
     for cached in caches:
         cached.cache_clear()

@@ -10,6 +10,7 @@ import pytest
 
 from devtools.aws_local import JobResources, MotoServer, create_job_resources
 from devtools.s3server import S3Server
+from tests.fakes.bedrock_server import FakeBedrock
 from tests.fakes.openai_server import FakeOpenAI
 
 
@@ -43,6 +44,21 @@ def s3(s3_server: S3Server):
 def fake_openai() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def fake_bedrock() -> Iterator[FakeBedrock]:
+    with FakeBedrock() as server:
+        yield server
+
+
+@pytest.fixture
+def bedrock_env(local_s3: S3Server, fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch) -> FakeBedrock:
+    """Bedrock enabled, and boto3's bedrock-runtime endpoint at the fake (as AWS_ENDPOINT_URL_S3 does for S3)."""
+    monkeypatch.setenv("BEDROCK_ENABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake_bedrock.endpoint)
+    fake_bedrock.reset()
+    return fake_bedrock
 
 
 @pytest.fixture(scope="session")

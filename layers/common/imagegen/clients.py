@@ -14,6 +14,7 @@ from imagegen.settings import get_settings
 
 if TYPE_CHECKING:
     from botocore.loaders import Loader
+    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
@@ -73,3 +74,21 @@ def openai_api_key() -> str:
     from aws_lambda_powertools.utilities import parameters
 
     return str(parameters.get_secret(settings.openai_api_key_secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
+
+
+# A Bedrock image call takes seconds to a minute; the request's deadline (not the socket) bounds each call.
+BEDROCK_READ_TIMEOUT_SECONDS = 900.0
+
+
+@lru_cache(maxsize=1)
+def bedrock_runtime_client() -> BedrockRuntimeClient:
+    """``bedrock-runtime`` for invoke_model: no retries (the deadline leaves no room; SQS redelivers async jobs),
+    a pool for the concurrent calls of one request. The endpoint comes from ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``
+    when set (tests point it at a fake server on loopback)."""
+    config = Config(
+        connect_timeout=5,
+        read_timeout=BEDROCK_READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "total_max_attempts": 1},
+        max_pool_connections=16,
+    )
+    return _session().client("bedrock-runtime", config=config)

@@ -16,18 +16,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from imagegen.errors import InvalidRequestError, ModelNotFoundError
 from imagegen.options import ImageGenerationRequest, OutputFormat, ResponseFormat
 
-ProviderName = Literal["local", "openai"]
-# What the provider's wire protocol expects: DALL-E takes response_format/style, GPT image models output_format etc.
-ModelFamily = Literal["local", "dall-e", "gpt-image"]
+ProviderName = Literal["local", "openai", "bedrock"]
+# What the provider's wire protocol expects: DALL-E takes response_format/style, GPT image models output_format etc.;
+# on Bedrock, Amazon's image models (Nova Canvas, Titan v2) share one body and Stability's models another.
+ModelFamily = Literal["local", "dall-e", "gpt-image", "amazon-image", "stability"]
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 
 class CustomSizeRule(BaseModel):
-    """Free-form WIDTHxHEIGHT sizes (gpt-image-2): sides multiples of ``multiple_of``, bounded edge, aspect and area."""
+    """Free-form WIDTHxHEIGHT sizes (gpt-image-2, Nova Canvas): sides multiples of ``multiple_of``, bounded edges,
+    aspect and area. The defaults are gpt-image-2's."""
 
     model_config = ConfigDict(frozen=True)
 
     multiple_of: int = 16
+    min_edge: int = 0
     max_edge: int = 3840
     max_aspect: float = 3.0
     min_pixels: int = 655_360
@@ -38,6 +41,8 @@ class CustomSizeRule(BaseModel):
         long_side, short_side = max(width, height), min(width, height)
         if width % self.multiple_of or height % self.multiple_of:
             return f"both sides must be multiples of {self.multiple_of}"
+        if short_side < self.min_edge:
+            return f"the shorter side must be at least {self.min_edge}"
         if long_side > self.max_edge:
             return f"the longer side must be at most {self.max_edge}"
         if long_side > self.max_aspect * short_side:
@@ -47,9 +52,11 @@ class CustomSizeRule(BaseModel):
         return None
 
     def describe(self) -> str:
+        edges = f"each side {self.min_edge} to {self.max_edge}" if self.min_edge else f"the longer at most {self.max_edge}"
+        pixels = f"{self.min_pixels} to {self.max_pixels}" if self.min_pixels else f"at most {self.max_pixels}"
         return (
-            f"WIDTHxHEIGHT with both sides multiples of {self.multiple_of}, the longer at most {self.max_edge}, aspect "
-            f"between 1:{self.max_aspect:g} and {self.max_aspect:g}:1, {self.min_pixels} to {self.max_pixels} pixels"
+            f"WIDTHxHEIGHT with both sides multiples of {self.multiple_of}, {edges}, aspect "
+            f"between 1:{self.max_aspect:g} and {self.max_aspect:g}:1, {pixels} pixels"
         )
 
 
@@ -184,6 +191,64 @@ OPENAI_MODELS = (
 )
 
 
+# Amazon Bedrock (model ids are Bedrock's own, so the registry id, the invoke_model id and the IAM resource agree).
+# Titan Image Generator v2: a fixed list of sizes, 512-character prompts (Bedrock user guide, Titan Image Generator).
+TITAN_V2_SIZES = (
+    "1024x1024", "768x768", "512x512", "768x1152", "384x576", "1152x768", "576x384", "768x1280", "384x640", "1280x768",
+    "640x384", "896x1152", "448x576", "1152x896", "576x448", "768x1408", "384x704", "1408x768", "704x384", "640x1408",
+    "320x704", "1408x640", "704x320", "1152x640", "1173x640",
+)  # fmt: skip
+# Nova Canvas: each side 320-4096 and divisible by 16, aspect 1:4..4:1, fewer than 4,194,304 pixels; 1024-character prompts.
+NOVA_CANVAS_SIZES = CustomSizeRule(multiple_of=16, min_edge=320, max_edge=4096, max_aspect=4.0, min_pixels=0, max_pixels=4_194_303)
+_AMAZON_QUALITIES = {"standard": "standard", "hd": "premium"}
+# Stability models take an aspect ratio, not pixels: these sizes are exactly the ratios they accept
+# (1:1, 16:9, 9:16, 3:2, 2:3, 4:5, 5:4, 21:9, 9:21); the image comes back at the model's resolution for that ratio.
+STABILITY_SIZES = (
+    "1024x1024", "1280x720", "720x1280", "1536x1024", "1024x1536", "1024x1280", "1280x1024", "1344x576", "576x1344",
+)  # fmt: skip
+
+
+def _stability(model_id: str) -> ModelSpec:
+    return ModelSpec(
+        id=model_id,
+        provider="bedrock",
+        family="stability",
+        provider_model=model_id,
+        sizes=STABILITY_SIZES,
+        max_n=4,
+        max_prompt_chars=10_000,
+        output_formats=("png", "jpeg"),
+    )
+
+
+BEDROCK_MODELS = (
+    ModelSpec(
+        id="amazon.nova-canvas-v1:0",
+        provider="bedrock",
+        family="amazon-image",
+        provider_model="amazon.nova-canvas-v1:0",
+        sizes=("1024x1024", "1280x720", "720x1280", "1792x1024", "1024x1792", "512x512"),
+        custom_sizes=NOVA_CANVAS_SIZES,
+        max_n=5,
+        max_prompt_chars=1024,
+        qualities=_AMAZON_QUALITIES,
+    ),
+    ModelSpec(
+        id="amazon.titan-image-generator-v2:0",
+        provider="bedrock",
+        family="amazon-image",
+        provider_model="amazon.titan-image-generator-v2:0",
+        sizes=TITAN_V2_SIZES,
+        max_n=5,
+        max_prompt_chars=512,
+        qualities=_AMAZON_QUALITIES,
+    ),
+    _stability("stability.stable-image-core-v1:1"),
+    _stability("stability.stable-image-ultra-v1:1"),
+    _stability("stability.sd3-5-large-v1:0"),
+)
+
+
 class ModelRegistry:
     """The models this deployment serves, and the one place that checks a request against them."""
 
@@ -298,7 +363,9 @@ def _check_background(spec: ModelSpec, request: ImageGenerationRequest) -> str |
     return background
 
 
-def build_registry(*, openai_enabled: bool, default_model: str | None) -> ModelRegistry:
-    """The registry of this deployment: the local model always, OpenAI's when a key is configured."""
-    models = (LOCAL_MODEL, *OPENAI_MODELS) if openai_enabled else (LOCAL_MODEL,)
-    return ModelRegistry(models, default_model or ("dall-e-3" if openai_enabled else LOCAL_MODEL.id))
+def build_registry(*, openai_enabled: bool, default_model: str | None, bedrock_enabled: bool = False) -> ModelRegistry:
+    """The registry of this deployment: the local model always, OpenAI's when a key is configured, Bedrock's when
+    enabled. The default: ``default_model``, else dall-e-3 with OpenAI, else Nova Canvas with Bedrock, else local."""
+    models = (LOCAL_MODEL, *(OPENAI_MODELS if openai_enabled else ()), *(BEDROCK_MODELS if bedrock_enabled else ()))
+    fallback = "dall-e-3" if openai_enabled else BEDROCK_MODELS[0].id if bedrock_enabled else LOCAL_MODEL.id
+    return ModelRegistry(models, default_model or fallback)

@@ -13,6 +13,10 @@ def _blank_is_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
+def _blank_is_false(value: object) -> object:
+    return False if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
 Optional = BeforeValidator(_blank_is_none)
 
 # Lambda answers a synchronous invoke with at most 6 MB (the API Gateway proxy JSON included).
@@ -38,6 +42,8 @@ class Settings(BaseModel):
 
     # Provider retries within the deadline (429 with Retry-After, 5xx, connection errors); 0 leaves retries to SQS.
     provider_max_retries: int = Field(default=2, ge=0, le=10, validation_alias="PROVIDER_MAX_RETRIES")
+    # Amazon Bedrock models (IAM only: the function's role needs bedrock:InvokeModel on each model it serves).
+    bedrock_enabled: Annotated[bool, BeforeValidator(_blank_is_false)] = Field(default=False, validation_alias="BEDROCK_ENABLED")
     # Asynchronous jobs (Prefer: respond-async, the SQS worker): both set, or async requests run synchronously.
     jobs_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_TABLE")
     jobs_queue_url: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_QUEUE_URL")
@@ -45,6 +51,8 @@ class Settings(BaseModel):
     # The queue's redrive maxReceiveCount: the attempt that reaches it records a transient failure as final.
     max_receive_count: int = Field(default=3, ge=1, le=1000, validation_alias="MAX_RECEIVE_COUNT")
 
+    # Log the raw prompt (off: logs carry its SHA-256 only).
+    log_prompts: bool = Field(default=False, validation_alias="LOG_PROMPTS")
     # Idempotency-Key records (Powertools idempotency); unset: the header is refused with a 400.
     idempotency_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="IDEMPOTENCY_TABLE")
 

@@ -21,6 +21,11 @@ def get_provider(name: ProviderName) -> ImageProvider:
         return OpenAIProvider(
             http_client(), base_url=str(settings.openai_base_url), api_key=openai_api_key, max_retries=settings.provider_max_retries
         )
+    if name == "bedrock":
+        from imagegen.clients import bedrock_runtime_client
+        from imagegen.providers.bedrock import BedrockProvider
+
+        return BedrockProvider(bedrock_runtime_client())
     from imagegen.providers.local import LocalProvider
 
     return LocalProvider()

@@ -1,0 +1,251 @@
+"""Amazon Bedrock image models over boto3 ``bedrock-runtime`` ``invoke_model`` (IAM only, no keys).
+
+Two wire shapes: Amazon's (Nova Canvas, Titan Image Generator v2: ``TEXT_IMAGE``, up to 5 images per call, more
+in consecutive calls) and Stability's (Stable Image Core/Ultra, SD3.5 Large: an aspect ratio, one image per call,
+so ``n`` calls run concurrently). Every call is bounded by the request's deadline; Bedrock's errors become ours
+here, in one table.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from imagegen.deadline import Deadline
+from imagegen.errors import (
+    ContentPolicyError,
+    ImageGenError,
+    InvalidRequestError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
+from imagegen.models import GenerationPlan
+from imagegen.observability import logger, tracer
+from imagegen.providers.base import ProviderImage, ProviderResult
+
+if TYPE_CHECKING:
+    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+else:
+    BedrockRuntimeClient = Any
+
+# Nova Canvas and Titan v2 draw at most 5 images per call.
+AMAZON_MAX_IMAGES_PER_CALL = 5
+# Prompt adherence: each model's documented default (Titan 8.0, Nova 6.5; both accept 1.1-10).
+CFG_SCALE = {"amazon.titan-image-generator-v2:0": 8.0, "amazon.nova-canvas-v1:0": 6.5}
+DEFAULT_CFG_SCALE = 6.5
+# Seeds: Nova takes 0-858,993,459 (Titan up to 2,147,483,646); Stability 0-4,294,967,294. One random seed per call,
+# so the calls of one request never draw the same image.
+AMAZON_MAX_SEED = 858_993_459
+STABILITY_MAX_SEED = 4_294_967_294
+# The aspect ratios Stability's Bedrock models accept, as (width, height) units.
+STABILITY_ASPECT_RATIOS = ((1, 1), (16, 9), (9, 16), (3, 2), (2, 3), (4, 5), (5, 4), (21, 9), (9, 21))
+# Concurrent calls of one request (n is at most 10).
+MAX_CONCURRENT_CALLS = 10
+
+
+def random_seed(upper: int) -> int:
+    return secrets.randbelow(upper + 1)
+
+
+def aspect_ratio(width: int, height: int) -> str:
+    """The Stability aspect ratio that ``width``x``height`` is exactly (the registry lists only such sizes)."""
+    for units_w, units_h in STABILITY_ASPECT_RATIOS:
+        if width * units_h == height * units_w:
+            return f"{units_w}:{units_h}"
+    raise ValueError(f"{width}x{height} is none of Stability's aspect ratios")
+
+
+def amazon_body(plan: GenerationPlan, count: int, seed: int) -> dict[str, Any]:
+    """Nova Canvas / Titan v2 ``TEXT_IMAGE`` request for ``count`` (<= 5) images."""
+    return {
+        "taskType": "TEXT_IMAGE",
+        "textToImageParams": {"text": plan.prompt},
+        "imageGenerationConfig": {
+            "numberOfImages": count,
+            "width": plan.width,
+            "height": plan.height,
+            "cfgScale": CFG_SCALE.get(plan.model.provider_model, DEFAULT_CFG_SCALE),
+            "seed": seed,
+            "quality": plan.quality or "standard",
+        },
+    }
+
+
+def stability_body(plan: GenerationPlan, seed: int) -> dict[str, Any]:
+    """A Stability request: one image at the size's aspect ratio."""
+    return {
+        "prompt": plan.prompt,
+        "aspect_ratio": aspect_ratio(plan.width, plan.height),
+        "output_format": plan.output_format,
+        "seed": seed,
+    }
+
+
+def _message(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return str(error.get("Message") or error.get("Code") or "no message")
+
+
+def _content_policy(message: str) -> ContentPolicyError:
+    return ContentPolicyError(f"The provider refused the request: {message}", param="prompt")
+
+
+# Bedrock's error code -> our error. ValidationException is also how Nova/Titan refuse a prompt or an output on
+# content grounds; its message ("... blocked by our content filters") is the only signal, checked in client_error.
+_CLIENT_ERRORS: Mapping[str, Callable[[str], ImageGenError]] = {
+    "ThrottlingException": lambda _: RateLimitError("Amazon Bedrock is throttling this deployment; retry later."),
+    "ServiceQuotaExceededException": lambda _: RateLimitError("This deployment has reached its Amazon Bedrock quota; retry later."),
+    "ModelNotReadyException": lambda _: RateLimitError("The Amazon Bedrock model is not ready yet; retry later."),
+    "ValidationException": lambda message: InvalidRequestError(f"Amazon Bedrock refused the request: {message}"),
+    "AccessDeniedException": lambda _: ProviderError(
+        "This deployment may not invoke the model on Amazon Bedrock (IAM or model access is not set up). This is not a "
+        "problem with your request; contact the operator.",
+        code="provider_auth_failed",
+    ),
+    "ResourceNotFoundException": lambda _: ProviderError(
+        "Amazon Bedrock does not offer the model in this deployment's region; contact the operator.", code="provider_model_unavailable"
+    ),
+    "ModelTimeoutException": lambda _: ProviderTimeoutError("The Amazon Bedrock model took too long to draw the image."),
+    "ModelErrorException": lambda _: ProviderError("The Amazon Bedrock model failed; try again later."),
+    "InternalServerException": lambda _: ProviderError("Amazon Bedrock failed; try again later."),
+    "ServiceUnavailableException": lambda _: ProviderError("Amazon Bedrock is unavailable; try again later."),
+}
+CONTENT_FILTER_MARKERS = ("content filters", "blocked by our", "responsible ai")
+
+
+def client_error(exc: ClientError) -> ImageGenError:
+    """The one table from a Bedrock error to ours (unknown codes: 502)."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    message = _message(exc)
+    if code == "ValidationException" and any(marker in message.lower() for marker in CONTENT_FILTER_MARKERS):
+        return _content_policy(message)
+    make = _CLIENT_ERRORS.get(code)
+    if make is not None:
+        return make(message)
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return ProviderError(f"Amazon Bedrock answered {code or 'an error'} (HTTP {status}).")
+
+
+def transport_error(exc: BotoCoreError) -> ImageGenError:
+    if isinstance(exc, ReadTimeoutError):
+        return ProviderTimeoutError("Amazon Bedrock did not answer in time.")
+    if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
+        return ProviderError("Amazon Bedrock could not be reached.", code="provider_unreachable")
+    if isinstance(exc, NoCredentialsError):
+        return ProviderError(
+            "This deployment has no AWS credentials for Amazon Bedrock; contact the operator.", code="provider_auth_failed"
+        )
+    return ProviderError("Amazon Bedrock could not be called.")
+
+
+def _malformed(detail: str) -> ProviderError:
+    return ProviderError(f"Amazon Bedrock answered with a malformed body ({detail}).", code="provider_bad_response")
+
+
+def _decode(images: Any, expected: int) -> tuple[ProviderImage, ...]:
+    if not isinstance(images, list) or len(images) != expected:
+        raise _malformed(f"expected {expected} images")
+    try:
+        return tuple(ProviderImage(base64.b64decode(image, validate=True)) for image in images)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise _malformed("images are not base64") from exc
+
+
+def parse_amazon(payload: Mapping[str, Any], expected: int) -> tuple[ProviderImage, ...]:
+    """``{"images": [b64, ...], "error": null | "..."}``: an error is a content-policy refusal of the output."""
+    if payload.get("error"):
+        raise _content_policy(str(payload["error"]))
+    return _decode(payload.get("images"), expected)
+
+
+def parse_stability(payload: Mapping[str, Any]) -> ProviderImage:
+    """``{"images": [b64], "finish_reasons": [null | "Filter reason: ..."], "seeds": [...]}``: a reason means the
+    image was filtered (a 422, never an empty success)."""
+    reasons = payload.get("finish_reasons") or []
+    reason = next((reason for reason in reasons if reason), None) if isinstance(reasons, list) else None
+    if reason:
+        raise _content_policy(str(reason))
+    (image,) = _decode(payload.get("images"), 1)
+    return image
+
+
+class BedrockProvider:
+    def __init__(
+        self,
+        client: BedrockRuntimeClient,
+        *,
+        executor: ThreadPoolExecutor | None = None,
+        seed: Callable[[int], int] = random_seed,
+    ) -> None:
+        self._client = client
+        self._executor = executor or ThreadPoolExecutor(max_workers=MAX_CONCURRENT_CALLS, thread_name_prefix="bedrock")
+        self._seed = seed
+
+    @tracer.capture_method(capture_response=False)
+    def generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
+        """Every call runs on the executor and is awaited only until the deadline: botocore has no per-call timeout,
+        so a call still running then is abandoned (its answer ignored) and the request is a 504."""
+        model = plan.model.provider_model
+        calls: list[Callable[[], tuple[ProviderImage, ...]]] = []
+        if plan.model.family == "stability":
+            for _ in range(plan.n):
+                calls.append(partial(self._stability_call, model, stability_body(plan, self._seed(STABILITY_MAX_SEED)), deadline))
+        else:
+            for start in range(0, plan.n, AMAZON_MAX_IMAGES_PER_CALL):
+                count = min(AMAZON_MAX_IMAGES_PER_CALL, plan.n - start)
+                calls.append(partial(self._amazon_call, model, amazon_body(plan, count, self._seed(AMAZON_MAX_SEED)), count, deadline))
+        batches = self._run(calls, deadline)
+        return ProviderResult(images=tuple(image for batch in batches for image in batch))
+
+    def _stability_call(self, model: str, body: dict[str, Any], deadline: Deadline) -> tuple[ProviderImage, ...]:
+        return (parse_stability(self._invoke(model, body, deadline)),)
+
+    def _amazon_call(self, model: str, body: dict[str, Any], count: int, deadline: Deadline) -> tuple[ProviderImage, ...]:
+        return parse_amazon(self._invoke(model, body, deadline), count)
+
+    def _run(self, calls: list[Callable[[], tuple[ProviderImage, ...]]], deadline: Deadline) -> list[tuple[ProviderImage, ...]]:
+        remaining = deadline.require("call Amazon Bedrock")
+        futures: list[Future[tuple[ProviderImage, ...]]] = [self._executor.submit(call) for call in calls]
+        done, pending = wait(futures, timeout=remaining, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        errors = [error for future in futures if future in done and (error := future.exception()) is not None]
+        if errors:
+            raise errors[0]
+        if pending:
+            logger.warning("Amazon Bedrock calls outlived the deadline", extra={"calls": len(calls), "pending": len(pending)})
+            raise ProviderTimeoutError(f"Amazon Bedrock did not answer within {remaining:.1f} s.")
+        return [future.result() for future in futures]
+
+    def _invoke(self, model_id: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+        deadline.require("call Amazon Bedrock")
+        try:
+            response = self._client.invoke_model(
+                modelId=model_id, body=json.dumps(body), contentType="application/json", accept="application/json"
+            )
+            payload = json.loads(response["body"].read())
+        except ClientError as exc:
+            raise client_error(exc) from exc
+        except BotoCoreError as exc:
+            raise transport_error(exc) from exc
+        except ValueError as exc:
+            raise _malformed("not JSON") from exc
+        if not isinstance(payload, dict):
+            raise _malformed("not a JSON object")
+        return payload

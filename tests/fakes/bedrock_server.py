@@ -1,0 +1,167 @@
+"""A fake Amazon Bedrock runtime on loopback speaking its wire protocol, for boto3 pointed at it with
+``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` (so boto3's serialization, SigV4 signing and error parsing all run for real).
+
+``invoke_model`` is ``POST /model/{modelId}/invoke`` with the model's JSON body; errors are the status Bedrock uses,
+an ``x-amzn-ErrorType`` header and ``{"message": ...}``. The prompt picks the behaviour: ``fail:<ErrorType>`` (one
+of ``ERRORS``), ``fail:filtered`` (Stability: a finish reason; Nova/Titan: the output ``error`` field),
+``fail:malformed``, ``fail:slow`` (sleeps ``SLOW_SECONDS``). Anything else succeeds with PNG/JPEG images drawn
+with Pillow: Nova/Titan at the requested width x height, Stability at the size the project lists for the ratio.
+Requests are recorded with their headers; unsigned requests or a credential scope other than bedrock are 403."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from PIL import Image as PILImage
+
+SLOW_SECONDS = 5.0
+# Status codes from the Bedrock runtime API reference (InvokeModel errors).
+ERRORS: dict[str, tuple[int, str]] = {
+    "ThrottlingException": (429, "Too many requests, please wait before trying again."),
+    "ValidationException": (400, "Malformed input request: #/textToImageParams/text: expected maxLength: 512, actual: 600"),
+    "AccessDeniedException": (403, "You don't have access to the model with the specified model ID."),
+    "ModelTimeoutException": (408, "Model has timed out in processing the request."),
+    "ServiceUnavailableException": (503, "Bedrock is unable to process your request."),
+    "InternalServerException": (500, "The server encountered an internal error."),
+    "ModelErrorException": (424, "The model encountered an error processing the request."),
+    "ResourceNotFoundException": (404, "The requested resource could not be found."),
+    "ServiceQuotaExceededException": (400, "Your request exceeds the service quota for your account."),
+    "ContentFilter": (400, "This request has been blocked by our content filters."),
+}
+# Stability answers at its own resolution per ratio; the fake uses the sizes the project's registry lists.
+STABILITY_SIZES = {
+    "1:1": (1024, 1024),
+    "16:9": (1280, 720),
+    "9:16": (720, 1280),
+    "3:2": (1536, 1024),
+    "2:3": (1024, 1536),
+    "4:5": (1024, 1280),
+    "5:4": (1280, 1024),
+    "21:9": (1344, 576),
+    "9:21": (576, 1344),
+}
+
+
+def draw(width: int, height: int, seed: int, image_format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (width, height), ((seed * 37) % 256, 120, 80)).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+class FakeBedrock:
+    def __init__(self, region: str = "us-east-1") -> None:
+        self.region = region
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> FakeBedrock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.max_in_flight = 0
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                parts = self.path.split("/")
+                if len(parts) != 4 or parts[1] != "model" or parts[3] != "invoke":
+                    return self._error(404, "UnknownOperationException", "no such operation")
+                model_id = urllib.parse.unquote(parts[2])
+                body = json.loads(raw)
+                fake.requests.append({"model": model_id, "headers": dict(self.headers), "json": body})
+                scope = f"/{fake.region}/bedrock/aws4_request"
+                if not self.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 ") or scope not in self.headers["authorization"]:
+                    return self._error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+                fake._enter()
+                try:
+                    self._answer(model_id, body)
+                finally:
+                    fake._leave()
+
+            def _answer(self, model_id: str, body: dict[str, Any]) -> None:
+                stability = model_id.startswith("stability.")
+                prompt = body["prompt"] if stability else body["textToImageParams"]["text"]
+                time.sleep(0.2)  # long enough for concurrent calls to overlap
+                if prompt == "fail:slow":
+                    time.sleep(SLOW_SECONDS)
+                    prompt = "slow"
+                if prompt == "fail:malformed":
+                    return self._send(200, b'{"images": ["not base64!"]')
+                if prompt == "fail:filtered":
+                    if stability:
+                        payload: dict[str, Any] = {"images": [""], "finish_reasons": ["Filter reason: prompt"], "seeds": [body["seed"]]}
+                    else:
+                        payload = {"images": [], "error": "The generated image has been blocked by our content filters."}
+                    return self._send(200, json.dumps(payload).encode())
+                if prompt.startswith("fail:"):
+                    kind = prompt.removeprefix("fail:")
+                    status, message = ERRORS[kind]
+                    return self._error(status, "ValidationException" if kind == "ContentFilter" else kind, message)
+                if stability:
+                    width, height = STABILITY_SIZES[body["aspect_ratio"]]
+                    image_format = "JPEG" if body.get("output_format") == "jpeg" else "PNG"
+                    image = draw(width, height, body["seed"], image_format)
+                    payload = {"images": [base64.b64encode(image).decode()], "finish_reasons": [None], "seeds": [body["seed"]]}
+                else:
+                    config = body["imageGenerationConfig"]
+                    images = [draw(config["width"], config["height"], config["seed"] + index) for index in range(config["numberOfImages"])]
+                    payload = {"images": [base64.b64encode(image).decode() for image in images], "error": None}
+                self._send(200, json.dumps(payload).encode())
+
+            def _error(self, status: int, kind: str, message: str) -> None:
+                self._send(
+                    status, json.dumps({"message": message}).encode(), {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/"}
+                )
+
+            def _send(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("x-amzn-RequestId", "fake-request-id")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler

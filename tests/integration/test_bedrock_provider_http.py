@@ -1,0 +1,131 @@
+"""Amazon Bedrock through the API handler: boto3's real bedrock-runtime client (serialization, SigV4, error parsing)
+against a fake Bedrock on loopback, images stored in the real S3 server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import urllib.request
+
+import pytest
+from PIL import Image as PILImage
+
+from functions.api import app
+from tests.conftest import load_event
+
+pytestmark = pytest.mark.integration
+
+NOVA = "amazon.nova-canvas-v1:0"
+TITAN = "amazon.titan-image-generator-v2:0"
+CORE = "stability.stable-image-core-v1:1"
+
+
+def invoke(lambda_context, event: str = "api_generate_b64.json", **body):
+    response = app.lambda_handler(load_event(event, **body), lambda_context)
+    return response["statusCode"], json.loads(response["body"]), response
+
+
+def decoded(item) -> PILImage.Image:
+    return PILImage.open(io.BytesIO(base64.b64decode(item["b64_json"])))
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "quality", "sent_quality"),
+    [(NOVA, "1280x720", "hd", "premium"), (NOVA, "2048x1024", None, "standard"), (TITAN, "1173x640", "standard", "standard")],
+)
+def test_amazon_models_answer_base64_of_the_requested_size(
+    bedrock_env, local_s3, lambda_context, model, size, quality, sent_quality
+) -> None:
+    status, body, _ = invoke(lambda_context, prompt="a lighthouse", model=model, size=size, quality=quality, n=2)
+    assert status == 200, body
+    assert [decoded(item).size for item in body["data"]] == [tuple(map(int, size.split("x")))] * 2
+    (sent,) = bedrock_env.requests
+    assert sent["model"] == model
+    assert sent["headers"]["Authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={local_s3.access_key}/")
+    assert "/us-east-1/bedrock/aws4_request" in sent["headers"]["Authorization"]
+    config = sent["json"]["imageGenerationConfig"]
+    assert (config["numberOfImages"], config["quality"], f"{config['width']}x{config['height']}") == (2, sent_quality, size)
+
+
+def test_url_answer_is_stored_in_s3(bedrock_env, lambda_context, s3, local_s3) -> None:
+    status, body, _ = invoke(lambda_context, "api_generate_url.json", prompt="a fox", model=NOVA, size="1024x1024", n=1)
+    assert status == 200, body
+    (item,) = body["data"]
+    with urllib.request.urlopen(item["url"]) as response:
+        assert response.headers["content-type"] == "image/png"
+        assert PILImage.open(io.BytesIO(response.read())).size == (1024, 1024)
+    key = item["url"].split(f"/{local_s3.bucket}/", 1)[1].split("?", 1)[0]
+    assert s3.head_object(Bucket=local_s3.bucket, Key=key)["Metadata"]["model"] == NOVA
+
+
+def test_five_images_take_one_call(bedrock_env, lambda_context) -> None:
+    status, body, _ = invoke(lambda_context, prompt="a fox", model=NOVA, size="512x512", n=5)
+    assert status == 200 and len(body["data"]) == 5
+    assert [request["json"]["imageGenerationConfig"]["numberOfImages"] for request in bedrock_env.requests] == [5]
+
+
+@pytest.mark.parametrize(("output_format", "magic"), [("png", "PNG"), ("jpeg", "JPEG")])
+def test_stability_runs_n_calls_concurrently(bedrock_env, lambda_context, output_format, magic) -> None:
+    started = time.monotonic()
+    status, body, _ = invoke(lambda_context, prompt="a fox", model=CORE, size="1344x576", n=4, output_format=output_format)
+    elapsed = time.monotonic() - started
+    assert status == 200, body
+    assert [(decoded(item).size, decoded(item).format) for item in body["data"]] == [((1344, 576), magic)] * 4
+    assert {request["json"]["aspect_ratio"] for request in bedrock_env.requests} == {"21:9"}
+    assert len({request["json"]["seed"] for request in bedrock_env.requests}) == 4
+    assert bedrock_env.max_in_flight >= 2  # the fake holds each call 0.2 s: sequential calls never overlap
+    assert elapsed < 4 * 0.2 + 0.5
+
+
+@pytest.mark.parametrize("model", [CORE, NOVA])
+def test_filtered_output_is_a_content_policy_error(bedrock_env, lambda_context, model) -> None:
+    status, body, _ = invoke(lambda_context, prompt="fail:filtered", model=model, size="1024x1024")
+    assert status == 422, body
+    assert (body["error"]["code"], body["error"]["param"]) == ("content_policy_violation", "prompt")
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code"),
+    [
+        ("ThrottlingException", 429, "rate_limit_exceeded"),
+        ("ValidationException", 400, "invalid_value"),
+        ("ContentFilter", 422, "content_policy_violation"),
+        ("AccessDeniedException", 502, "provider_auth_failed"),
+        ("ModelTimeoutException", 504, "provider_timeout"),
+        ("ServiceUnavailableException", 502, "provider_error"),
+        ("InternalServerException", 502, "provider_error"),
+        ("ModelErrorException", 502, "provider_error"),
+        ("ResourceNotFoundException", 502, "provider_model_unavailable"),
+        ("ServiceQuotaExceededException", 429, "rate_limit_exceeded"),
+        ("malformed", 502, "provider_bad_response"),
+    ],
+)
+def test_bedrock_errors_map_to_our_status_table(bedrock_env, lambda_context, kind, status, code) -> None:
+    got, body, _ = invoke(lambda_context, prompt=f"fail:{kind}", model=TITAN, size="512x512")
+    assert (got, body["error"]["code"]) == (status, code), body
+    assert len(bedrock_env.requests) == 1  # no retries inside the request
+
+
+def test_timeout_is_504_within_the_deadline(bedrock_env, lambda_context) -> None:
+    lambda_context.remaining_millis = 4000  # minus the 2.5 s margin: 1.5 s for Bedrock
+    started = time.monotonic()
+    status, body, _ = invoke(lambda_context, prompt="fail:slow", model=CORE, size="1024x1024", n=2)
+    assert (status, body["error"]["code"]) == (504, "provider_timeout")
+    assert time.monotonic() - started < 2.5
+
+
+def test_unreachable_bedrock_is_502(local_s3, monkeypatch, lambda_context) -> None:
+    monkeypatch.setenv("BEDROCK_ENABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "http://127.0.0.1:9")
+    status, body, _ = invoke(lambda_context, model=NOVA, size="1024x1024")
+    assert (status, body["error"]["code"]) == (502, "provider_unreachable")
+
+
+def test_models_lists_bedrock_when_enabled(bedrock_env, lambda_context) -> None:
+    response = app.lambda_handler(load_event("api_models.json"), lambda_context)
+    cards = {card["id"]: card for card in json.loads(response["body"])["data"]}
+    assert {NOVA, TITAN, CORE, "local"} <= set(cards)
+    assert cards[NOVA]["owned_by"] == "bedrock" and cards[NOVA]["capabilities"]["max_n"] == 5
+    assert "320 to 4096" in cards[NOVA]["capabilities"]["custom_sizes"]
