@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev local test test-unit test-integration test-e2e test-infra lint format validate build invoke clean
+.PHONY: dev local test test-unit test-integration test-e2e test-infra lint format validate build invoke clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ FN ?= api
 EVENT ?= events/api_generate_url.json
 invoke: $(STAMP)
 	$(BIN)/python -m devtools.invoke $(FN) $(EVENT)
+
+## Benchmarks against the S3 floor and a naive handler (about 2-3 minutes; `python -m bench.run --quick` for a smoke run)
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .aws-sam .local .pytest_cache

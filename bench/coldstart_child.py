@@ -1,0 +1,63 @@
+"""One cold start, run as a script in a fresh interpreter with a Lambda-like environment and only the function's
+own code and packages on the path (standard library only here, so it measures nothing of ours).
+
+    python -S coldstart_child.py <module> <event.json>
+
+Prints one JSON line: the time to import ``<module>`` (Lambda's init phase) and to serve the first event
+(the first invoke, where lazy imports and client set-up land), both from this script's first line.
+"""
+
+import sys
+
+sys.path.pop(0)  # the bench/ directory: the handler must find only its own code and packages
+
+import json  # noqa: E402
+import time  # noqa: E402
+
+started = time.perf_counter()
+
+import importlib  # noqa: E402
+import uuid  # noqa: E402
+
+
+class Context:
+    """What the Lambda runtime passes: the fields Powertools and the handlers read."""
+
+    function_name = "bench-function"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-function"
+    log_group_name = "/aws/lambda/bench-function"
+    log_stream_name = "bench"
+
+    def __init__(self) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+        self._deadline = time.monotonic() + 29
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._deadline - time.monotonic()) * 1000)
+
+
+def main() -> None:
+    module_name, event_path = sys.argv[1], sys.argv[2]
+    with open(event_path) as file:
+        event = json.load(file)
+    before_import = time.perf_counter()
+    handler = importlib.import_module(module_name).lambda_handler
+    imported = time.perf_counter()
+    response = handler(event, Context())
+    served = time.perf_counter()
+    body = json.loads(response["body"])
+    result = {
+        "init_ms": (imported - started) * 1000,
+        "import_ms": (imported - before_import) * 1000,
+        "first_request_ms": (served - imported) * 1000,
+        "total_ms": (served - started) * 1000,
+        "status": response["statusCode"],
+        "urls": sum(1 for item in body.get("data", []) if item.get("url")),
+        "error": body.get("error"),
+    }
+    print("BENCH-RESULT " + json.dumps(result), flush=True)
+
+
+main()
