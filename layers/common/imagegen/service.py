@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,11 +13,11 @@ from functools import lru_cache
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from imagegen.deadline import Deadline
-from imagegen.errors import PayloadTooLargeError, ProviderError
+from imagegen.errors import ImageGenError, PayloadTooLargeError, ProviderError
 from imagegen.models import GenerationPlan, ModelRegistry, ProviderName, build_registry
 from imagegen.observability import logger, metrics
 from imagegen.options import Image, ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
-from imagegen.providers import ImageProvider, get_provider
+from imagegen.providers import ImageProvider, ProviderResult, get_provider
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
 from imagegen.storage import ImageStore, StoredObject, image_key
 
@@ -113,9 +114,10 @@ class ImageService:
                 "size": plan.size,
                 "user": plan.user,
                 "prompt_sha256": _sha256(plan.prompt),
+                **({"prompt": plan.prompt} if self.settings.log_prompts else {}),
             },
         )
-        result = self.provider_for(plan.model.provider).generate(plan, deadline)
+        result = self._call_provider(plan, deadline)
         if plan.response_format == "b64_json" and max_response_bytes is not None:
             sizes = (len(image.data) for image in result.images)
             check_b64_answer(sizes, limit=max_response_bytes, can_use_url="url" in plan.model.response_formats)
@@ -131,6 +133,23 @@ class ImageService:
         )
         usage = Usage.model_validate(result.usage) if result.usage else None
         return Generation(plan=plan, created=int(now.timestamp()), objects=objects, images=images, usage=usage)
+
+    def _call_provider(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
+        """The provider call, measured: latency always, failures counted by provider and error code."""
+        started = time.perf_counter()
+        try:
+            return self.provider_for(plan.model.provider).generate(plan, deadline)
+        except ImageGenError as error:
+            with single_metric(name="ProviderErrors", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
+                metric.add_dimension(name="provider", value=plan.model.provider)
+                metric.add_dimension(name="code", value=error.code or type(error).__name__)
+            raise
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            with single_metric(
+                name="ProviderLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms, namespace=metrics.namespace
+            ) as metric:
+                metric.add_dimension(name="provider", value=plan.model.provider)
 
     def answer(
         self,

@@ -51,6 +51,8 @@ class Settings(BaseModel):
     # The queue's redrive maxReceiveCount: the attempt that reaches it records a transient failure as final.
     max_receive_count: int = Field(default=3, ge=1, le=1000, validation_alias="MAX_RECEIVE_COUNT")
 
+    # Log the raw prompt (off: logs carry its SHA-256 only).
+    log_prompts: bool = Field(default=False, validation_alias="LOG_PROMPTS")
     # Idempotency-Key records (Powertools idempotency); unset: the header is refused with a 400.
     idempotency_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="IDEMPOTENCY_TABLE")
 
