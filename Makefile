@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev local test test-unit test-integration test-e2e test-infra lint format validate build invoke clean bench
+.PHONY: dev browser local test test-unit test-integration test-e2e test-infra lint format validate build invoke clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ dev: $(STAMP)
 local: $(STAMP)
 	$(BIN)/python -m devtools.local
 
+## Debian's Chromium + ChromeDriver for the playground's browser test: installed once, never a browser download
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 ## All tests (unit, integration, end to end, infrastructure)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)
@@ -29,7 +35,7 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) browser
 	$(BIN)/python -m pytest tests/e2e
 
 test-infra: $(STAMP)
