@@ -3,6 +3,7 @@ These requests are refused before any provider or S3 call (the unit tier has no 
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -79,6 +80,63 @@ def test_form_encoded_body_says_to_send_json(lambda_context) -> None:
     status, payload, _ = invoke(raw_event("prompt=a+fox", "application/x-www-form-urlencoded"), lambda_context)
     assert status == 400
     assert "application/json" in payload["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "base64_encoded"),
+    [
+        (b"\xff\xfe{", True),  # not UTF-8 (the front and API Gateway send such bodies base64-encoded)
+        ('{"prompt": "é"}'.encode("latin-1"), True),
+        (b"not base64!", False),  # flagged base64 but is not
+    ],
+)
+def test_body_that_is_not_utf8_is_400_not_500(lambda_context, raw, base64_encoded) -> None:
+    event = raw_event(base64.b64encode(raw).decode() if base64_encoded else raw.decode())
+    event["isBase64Encoded"] = True
+    status, payload, _ = invoke(event, lambda_context)
+    assert status == 400, payload
+    assert payload["error"]["code"] == "invalid_json" and "UTF-8" in payload["error"]["message"]
+
+
+def test_base64_utf8_json_body_is_parsed(lambda_context) -> None:
+    event = raw_event(base64.b64encode(b'{"prompt": "x", "size": "640x480"}').decode())
+    event["isBase64Encoded"] = True
+    status, payload, _ = invoke(event, lambda_context)
+    assert (status, payload["error"]["param"]) == (400, "size")
+
+
+def test_integer_too_long_for_json_is_400_not_500(lambda_context) -> None:
+    status, payload, _ = invoke(raw_event('{"prompt": "x", "n": ' + "9" * 5000 + "}"), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "invalid_json")
+
+
+def test_deeply_nested_object_is_400(lambda_context) -> None:
+    status, payload, _ = invoke(raw_event('{"a": ' * 5000 + "1" + "}" * 5000), lambda_context)
+    assert (status, payload["error"]["code"]) == (400, "invalid_json")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/plain", '{"prompt": "x"}'),
+        ("image/png", "\x89PNG"),
+        ("multipart/form-data", "garbage"),
+        ("multipart/form-data; boundary=xx", '--xx\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nfox\r\n--xx--\r\n'),
+        ("application/jsonx", '{"prompt": "x"}'),
+        ("text/plain", None),
+    ],
+)
+def test_wrong_content_types_are_400_saying_to_send_json(lambda_context, content_type, body) -> None:
+    status, payload, _ = invoke(raw_event(body, content_type), lambda_context)
+    assert status == 400, payload
+    assert payload["error"]["code"] == "unsupported_content_type"
+    assert f"'{content_type.split(';')[0]}'" in payload["error"]["message"] and "application/json" in payload["error"]["message"]
+
+
+@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", "Application/Json; charset=utf-8", " application/json "])
+def test_json_content_type_is_matched_in_any_case(lambda_context, content_type) -> None:
+    status, payload, _ = invoke(raw_event('{"prompt": "x", "size": "640x480"}', content_type), lambda_context)
+    assert (status, payload["error"]["param"]) == (400, "size")
 
 
 def test_models_and_health(lambda_context) -> None:

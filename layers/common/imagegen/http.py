@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -27,6 +29,38 @@ def error_response(error: ImageGenError) -> Response[str]:
     )
 
 
+def json_body(text: str) -> Any:
+    """``json.loads`` for request bodies: every way a body fails to parse is a JSONDecodeError (Powertools turns those
+    into a validation error, our 400); ``json.loads`` raises a bare ValueError for an integer of over 4,300 digits."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:
+        raise json.JSONDecodeError(str(exc), text, 0) from exc
+
+
+def undecodable_body(event: Mapping[str, Any]) -> bool:
+    """A base64 body (API Gateway sends binary bodies so) that is not base64 of UTF-8 text: Powertools would raise
+    UnicodeDecodeError/binascii.Error decoding it, a 500."""
+    body = event.get("body")
+    if not (event.get("isBase64Encoded") and isinstance(body, str) and body):
+        return False
+    try:
+        base64.b64decode(body.encode()).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return True
+    return False
+
+
+def media_type(headers: Mapping[str, Any] | None) -> tuple[str | None, str]:
+    """The Content-Type header's name as sent and its media type, lower case without parameters ("" when absent)."""
+    for name, value in (headers or {}).items():
+        if name.lower() == "content-type" and isinstance(value, str):
+            return name, value.split(";")[0].strip().lower()
+    return None, ""
+
+
 def prefers_async(prefer: str | None) -> bool:
     """RFC 7240: ``Prefer: respond-async`` (among other preferences, any case)."""
     return prefer is not None and any(token.split("=")[0].strip().lower() == "respond-async" for token in prefer.split(","))
@@ -38,12 +72,15 @@ def stage_prefix(event: APIGatewayProxyEvent) -> str:
     return full[: -len(route)] if route and full.endswith(route) else ""
 
 
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
 class ImagesApiResolver(APIGatewayRestResolver):
     """APIGatewayRestResolver with validation and OpenAPI on, OpenAI error shapes, and a body-size guard that runs
     before any parsing (Powertools' own request validation runs before every middleware)."""
 
     def __init__(self, *, max_body_bytes: Callable[[], int]) -> None:
-        super().__init__(enable_validation=True)
+        super().__init__(enable_validation=True, json_body_deserializer=json_body)
         self._max_body_bytes = max_body_bytes
         self.exception_handler(ImageGenError)(self._on_imagegen_error)
         self.exception_handler(RequestValidationError)(self._on_validation_error)
@@ -53,8 +90,21 @@ class ImagesApiResolver(APIGatewayRestResolver):
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         body = event.get("body")
+        error: ImageGenError | None = None
         if isinstance(body, str) and len(body) > (limit := self._max_body_bytes()):
             error = PayloadTooLargeError(f"The request body is {len(body)} bytes; the limit is {limit} bytes.")
+        elif undecodable_body(event):
+            error = InvalidRequestError("The request body is not UTF-8 text: send the options as UTF-8 encoded JSON.", code="invalid_json")
+        elif event.get("httpMethod") in BODY_METHODS:
+            # Powertools matches Content-Type case-sensitively and raises (a 500) on types it does not parse, or
+            # parses form data: only JSON is taken, in any case (media types are case-insensitive).
+            name, media = media_type(event.get("headers"))
+            if media not in ("", "application/json"):
+                message = f"Unsupported Content-Type '{media}': send the options as JSON with 'Content-Type: application/json'."
+                error = InvalidRequestError(message, code="unsupported_content_type")
+            elif name is not None:
+                event = {**event, "headers": {**event["headers"], name: "application/json"}}
+        if error is not None:
             builder: ResponseBuilder[APIGatewayProxyEvent] = ResponseBuilder(error_response(error))
             return builder.build(APIGatewayProxyEvent(dict(event)))
         return super().resolve(event, context)
