@@ -129,3 +129,18 @@ def test_models_lists_bedrock_when_enabled(bedrock_env, lambda_context) -> None:
     assert {NOVA, TITAN, CORE, "local"} <= set(cards)
     assert cards[NOVA]["owned_by"] == "bedrock" and cards[NOVA]["capabilities"]["max_n"] == 5
     assert "320 to 4096" in cards[NOVA]["capabilities"]["custom_sizes"]
+
+
+def test_a_registry_document_decides_what_is_served(local_s3, fake_bedrock, monkeypatch, lambda_context) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", fake_bedrock.endpoint)
+    monkeypatch.setenv("MODEL_REGISTRY", json.dumps({"models": [{"id": NOVA, "max_n": 7}, CORE]}))  # no BEDROCK_ENABLED needed
+    fake_bedrock.reset()
+    response = app.lambda_handler(load_event("api_models.json"), lambda_context)
+    cards = json.loads(response["body"])["data"]
+    assert [(card["id"], card["default"], card["capabilities"]["max_n"]) for card in cards] == [(NOVA, True, 7), (CORE, False, 4)]
+    status, body, _ = invoke(lambda_context, prompt="a fox", size="512x512", n=7, model=None)
+    assert status == 200 and len(body["data"]) == 7
+    assert sorted(request["json"]["imageGenerationConfig"]["numberOfImages"] for request in fake_bedrock.requests) == [2, 5]
+    status, body, _ = invoke(lambda_context, model="local")
+    assert (status, body["error"]["code"]) == (404, "model_not_found")
+    assert NOVA in body["error"]["message"]

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from imagegen.errors import InvalidRequestError, ModelNotFoundError
 from imagegen.options import ImageGenerationRequest, OutputFormat, ResponseFormat
@@ -363,9 +363,81 @@ def _check_background(spec: ModelSpec, request: ImageGenerationRequest) -> str |
     return background
 
 
-def build_registry(*, openai_enabled: bool, default_model: str | None, bedrock_enabled: bool = False) -> ModelRegistry:
-    """The registry of this deployment: the local model always, OpenAI's when a key is configured, Bedrock's when
-    enabled. The default: ``default_model``, else dall-e-3 with OpenAI, else Nova Canvas with Bedrock, else local."""
+# Every model this code can serve; a deployment serves all of a provider's, or the ones its registry document lists.
+CATALOG: Mapping[str, ModelSpec] = {spec.id: spec for spec in (LOCAL_MODEL, *OPENAI_MODELS, *BEDROCK_MODELS)}
+
+
+class ModelChoice(BaseModel):
+    """One entry of a deployment's registry document: a catalog id, optionally with tighter limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    # Lower any model's limit; raise a Bedrock model's up to 10 (more calls per request: Nova/Titan draw 5 per call,
+    # Stability 1, run concurrently).
+    max_n: int | None = Field(default=None, ge=1, le=10)
+    default_size: str | None = None
+
+    def spec(self) -> ModelSpec:
+        base = CATALOG[self.id]
+        update: dict[str, object] = {}
+        if self.max_n is not None:
+            update["max_n"] = self.max_n
+        if self.default_size is not None:
+            update["default_size"] = self.default_size
+        return base.model_copy(update=update)
+
+
+class RegistryConfig(BaseModel):
+    """A deployment's registry document (``MODEL_REGISTRY`` JSON or the SSM parameter ``MODEL_REGISTRY_PARAMETER``):
+    ``{"models": ["local", "amazon.nova-canvas-v1:0", {"id": "stability.sd3-5-large-v1:0", "max_n": 2}],
+    "default_model": "amazon.nova-canvas-v1:0"}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: tuple[ModelChoice, ...] = Field(min_length=1)
+    default_model: str | None = None
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _bare_ids(cls, value: object) -> object:
+        return [{"id": item} if isinstance(item, str) else item for item in value] if isinstance(value, list | tuple) else value
+
+    @model_validator(mode="after")
+    def _known_models(self) -> RegistryConfig:
+        ids = [choice.id for choice in self.models]
+        unknown = [model_id for model_id in ids if model_id not in CATALOG]
+        if unknown:
+            raise ValueError(f"unknown model ids {unknown}; the catalog has {sorted(CATALOG)}")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"a model is listed twice: {ids}")
+        for choice in self.models:
+            base = CATALOG[choice.id]
+            if choice.max_n is not None and choice.max_n > base.max_n and base.provider != "bedrock":
+                raise ValueError(f"{choice.id}: max_n {choice.max_n} is above the model's own limit {base.max_n}")
+            if choice.default_size is not None and choice.default_size not in base.sizes:
+                raise ValueError(f"{choice.id}: default_size {choice.default_size!r} is not one of {list(base.sizes)}")
+        if self.default_model is not None and self.default_model not in ids:
+            raise ValueError(f"default_model {self.default_model!r} is not among the listed models")
+        return self
+
+    @property
+    def providers(self) -> frozenset[str]:
+        return frozenset(CATALOG[choice.id].provider for choice in self.models)
+
+
+def build_registry(
+    *, openai_enabled: bool, default_model: str | None, bedrock_enabled: bool = False, config: RegistryConfig | None = None
+) -> ModelRegistry:
+    """The registry of this deployment. With a registry document: exactly the models it lists (OpenAI's need a key).
+    Without: the local model always, OpenAI's when a key is configured, Bedrock's when enabled; the default is
+    ``default_model``, else dall-e-3 with OpenAI, else Nova Canvas with Bedrock, else local."""
+    if config is not None:
+        specs = tuple(choice.spec() for choice in config.models)
+        needs_key = [spec.id for spec in specs if spec.provider == "openai"]
+        if needs_key and not openai_enabled:
+            raise ValueError(f"the model registry lists {needs_key} but no OpenAI key is configured")
+        return ModelRegistry(specs, default_model or config.default_model or specs[0].id)
     models = (LOCAL_MODEL, *(OPENAI_MODELS if openai_enabled else ()), *(BEDROCK_MODELS if bedrock_enabled else ()))
     fallback = "dall-e-3" if openai_enabled else BEDROCK_MODELS[0].id if bedrock_enabled else LOCAL_MODEL.id
     return ModelRegistry(models, default_model or fallback)

@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from imagegen.deadline import Deadline
 from imagegen.errors import ImageGenError, PayloadTooLargeError, ProviderError
-from imagegen.models import GenerationPlan, ModelRegistry, ProviderName, build_registry
+from imagegen.models import GenerationPlan, ModelRegistry, ProviderName
 from imagegen.observability import logger, metrics
 from imagegen.options import Image, ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
 from imagegen.providers import ImageProvider, ProviderResult, get_provider
@@ -195,12 +195,11 @@ def _metadata(plan: GenerationPlan, request_id: str) -> dict[str, str]:
 def get_service() -> ImageService:
     """The service of this container, built from the validated settings on first use."""
     from imagegen.clients import s3_client
+    from imagegen.registry import deployment_registry
 
     settings = get_settings()
     return ImageService(
-        registry=build_registry(
-            openai_enabled=settings.openai_enabled, default_model=settings.default_model, bedrock_enabled=settings.bedrock_enabled
-        ),
+        registry=deployment_registry(settings),
         provider_for=get_provider,
         store=ImageStore(s3_client(), settings.images_bucket),
         settings=settings,

@@ -6,7 +6,9 @@ import os
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, Json, SecretStr
+
+from imagegen.models import RegistryConfig
 
 
 def _blank_is_none(value: object) -> object:
@@ -44,6 +46,9 @@ class Settings(BaseModel):
     provider_max_retries: int = Field(default=2, ge=0, le=10, validation_alias="PROVIDER_MAX_RETRIES")
     # Amazon Bedrock models (IAM only: the function's role needs bedrock:InvokeModel on each model it serves).
     bedrock_enabled: Annotated[bool, BeforeValidator(_blank_is_false)] = Field(default=False, validation_alias="BEDROCK_ENABLED")
+    # The models this deployment serves: a registry document as JSON, or the name of an SSM parameter holding one.
+    model_registry: Annotated[Json[RegistryConfig] | None, Optional] = Field(default=None, validation_alias="MODEL_REGISTRY")
+    model_registry_parameter: Annotated[str | None, Optional] = Field(default=None, validation_alias="MODEL_REGISTRY_PARAMETER")
     # Asynchronous jobs (Prefer: respond-async, the SQS worker): both set, or async requests run synchronously.
     jobs_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_TABLE")
     jobs_queue_url: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_QUEUE_URL")

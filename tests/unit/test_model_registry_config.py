@@ -1,0 +1,92 @@
+"""The per-deployment registry document: validated at cold start, and GET /v1/models lists exactly it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from imagegen import registry
+from imagegen.errors import InvalidRequestError, ModelNotFoundError
+from imagegen.models import CATALOG, RegistryConfig, build_registry
+from imagegen.options import ImageGenerationRequest
+from imagegen.settings import get_settings
+
+NOVA, TITAN, SD35 = "amazon.nova-canvas-v1:0", "amazon.titan-image-generator-v2:0", "stability.sd3-5-large-v1:0"
+DOCUMENT = {
+    "models": ["local", NOVA, {"id": SD35, "max_n": 2}, {"id": TITAN, "max_n": 10, "default_size": "512x512"}],
+    "default_model": NOVA,
+}
+
+
+def test_a_document_serves_exactly_its_models_with_their_overrides() -> None:
+    reg = build_registry(openai_enabled=False, default_model=None, config=RegistryConfig.model_validate(DOCUMENT))
+    assert [spec.id for spec in reg.models] == ["local", NOVA, SD35, TITAN]
+    assert reg.default_model == NOVA
+    assert (reg.get(SD35).max_n, reg.get(TITAN).max_n, reg.get(TITAN).default_size) == (2, 10, "512x512")
+    assert CATALOG[TITAN].max_n == 5  # the catalog itself is untouched
+    with pytest.raises(ModelNotFoundError):
+        reg.get("stability.stable-image-ultra-v1:1")
+    with pytest.raises(InvalidRequestError, match="between 1 and 2"):
+        reg.plan(ImageGenerationRequest(prompt="x", model=SD35, n=3))
+    assert reg.plan(ImageGenerationRequest(prompt="x", model=TITAN)).size == "512x512"
+
+
+def test_default_model_is_the_environment_then_the_document_then_the_first() -> None:
+    config = RegistryConfig.model_validate({"models": [TITAN, NOVA]})
+    assert build_registry(openai_enabled=False, default_model=None, config=config).default_model == TITAN
+    assert build_registry(openai_enabled=False, default_model=NOVA, config=config).default_model == NOVA
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"models": []}, "at least 1"),
+        ({"models": ["dall-e-4"]}, "unknown model ids ['dall-e-4']"),
+        ({"models": [NOVA, NOVA]}, "listed twice"),
+        ({"models": [{"id": "dall-e-3", "max_n": 2}]}, "above the model's own limit 1"),
+        ({"models": [{"id": NOVA, "max_n": 11}]}, "less than or equal to 10"),
+        ({"models": [{"id": TITAN, "default_size": "1792x1024"}]}, "not one of"),
+        ({"models": [NOVA], "default_model": TITAN}, "not among the listed models"),
+        ({"models": [NOVA], "extra": 1}, "Extra inputs"),
+    ],
+)
+def test_bad_documents_are_refused(document, problem) -> None:
+    with pytest.raises(ValidationError, match=problem.replace("[", r"\[").replace("]", r"\]")):
+        RegistryConfig.model_validate(document)
+
+
+def test_openai_models_in_the_document_need_a_key() -> None:
+    with pytest.raises(ValueError, match="no OpenAI key"):
+        build_registry(openai_enabled=False, default_model=None, config=RegistryConfig.model_validate({"models": ["dall-e-3"]}))
+
+
+def test_the_document_comes_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("MODEL_REGISTRY", json.dumps(DOCUMENT))
+    assert [spec.id for spec in registry.deployment_registry(get_settings()).models] == ["local", NOVA, SD35, TITAN]
+
+
+def test_a_malformed_document_fails_the_settings(monkeypatch) -> None:
+    monkeypatch.setenv("MODEL_REGISTRY", '{"models": ["local",')
+    with pytest.raises(ValidationError, match="MODEL_REGISTRY"):
+        get_settings()
+
+
+def test_the_document_comes_from_ssm(monkeypatch) -> None:
+    asked = []
+
+    def get_parameter(name: str, max_age: int) -> str:
+        asked.append((name, max_age))
+        return json.dumps({"models": [NOVA]})
+
+    from aws_lambda_powertools.utilities import parameters
+
+    monkeypatch.setattr(parameters, "get_parameter", get_parameter)
+    monkeypatch.setenv("MODEL_REGISTRY_PARAMETER", "/imagegen/models")
+    assert [spec.id for spec in registry.deployment_registry(get_settings()).models] == [NOVA]
+    assert asked == [("/imagegen/models", registry.PARAMETER_MAX_AGE_SECONDS)]
+
+
+def test_nothing_configured_keeps_the_defaults() -> None:
+    assert [spec.id for spec in registry.deployment_registry(get_settings()).models] == ["local"]
