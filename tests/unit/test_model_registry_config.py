@@ -90,3 +90,22 @@ def test_the_document_comes_from_ssm(monkeypatch) -> None:
 
 def test_nothing_configured_keeps_the_defaults() -> None:
     assert [spec.id for spec in registry.deployment_registry(get_settings()).models] == ["local"]
+
+
+def test_bedrock_models_serves_only_those(monkeypatch) -> None:
+    monkeypatch.setenv("BEDROCK_MODELS", f" {TITAN}, {NOVA} ")
+    reg = registry.deployment_registry(get_settings())
+    assert [spec.id for spec in reg.models] == ["local", TITAN, NOVA]
+    assert reg.default_model == TITAN
+
+
+def test_bedrock_models_refuses_unknown_ids(monkeypatch) -> None:
+    monkeypatch.setenv("BEDROCK_MODELS", "amazon.titan-image-generator-v1")
+    with pytest.raises(ValueError, match="unknown models"):
+        registry.deployment_registry(get_settings())
+
+
+def test_blank_bedrock_settings_mean_off(monkeypatch) -> None:
+    monkeypatch.setenv("BEDROCK_MODELS", "")
+    monkeypatch.setenv("BEDROCK_ENABLED", "")
+    assert [spec.id for spec in registry.deployment_registry(get_settings()).models] == ["local"]

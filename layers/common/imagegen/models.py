@@ -8,7 +8,7 @@ Numbers follow the OpenAI Images API reference (openai-openapi ``CreateImageRequ
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -363,6 +363,14 @@ def _check_background(spec: ModelSpec, request: ImageGenerationRequest) -> str |
     return background
 
 
+def _bedrock_models(ids: Sequence[str]) -> tuple[ModelSpec, ...]:
+    known = {spec.id: spec for spec in BEDROCK_MODELS}
+    unknown = [model_id for model_id in ids if model_id not in known]
+    if unknown:
+        raise ValueError(f"BEDROCK_MODELS lists unknown models {unknown}; Bedrock models are {sorted(known)}")
+    return tuple(known[model_id] for model_id in dict.fromkeys(ids))
+
+
 # Every model this code can serve; a deployment serves all of a provider's, or the ones its registry document lists.
 CATALOG: Mapping[str, ModelSpec] = {spec.id: spec for spec in (LOCAL_MODEL, *OPENAI_MODELS, *BEDROCK_MODELS)}
 
@@ -427,17 +435,24 @@ class RegistryConfig(BaseModel):
 
 
 def build_registry(
-    *, openai_enabled: bool, default_model: str | None, bedrock_enabled: bool = False, config: RegistryConfig | None = None
+    *,
+    openai_enabled: bool,
+    default_model: str | None,
+    bedrock_enabled: bool = False,
+    bedrock_models: Sequence[str] = (),
+    config: RegistryConfig | None = None,
 ) -> ModelRegistry:
     """The registry of this deployment. With a registry document: exactly the models it lists (OpenAI's need a key).
-    Without: the local model always, OpenAI's when a key is configured, Bedrock's when enabled; the default is
-    ``default_model``, else dall-e-3 with OpenAI, else Nova Canvas with Bedrock, else local."""
+    Without: the local model always, OpenAI's when a key is configured, Bedrock's when enabled (all of them, or those
+    in ``bedrock_models``); the default is ``default_model``, else dall-e-3 with OpenAI, else the first Bedrock model,
+    else local."""
     if config is not None:
         specs = tuple(choice.spec() for choice in config.models)
         needs_key = [spec.id for spec in specs if spec.provider == "openai"]
         if needs_key and not openai_enabled:
             raise ValueError(f"the model registry lists {needs_key} but no OpenAI key is configured")
         return ModelRegistry(specs, default_model or config.default_model or specs[0].id)
-    models = (LOCAL_MODEL, *(OPENAI_MODELS if openai_enabled else ()), *(BEDROCK_MODELS if bedrock_enabled else ()))
-    fallback = "dall-e-3" if openai_enabled else BEDROCK_MODELS[0].id if bedrock_enabled else LOCAL_MODEL.id
+    bedrock = _bedrock_models(bedrock_models) if bedrock_models else BEDROCK_MODELS if bedrock_enabled else ()
+    models = (LOCAL_MODEL, *(OPENAI_MODELS if openai_enabled else ()), *bedrock)
+    fallback = "dall-e-3" if openai_enabled else bedrock[0].id if bedrock else LOCAL_MODEL.id
     return ModelRegistry(models, default_model or fallback)

@@ -28,5 +28,6 @@ def deployment_registry(settings: Settings) -> ModelRegistry:
         openai_enabled=settings.openai_enabled,
         default_model=settings.default_model,
         bedrock_enabled=settings.bedrock_enabled,
+        bedrock_models=settings.bedrock_models,
         config=registry_config(settings),
     )

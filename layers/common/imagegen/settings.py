@@ -19,6 +19,10 @@ def _blank_is_false(value: object) -> object:
     return False if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
+def _comma_list(value: object) -> object:
+    return tuple(item.strip() for item in value.split(",") if item.strip()) if isinstance(value, str) else value
+
+
 Optional = BeforeValidator(_blank_is_none)
 
 # Lambda answers a synchronous invoke with at most 6 MB (the API Gateway proxy JSON included).
@@ -46,6 +50,8 @@ class Settings(BaseModel):
     provider_max_retries: int = Field(default=2, ge=0, le=10, validation_alias="PROVIDER_MAX_RETRIES")
     # Amazon Bedrock models (IAM only: the function's role needs bedrock:InvokeModel on each model it serves).
     bedrock_enabled: Annotated[bool, BeforeValidator(_blank_is_false)] = Field(default=False, validation_alias="BEDROCK_ENABLED")
+    # Only these Bedrock models (comma-separated catalog ids; implies Bedrock enabled): what the template grants.
+    bedrock_models: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = Field(default=(), validation_alias="BEDROCK_MODELS")
     # The models this deployment serves: a registry document as JSON, or the name of an SSM parameter holding one.
     model_registry: Annotated[Json[RegistryConfig] | None, Optional] = Field(default=None, validation_alias="MODEL_REGISTRY")
     model_registry_parameter: Annotated[str | None, Optional] = Field(default=None, validation_alias="MODEL_REGISTRY_PARAMETER")
