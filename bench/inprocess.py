@@ -132,7 +132,7 @@ def warm(quick: bool) -> dict[str, Any]:
             future.result()
 
     results: dict[str, Any] = {"placeholder_bytes": len(placeholder), "photo_bytes": len(photo)}
-    for name, data, rounds in (("placeholder", placeholder, 30 if quick else 200), ("photo", photo, 10 if quick else 60)):
+    for name, data, rounds in (("placeholder", placeholder, 15 if quick else 200), ("photo", photo, 5 if quick else 60)):
         premade.data = data
         for _ in range(3):  # connections, lazy imports, first-use caches
             invoke(handler, size="1024x1024", n=1)
@@ -147,7 +147,7 @@ def warm(quick: bool) -> dict[str, Any]:
     for name, data in (("placeholder", placeholder), ("photo", photo)):
         premade.data = data
         samples: dict[str, list[float]] = {"n1": [], "n4": [], "floor_n4": []}
-        for _ in range(8 if quick else 40):
+        for _ in range(4 if quick else 40):
             samples["n1"].append(timed(partial(invoke, handler, size="1024x1024", n=1)))
             samples["n4"].append(timed(partial(invoke, handler, size="1024x1024", n=4)))
             samples["floor_n4"].append(timed(partial(floor_n, data, 4)))
@@ -158,7 +158,7 @@ def warm(quick: bool) -> dict[str, Any]:
     # The request the throughput run sends, in-process with the real local provider: the front's reference.
     switch.current = LocalProvider()
     invoke(handler, size="256x256", n=1)
-    results["local_256"] = summary([timed(partial(invoke, handler, size="256x256", n=1)) for _ in range(20 if quick else 100)])
+    results["local_256"] = summary([timed(partial(invoke, handler, size="256x256", n=1)) for _ in range(10 if quick else 100)])
     results["premade_calls"] = premade.calls
     return results
 

@@ -234,7 +234,7 @@ class Sites:
         )
 
 
-def cold_start(report: Report, stack: LocalStack, fake: FakeOpenAI, python: str, work: Path, rounds: int) -> None:
+def cold_start(report: Report, stack: LocalStack, fake: FakeOpenAI, python: str, work: Path, rounds: int, importtime: bool) -> None:
     log(f"cold start: installing/reusing isolated packages for {python} in {CACHE} ...")
     sites = Sites.install(python)
     code = prepare_code(python, work)
@@ -252,6 +252,8 @@ def cold_start(report: Report, stack: LocalStack, fake: FakeOpenAI, python: str,
     versions = ((sites.naive, "openai"), (sites.runtime, "boto3"), (sites.layer, "aws_lambda_powertools"), (sites.layer, "pydantic"))
     report.notes.append("versions: " + ", ".join(f"{package} {installed_version(site, package)}" for site, package in versions))
 
+    if not importtime:
+        return
     log("cold start: -X importtime of both handlers ...")
     for variant, who in ((variants[4], "ours (as deployed)"), (variants[0], "naive")):
         packages, modules = importtime_offenders(run_child(python, variant, importtime=True)[1])
@@ -506,12 +508,13 @@ def run(args: argparse.Namespace) -> Report:
     load_at_start = os.getloadavg()[0]
     python = choose_python(args.python)
     rounds = 1 if args.quick else args.rounds
-    seconds = 3.0 if args.quick else args.seconds
+    seconds = 2.0 if args.quick else args.seconds
     with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
         work = Path(tmp)
         log("starting the local stack (S3 server, Lambda RIE workers, HTTP front) and a fake OpenAI ...")
-        with Stack(work / "stack", workers=2) as (stack, fake):
-            timed_section("cold start", lambda: cold_start(report, stack, fake, python, work, rounds))
+        with Stack(work / "stack", workers=1 if args.quick else 2) as (stack, fake):
+            log(f"local stack: up in {stack.startup_seconds or 0:.1f} s")
+            timed_section("cold start", lambda: cold_start(report, stack, fake, python, work, rounds, importtime=not args.quick))
             warm_result = timed_section("warm", lambda: warm(report, stack, work, args.quick))
             timed_section("memory", lambda: memory(report, stack, work, args.quick))
             timed_section("package size", lambda: package_size(report, args.quick))
@@ -524,7 +527,7 @@ def run(args: argparse.Namespace) -> Report:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few rounds and a 3 s load run: a smoke test in < 30 s")
+    parser.add_argument("--quick", action="store_true", help="one round, one RIE worker, a 2 s load run: a smoke test in < 30 s")
     parser.add_argument("--rounds", type=int, default=7, help="cold starts per variant (default 7)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the throughput run (default 20)")
     parser.add_argument("--concurrency", type=int, default=4, help="clients in the throughput run (default 4)")
