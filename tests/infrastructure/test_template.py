@@ -416,15 +416,34 @@ def test_jobs_queue_outlasts_a_worker_run_and_redrives_to_the_dead_letter_queue(
 
 
 def test_queues_are_encrypted_and_refuse_plain_http(resources: dict[str, Any]) -> None:
-    assert _props(resources, "JobsQueue")["SqsManagedSseEnabled"] is True
-    assert _props(resources, "JobsDeadLetterQueue")["SqsManagedSseEnabled"] is True
+    queues = sorted(name for name, res in resources.items() if res["Type"] == "AWS::SQS::Queue")
+    assert {"JobsQueue", "JobsDeadLetterQueue", "S3TriggerDeadLetterQueue"} <= set(queues)
+    for name in queues:
+        assert _props(resources, name)["SqsManagedSseEnabled"] is True, name
 
     (policy,) = (res["Properties"] for res in resources.values() if res["Type"] == "AWS::SQS::QueuePolicy")
-    assert policy["Queues"] == [{"Ref": "JobsQueue"}, {"Ref": "JobsDeadLetterQueue"}]
+    assert sorted(_text(q) for q in policy["Queues"]) == sorted(f"Ref:{name}" for name in queues)
     (deny,) = policy["PolicyDocument"]["Statement"]
     assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sqs:*")
     assert str(deny["Condition"]["Bool"]["aws:SecureTransport"]).lower() == "false"
-    assert {_text(r) for r in _as_list(deny["Resource"])} == {"GetAtt:JobsQueue.Arn", "GetAtt:JobsDeadLetterQueue.Arn"}
+    assert {_text(r) for r in _as_list(deny["Resource"])} == {f"GetAtt:{name}.Arn" for name in queues}
+
+
+def test_s3_trigger_failures_land_in_an_alarmed_dead_letter_queue(resources: dict[str, Any]) -> None:
+    # S3 invokes the trigger asynchronously: after Lambda's retries a failed event is kept, not dropped
+    assert _props(resources, "S3TriggerFunction")["DeadLetterQueue"] == {
+        "Type": "SQS",
+        "TargetArn": {"Fn::GetAtt": ["S3TriggerDeadLetterQueue", "Arn"]},
+    }
+    assert _props(resources, "S3TriggerDeadLetterQueue")["MessageRetentionPeriod"] == 1209600
+    alarms = [
+        res["Properties"]
+        for res in resources.values()
+        if res["Type"] == "AWS::CloudWatch::Alarm"
+        and res["Properties"]["Namespace"] == "AWS/SQS"
+        and res["Properties"]["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["S3TriggerDeadLetterQueue", "QueueName"]}}]
+    ]
+    assert len(alarms) == 1
 
 
 def test_worker_is_fed_by_the_jobs_queue_with_partial_batch_failures_and_a_concurrency_cap(
