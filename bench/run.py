@@ -17,6 +17,7 @@ Packages for cold starts and sizes are installed once into bench/.cache (see ben
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,8 @@ def cold_start(report: Report, stack: LocalStack, fake: FakeOpenAI, python: str,
     stack.s3_client().put_object(Bucket=stack.bucket, Key="bench/warm-up", Body=b"warm-up")
     with XRaySink() as sink:
         variants = cold_start_variants(stack, fake, code, work, sink, sites)
+        if not importtime:  # --quick: the local provider path is exercised by the warm and throughput runs
+            variants = [variant for variant in variants if variant.name != "ours-local"]
         results: dict[str, list[dict[str, Any]]] = {variant.name: [] for variant in variants}
         log(f"cold start: {rounds} round(s) of {len(variants)} fresh processes, interleaved ...")
         for _ in range(rounds):
@@ -255,7 +258,8 @@ def cold_start(report: Report, stack: LocalStack, fake: FakeOpenAI, python: str,
     if not importtime:
         return
     log("cold start: -X importtime of both handlers ...")
-    for variant, who in ((variants[4], "ours (as deployed)"), (variants[0], "naive")):
+    by_name = {variant.name: variant for variant in variants}
+    for variant, who in ((by_name["ours-deployed"], "ours (as deployed)"), (by_name["naive"], "naive")):
         packages, modules = importtime_offenders(run_child(python, variant, importtime=True)[1])
         report.notes.append(f"importtime {who}, self ms by package: " + ", ".join(f"{name} {value:.0f}" for name, value in packages))
         report.notes.append(f"importtime {who}, slowest modules: " + ", ".join(f"{name} {value:.0f}" for name, value in modules))
@@ -307,6 +311,8 @@ def report_cold_start(report: Report, results: dict[str, list[dict[str, Any]]], 
         "ours-deployed-nopyc": "cold start (CPU) as deployed, layer as built today (no .pyc)",
     }
     for name, label in labels.items():
+        if name not in results:
+            continue
         report.rows.append(Row(label, describe(name), describe("naive"), median(name, "cpu_ms") / median("naive", "cpu_ms"), 0.5))
     floor = median("minimal", "cpu_ms")
     above = {"ours-fake": "same fake OpenAI", "ours-deployed": "ours as deployed"}
@@ -318,7 +324,7 @@ def report_cold_start(report: Report, results: dict[str, list[dict[str, Any]]], 
     report.notes.append(f"the minimal handler (bench/minimal_handler.py) cold-starts in {describe('minimal')}")
     report.notes.append(
         "cold start wall-time ratios (medians; a shared, busy host inflates these, hence CPU time in the table): "
-        + ", ".join(f"{name} {median(name, 'total_ms') / median('naive', 'total_ms'):.2f}×" for name in labels)
+        + ", ".join(f"{name} {median(name, 'total_ms') / median('naive', 'total_ms'):.2f}×" for name in labels if name in results)
     )
     report.notes.append(f"X-Ray: the deployed-configuration cold starts sent {segments} segment datagrams to the stand-in daemon.")
 
@@ -475,32 +481,16 @@ def choose_python(requested: str | None) -> str:
     """The interpreter for cold starts: --python, else pyenv's 3.12 (Lambda's version), else this one."""
     if requested:
         return requested
-    found = shutil.which("python3.12")
     if PYTHON312.is_file():
         return str(PYTHON312)
-    return found or sys.executable
+    return shutil.which("python3.12") or sys.executable
 
 
-@dataclass
-class Stack:
-    """The local stack and a fake OpenAI, started together and stopped together."""
-
-    data_dir: Path
-    workers: int
-
-    def __enter__(self) -> tuple[LocalStack, FakeOpenAI]:
-        self.fake = FakeOpenAI().__enter__()
-        self.stack = LocalStack(data_dir=self.data_dir, port=0, s3_port=0, workers=self.workers, passthrough=())
-        try:
-            self.stack.start()
-        except BaseException:
-            self.fake.__exit__(None, None, None)
-            raise
-        return self.stack, self.fake
-
-    def __exit__(self, *_: object) -> None:
-        self.stack.stop()
-        self.fake.__exit__(None, None, None)
+@contextlib.contextmanager
+def local_stack(data_dir: Path, workers: int) -> Iterator[tuple[LocalStack, FakeOpenAI]]:
+    """The local stack on free ports and a fake OpenAI, stopped together whatever happens."""
+    with FakeOpenAI() as fake, LocalStack(data_dir=data_dir, port=0, s3_port=0, workers=workers, passthrough=()) as stack:
+        yield stack, fake
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -512,7 +502,7 @@ def run(args: argparse.Namespace) -> Report:
     with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
         work = Path(tmp)
         log("starting the local stack (S3 server, Lambda RIE workers, HTTP front) and a fake OpenAI ...")
-        with Stack(work / "stack", workers=1 if args.quick else 2) as (stack, fake):
+        with local_stack(work / "stack", workers=1 if args.quick else 2) as (stack, fake):
             log(f"local stack: up in {stack.startup_seconds or 0:.1f} s")
             timed_section("cold start", lambda: cold_start(report, stack, fake, python, work, rounds, importtime=not args.quick))
             warm_result = timed_section("warm", lambda: warm(report, stack, work, args.quick))
