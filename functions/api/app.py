@@ -49,8 +49,8 @@ app.enable_swagger(path="/docs")
 def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | JobAccepted]:
     request_id = app.current_event.request_context.request_id or app.lambda_context.aws_request_id
     metrics.add_metric(name="GenerationRequests", unit=MetricUnit.Count, value=1)
-    jobs = get_job_service()
-    if prefers_async(app.current_event.headers.get("prefer")) and jobs.accepts_jobs:
+    # Only an async request builds the job clients: a synchronous cold start does not pay for them.
+    if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
         job = jobs.submit(request, job_id=request_id)
         location = f"{stage_prefix(app.current_event)}/v1/images/jobs/{job.id}"
         accepted = JobAccepted(id=job.id, status=job.status, created=job.created, location=location)

@@ -716,7 +716,10 @@ def test_sam_build_produces_an_arm64_layer(tmp_path: Path) -> None:
     (core,) = site.glob("pydantic_core/_pydantic_core*.so")
     assert "cpython-312" in core.name
     assert _elf_machine(core) == ELF_MACHINE_AARCH64
-    assert not list(site.rglob("__pycache__"))
+    # And bytecode for the runtime's Python only (Lambda cannot write it under /opt at cold start)
+    compiled = list(site.rglob("*.pyc"))
+    assert (site / "imagegen" / "__pycache__" / "service.cpython-312.pyc").is_file()
+    assert compiled and all(".cpython-312." in path.name for path in compiled)
     # And nothing the runtime already provides, nor build-host leftovers
     assert not (site / "botocore").exists()
     assert not (site / "boto3").exists()
