@@ -3,6 +3,10 @@
 The prompt picks the behaviour, so tests that only reach it through the API (or the official SDK) can steer it:
 ``fail:400``, ``fail:401``, ``fail:429``, ``fail:500``, ``fail:policy``, ``fail:malformed``, ``fail:slow`` (sleeps
 past any sane deadline), ``flaky:N:<anything>`` (500 for the first N requests with that prompt, then success).
+Faults for tests/integration/test_faults.py: ``fail:429-bare`` (no Retry-After), ``fail:503``, ``fail:html-502`` (a
+proxy's HTML error page), ``fail:html`` (200 with an HTML body), ``fail:truncated`` (the connection closes halfway
+through the promised body), ``fail:short`` (one image fewer than asked), ``fail:not-image`` (base64 of bytes that
+are no image), ``fail:bad-base64``, ``flaky429:N:<anything>`` (429 with ``Retry-After: 1`` N times, then success).
 Any other prompt succeeds with PNGs of the requested size (drawn with Pillow, not with the
 code under test)."""
 
@@ -37,7 +41,10 @@ FAILURES: dict[str, tuple[int, Any, dict[str, str]]] = {
     "fail:429": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded", **{"retry-after": "1"}),
     "fail:500": _error(500, "The server had an error while processing your request."),
     "fail:policy": _error(400, "Your request was rejected as a result of our safety system.", "content_policy_violation"),
+    "fail:429-bare": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded"),
+    "fail:503": _error(503, "The engine is currently overloaded, please try again later."),
 }
+HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
 
 
 class FakeOpenAI:
@@ -84,6 +91,22 @@ class FakeOpenAI:
                     return self._send_raw(200, b'{"data": [{"b64_json": "trunc', "application/json", {})
                 if prompt in FAILURES:
                     return self._send(*FAILURES[prompt])
+                if prompt in ("fail:html", "fail:html-502"):
+                    return self._send_raw(200 if prompt == "fail:html" else 502, HTML_PAGE, "text/html", {})
+                if prompt == "fail:truncated":
+                    data = json.dumps(fake.success(body)).encode()
+                    self.close_connection = True
+                    return self._send_raw(200, data[: len(data) // 2], "application/json", {"content-length-override": str(len(data))})
+                if prompt in ("fail:short", "fail:not-image", "fail:bad-base64"):
+                    payload = fake.success(body)
+                    if prompt == "fail:short":
+                        payload["data"] = payload["data"][:-1]
+                    else:
+                        fake_bytes = base64.b64encode(b"GIF89a not what was asked").decode()
+                        payload["data"][-1]["b64_json"] = fake_bytes if prompt == "fail:not-image" else "!!not base64!!"
+                    return self._send(200, payload, {})
+                if prompt.startswith("flaky429:") and fake.attempt(prompt) <= int(prompt.split(":")[1]):
+                    return self._send(*FAILURES["fail:429"])
                 if prompt.startswith("flaky:") and fake.attempt(prompt) <= int(prompt.split(":")[1]):
                     return self._send(*FAILURES["fail:500"])
                 return self._send(200, fake.success(body), {})
@@ -94,7 +117,7 @@ class FakeOpenAI:
             def _send_raw(self, status: int, data: bytes, content_type: str, headers: dict[str, str]) -> None:
                 self.send_response(status)
                 self.send_header("content-type", content_type)
-                self.send_header("content-length", str(len(data)))
+                self.send_header("content-length", headers.pop("content-length-override", str(len(data))))
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
