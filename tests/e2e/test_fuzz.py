@@ -477,6 +477,24 @@ def test_hypothesis_request_bodies_methods_and_content_types(fuzz_stack: LocalSt
     assert kinds[200] and kinds[400] and kinds[413], f"the strategies should reach successes, 400s and 413s: {kinds}"
 
 
+@pytest.mark.parametrize(
+    ("size", "code"),
+    [
+        (MAX_REQUEST_BYTES + 1, "payload_too_large"),  # the function's limit
+        (10 * 1024 * 1024 + 1, None),  # API Gateway's own 10 MB limit (the front), in the same envelope
+    ],
+)
+def test_oversized_bodies_are_413_in_the_openai_shape(fuzz_stack: LocalStack, tally: Tally, size: int, code: str | None) -> None:
+    body = b'{"prompt": "' + b"x" * (size - 14) + b'"}'
+    response = httpx.post(f"{fuzz_stack.base_url}{GENERATIONS}", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    exchange = Exchange(
+        "explicit", "POST", GENERATIONS, response.status_code, response.headers.get("x-amzn-RequestId"), response.content, f"{size} bytes"
+    )
+    tally.add(exchange)
+    assert (response.status_code, problems(exchange)) == (413, [])
+    assert response.json()["error"]["code"] == code
+
+
 # --- across the run -------------------------------------------------------------------------------------------------
 
 
