@@ -19,6 +19,9 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from PIL import Image as PILImage
 
 SLOW_SECONDS = 5.0
@@ -55,9 +58,23 @@ def draw(width: int, height: int, seed: int, image_format: str = "PNG") -> bytes
     return buffer.getvalue()
 
 
+def signature_matches(method: str, url: str, headers: dict[str, str], body: bytes, credentials: Credentials, region: str) -> bool:
+    """Recompute the request's SigV4 signature (service ``bedrock``) over the headers it says it signed."""
+    authorization = headers.get("authorization", "")
+    fields = dict(part.strip().split("=", 1) for part in authorization.removeprefix("AWS4-HMAC-SHA256 ").split(","))
+    signed = fields.get("SignedHeaders", "").split(";")
+    request = AWSRequest(method=method, url=url, data=body, headers={name: headers[name] for name in signed if name in headers})
+    request.context["timestamp"] = headers.get("x-amz-date", "")
+    signer = SigV4Auth(credentials, "bedrock", region)
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    return bool(fields.get("Signature")) and fields["Signature"] == expected
+
+
 class FakeBedrock:
-    def __init__(self, region: str = "us-east-1") -> None:
+    def __init__(self, region: str = "us-east-1", credentials: tuple[str, str] | None = None) -> None:
         self.region = region
+        # With credentials, the SigV4 signature is checked as AWS would (403 InvalidSignatureException otherwise).
+        self.credentials = Credentials(*credentials) if credentials else None
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.in_flight = 0
@@ -113,6 +130,10 @@ class FakeBedrock:
                 scope = f"/{fake.region}/bedrock/aws4_request"
                 if not self.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 ") or scope not in self.headers["authorization"]:
                     return self._error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                url = f"http://{headers['host']}{self.path}"
+                if fake.credentials and not signature_matches("POST", url, headers, raw, fake.credentials, fake.region):
+                    return self._error(403, "InvalidSignatureException", "The request signature we calculated does not match.")
                 fake._enter()
                 try:
                     self._answer(model_id, body)

@@ -47,8 +47,9 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="session")
-def fake_bedrock() -> Iterator[FakeBedrock]:
-    with FakeBedrock() as server:
+def fake_bedrock(s3_server: S3Server) -> Iterator[FakeBedrock]:
+    """Checks SigV4 signatures with the credentials the tests' environment gives boto3 (the S3 server's)."""
+    with FakeBedrock(credentials=(s3_server.access_key, s3_server.secret_key)) as server:
         yield server
 
 

@@ -116,6 +116,14 @@ def test_timeout_is_504_within_the_deadline(bedrock_env, lambda_context) -> None
     assert time.monotonic() - started < 2.5
 
 
+def test_a_bad_signature_is_refused(bedrock_env, monkeypatch, lambda_context) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    status, body, _ = invoke(lambda_context, model=NOVA, size="1024x1024")
+    assert (status, body["error"]["code"]) == (502, "provider_auth_failed")
+    (sent,) = bedrock_env.requests
+    assert sent["headers"]["Authorization"].startswith("AWS4-HMAC-SHA256 ")
+
+
 def test_unreachable_bedrock_is_502(local_s3, monkeypatch, lambda_context) -> None:
     monkeypatch.setenv("BEDROCK_ENABLED", "true")
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "http://127.0.0.1:9")

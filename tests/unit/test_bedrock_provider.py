@@ -188,6 +188,8 @@ def bedrock_error(code: str, message: str, status: int = 400) -> ClientError:
         ("InternalServerException", "internal", ProviderError, "provider_error"),
         ("ModelErrorException", "model error", ProviderError, "provider_error"),
         ("ResourceNotFoundException", "not found", ProviderError, "provider_model_unavailable"),
+        ("UnrecognizedClientException", "bad token", ProviderError, "provider_auth_failed"),
+        ("InvalidSignatureException", "bad signature", ProviderError, "provider_auth_failed"),
         ("SomethingNewException", "new", ProviderError, "provider_error"),
     ],
 )

@@ -106,6 +106,13 @@ def _content_policy(message: str) -> ContentPolicyError:
     return ContentPolicyError(f"The provider refused the request: {message}", param="prompt")
 
 
+def _credentials_refused(_: str) -> ImageGenError:
+    return ProviderError(
+        "Amazon Bedrock refused this deployment's AWS credentials. This is not a problem with your request; contact the operator.",
+        code="provider_auth_failed",
+    )
+
+
 # Bedrock's error code -> our error. ValidationException is also how Nova/Titan refuse a prompt or an output on
 # content grounds; its message ("... blocked by our content filters") is the only signal, checked in client_error.
 _CLIENT_ERRORS: Mapping[str, Callable[[str], ImageGenError]] = {
@@ -118,6 +125,8 @@ _CLIENT_ERRORS: Mapping[str, Callable[[str], ImageGenError]] = {
         "problem with your request; contact the operator.",
         code="provider_auth_failed",
     ),
+    # The role's credentials themselves were refused (not the model access): the deployment is misconfigured too.
+    **dict.fromkeys(("UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException"), _credentials_refused),
     "ResourceNotFoundException": lambda _: ProviderError(
         "Amazon Bedrock does not offer the model in this deployment's region; contact the operator.", code="provider_model_unavailable"
     ),
