@@ -100,3 +100,22 @@ def test_wrong_image_count_is_502() -> None:
     payload = {"data": [{"b64_json": base64.b64encode(b"x").decode()}]}
     with pytest.raises(errors.ProviderError, match="1 images instead of 2"):
         parse_images(response(200, payload), 2)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Incorrect API key provided: sk-proj-abc123***wxyz.",
+        "upstream said: Authorization Bearer sk-live-0123456789 is invalid",
+        "bad key key-0123456789abcdef for this deployment",
+    ],
+)
+def test_key_like_strings_in_provider_messages_are_redacted(message: str) -> None:
+    error = status_error(response(400, error_payload(message, "invalid_value", "size")))
+    assert "[redacted]" in error.message
+    assert "0123456789" not in error.message and "abc123" not in error.message
+
+
+def test_ordinary_messages_are_passed_on() -> None:
+    error = status_error(response(400, error_payload("Invalid size: must be 1024x1024 (skip the sketch-style).", "invalid_value", "size")))
+    assert error.message == "Invalid size: must be 1024x1024 (skip the sketch-style)."

@@ -10,6 +10,7 @@ import base64
 import binascii
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +73,15 @@ def _retry_after(response: httpx.Response) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(value)))} if value is not None else {}
 
 
+# Anything shaped like an API key (OpenAI "sk-...", or a bearer token) in a provider's message: a provider or a proxy
+# behind OPENAI_BASE_URL may echo (part of) the server's key, and provider messages reach clients.
+_KEY_LIKE = re.compile(r"\b(sk|rk|pk|key)[-_][A-Za-z0-9*._-]{4,}|Bearer\s+\S+", re.IGNORECASE)
+
+
+def redact_keys(message: str) -> str:
+    return _KEY_LIKE.sub("[redacted]", message)
+
+
 def _error_fields(response: httpx.Response) -> dict[str, Any]:
     try:
         error = response.json().get("error")
@@ -85,7 +95,7 @@ def status_error(response: httpx.Response) -> ImageGenError:
     status = response.status_code
     error = _error_fields(response)
     code = error.get("code") if isinstance(error.get("code"), str) else None
-    message = str(error.get("message") or f"HTTP {status}")
+    message = redact_keys(str(error.get("message") or f"HTTP {status}"))
     if status == 400 and code in CONTENT_POLICY_CODES:
         return ContentPolicyError(f"The provider refused the request: {message}", param="prompt", code=code)
     if status == 400:
