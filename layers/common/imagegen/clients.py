@@ -76,8 +76,12 @@ def openai_api_key() -> str:
     return str(parameters.get_secret(settings.openai_api_key_secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
 
 
-# A Bedrock image call takes seconds to a minute; the request's deadline (not the socket) bounds each call.
-BEDROCK_READ_TIMEOUT_SECONDS = 900.0
+# A Bedrock image call takes seconds to a minute; the request's deadline (not the socket) bounds each call. The
+# socket timeout is the longest function timeout in the template (worker, S3 trigger: 300 s), so a call abandoned
+# at a deadline holds its thread and connection no longer than that.
+BEDROCK_READ_TIMEOUT_SECONDS = 300.0
+# Concurrent calls of one request (at most 10) plus room for calls abandoned by earlier requests.
+BEDROCK_MAX_CONNECTIONS = 32
 
 
 @lru_cache(maxsize=1)
@@ -89,6 +93,6 @@ def bedrock_runtime_client() -> BedrockRuntimeClient:
         connect_timeout=5,
         read_timeout=BEDROCK_READ_TIMEOUT_SECONDS,
         retries={"mode": "standard", "total_max_attempts": 1},
-        max_pool_connections=16,
+        max_pool_connections=BEDROCK_MAX_CONNECTIONS,
     )
     return _session().client("bedrock-runtime", config=config)

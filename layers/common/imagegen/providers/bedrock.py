@@ -55,8 +55,9 @@ AMAZON_MAX_SEED = 858_993_459
 STABILITY_MAX_SEED = 4_294_967_294
 # The aspect ratios Stability's Bedrock models accept, as (width, height) units.
 STABILITY_ASPECT_RATIOS = ((1, 1), (16, 9), (9, 16), (3, 2), (2, 3), (4, 5), (5, 4), (21, 9), (9, 21))
-# Concurrent calls of one request (n is at most 10).
-MAX_CONCURRENT_CALLS = 10
+# Threads for the calls of one request (n is at most 10), with room for calls an earlier request abandoned at its
+# deadline and that still wait for their answer (the client's read timeout ends them); matches the client's pool.
+MAX_CONCURRENT_CALLS = 32
 
 
 def random_seed(upper: int) -> int:
