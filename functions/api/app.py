@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
@@ -23,6 +20,7 @@ from imagegen.idempotency import generate_idempotently
 from imagegen.jobs import get_job_service
 from imagegen.observability import logger, metrics, tracer
 from imagegen.options import ImageGenerationRequest, ImagesResponse, JobAccepted, JobView
+from imagegen.playground import build_page, presigned_origin
 from imagegen.service import get_service
 from imagegen.settings import get_settings
 
@@ -89,45 +87,12 @@ def openapi() -> dict[str, Any]:
 
 
 PLAYGROUND_DIR = Path(__file__).with_name("static")
-# The tags of playground.html that GET / replaces with the named file's text, inline (so the page needs no second
-# request and works at ".../prod" as well as ".../prod/"), and the CSP directive that allows that text by its hash.
-PLAYGROUND_INLINE = (
-    ("style-src", '<link rel="stylesheet" href="playground.css">', "style", "playground.css"),
-    ("script-src", '<script src="playground.js"></script>', "script", "playground.js"),
-)
 
 
 @lru_cache(maxsize=1)
 def playground_page() -> tuple[str, dict[str, str]]:
-    """The playground's HTML and headers, built once per container. Its CSP runs only the inlined CSS and JS (by
-    sha256, with Trusted Types enforced), lets it call only this API, and loads images only from data: URIs (b64_json)
-    and the origin of the presigned URLs (read from a URL signed by the same client that signs the answers)."""
-    html = (PLAYGROUND_DIR / "playground.html").read_text(encoding="utf-8")
-    directives = ["default-src 'none'"]
-    for directive, tag, element, name in PLAYGROUND_INLINE:
-        code = (PLAYGROUND_DIR / name).read_text(encoding="utf-8")
-        if html.count(tag) != 1 or f"</{element}" in code.lower():
-            raise RuntimeError(f"playground.html: cannot inline {name}")
-        html = html.replace(tag, f"<{element}>{code}</{element}>")
-        digest = base64.b64encode(hashlib.sha256(code.encode("utf-8")).digest()).decode("ascii")
-        directives.append(f"{directive} 'sha256-{digest}'")
-    signed = urlsplit(get_service().store.presign("images/", 60))
-    directives += [
-        f"img-src data: {signed.scheme}://{signed.netloc}",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-        "require-trusted-types-for 'script'",
-        "trusted-types 'none'",
-    ]
-    headers = {
-        "Content-Security-Policy": "; ".join(directives),
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-cache",
-    }
-    return html, headers
+    """Built once per container; images come from the origin the service's presigned URLs point at."""
+    return build_page(PLAYGROUND_DIR, image_origin=presigned_origin(get_service().store))
 
 
 @app.get("/", include_in_schema=False)
