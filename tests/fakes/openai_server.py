@@ -7,7 +7,9 @@ Faults for tests/integration/test_faults.py: ``fail:429-bare`` (no Retry-After),
 proxy's HTML error page), ``fail:html`` (200 with an HTML body), ``fail:truncated`` (the connection closes halfway
 through the promised body), ``fail:short`` (one image fewer than asked), ``fail:not-image`` (base64 of bytes that
 are no image), ``fail:bad-base64``, ``flaky429:N:<anything>`` (429 with ``Retry-After: 1`` N times, then success).
-Any other prompt succeeds with PNGs of the requested size (drawn with Pillow, not with the
+Azure OpenAI's path ``/openai/deployments/<name>/images/generations?api-version=...`` is served too: it answers 401
+without an ``api-key`` header (or with an ``Authorization`` one), 404 without ``api-version`` or for a body naming a
+model, and then behaves as above. Any other prompt succeeds with PNGs of the requested size (drawn with Pillow, not with the
 code under test)."""
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +26,7 @@ from typing import Any
 from PIL import Image as PILImage
 
 SLOW_SECONDS = 30.0
+AZURE_PATH = re.compile(r"^/openai/deployments/([^/?]+)/images/generations\?api-version=([^&]+)$")
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -82,7 +86,13 @@ class FakeOpenAI:
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 body = json.loads(raw)
                 fake.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
-                if self.path != "/v1/images/generations":
+                azure = AZURE_PATH.match(self.path)
+                if azure:
+                    if "api-key" not in self.headers or "authorization" in self.headers:
+                        return self._send(*_error(401, "Access denied due to invalid subscription key.", "401"))
+                    if "model" in body:
+                        return self._send(404, {"error": {"message": "the deployment implies the model", "code": "404"}}, {})
+                elif self.path != "/v1/images/generations":
                     return self._send(404, {"error": {"message": "no route", "type": "invalid_request_error"}}, {})
                 prompt = body.get("prompt", "")
                 if prompt == "fail:slow":

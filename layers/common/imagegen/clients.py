@@ -76,6 +76,18 @@ def openai_api_key() -> str:
     return str(parameters.get_secret(settings.openai_api_key_secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
 
 
+def azure_openai_api_key() -> str:
+    """The Azure OpenAI key, like the OpenAI key: the environment locally, else Secrets Manager (cached)."""
+    settings = get_settings()
+    if settings.azure_openai_api_key is not None:
+        return settings.azure_openai_api_key.get_secret_value()
+    if settings.azure_openai_api_key_secret_arn is None:
+        raise RuntimeError("Azure OpenAI is not configured: set AZURE_OPENAI_API_KEY or AZURE_OPENAI_API_KEY_SECRET_ARN")
+    from aws_lambda_powertools.utilities import parameters
+
+    return str(parameters.get_secret(settings.azure_openai_api_key_secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
+
+
 # A Bedrock image call takes seconds to a minute; the request's deadline (not the socket) bounds each call. The
 # socket timeout is the longest function timeout in the template (worker, S3 trigger: 300 s), so a call abandoned
 # at a deadline holds its thread and connection no longer than that.

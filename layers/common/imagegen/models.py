@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from imagegen.errors import InvalidRequestError, ModelNotFoundError
 from imagegen.options import ImageGenerationRequest, OutputFormat, ResponseFormat
 
-ProviderName = Literal["local", "openai", "bedrock"]
+ProviderName = Literal["local", "openai", "bedrock", "azure"]
 # What the provider's wire protocol expects: DALL-E takes response_format/style, GPT image models output_format etc.;
 # on Bedrock, Amazon's image models (Nova Canvas, Titan v2) share one body and Stability's models another.
 ModelFamily = Literal["local", "dall-e", "gpt-image", "amazon-image", "stability"]
@@ -371,6 +371,22 @@ def _bedrock_models(ids: Sequence[str]) -> tuple[ModelSpec, ...]:
     return tuple(known[model_id] for model_id in dict.fromkeys(ids))
 
 
+AZURE_PREFIX = "azure/"
+
+
+def azure_models(deployments: Mapping[str, str]) -> tuple[ModelSpec, ...]:
+    """Azure OpenAI models from ``{openai model id: deployment name}``: the OpenAI catalog entry (same limits) served
+    as ``azure/<id>`` (never clashing with OpenAI's own ids), posted to that deployment."""
+    known = {spec.id: spec for spec in OPENAI_MODELS}
+    unknown = [model_id for model_id in deployments if model_id not in known]
+    if unknown:
+        raise ValueError(f"AZURE_OPENAI_DEPLOYMENTS names unknown models {unknown}; Azure models are {sorted(known)}")
+    return tuple(
+        known[model_id].model_copy(update={"id": AZURE_PREFIX + model_id, "provider": "azure", "provider_model": deployment})
+        for model_id, deployment in deployments.items()
+    )
+
+
 # Every model this code can serve; a deployment serves all of a provider's, or the ones its registry document lists.
 CATALOG: Mapping[str, ModelSpec] = {spec.id: spec for spec in (LOCAL_MODEL, *OPENAI_MODELS, *BEDROCK_MODELS)}
 
@@ -441,18 +457,20 @@ def build_registry(
     bedrock_enabled: bool = False,
     bedrock_models: Sequence[str] = (),
     config: RegistryConfig | None = None,
+    azure_deployments: Mapping[str, str] | None = None,
 ) -> ModelRegistry:
     """The registry of this deployment. With a registry document: exactly the models it lists (OpenAI's need a key).
     Without: the local model always, OpenAI's when a key is configured, Bedrock's when enabled (all of them, or those
     in ``bedrock_models``); the default is ``default_model``, else dall-e-3 with OpenAI, else the first Bedrock model,
-    else local."""
+    else local. Azure OpenAI models (``azure/<id>``, one per configured deployment) are served in either case."""
+    azure = azure_models(azure_deployments or {})
     if config is not None:
-        specs = tuple(choice.spec() for choice in config.models)
+        specs = (*(choice.spec() for choice in config.models), *azure)
         needs_key = [spec.id for spec in specs if spec.provider == "openai"]
         if needs_key and not openai_enabled:
             raise ValueError(f"the model registry lists {needs_key} but no OpenAI key is configured")
         return ModelRegistry(specs, default_model or config.default_model or specs[0].id)
     bedrock = _bedrock_models(bedrock_models) if bedrock_models else BEDROCK_MODELS if bedrock_enabled else ()
-    models = (LOCAL_MODEL, *(OPENAI_MODELS if openai_enabled else ()), *bedrock)
-    fallback = "dall-e-3" if openai_enabled else bedrock[0].id if bedrock else LOCAL_MODEL.id
+    models = (LOCAL_MODEL, *(OPENAI_MODELS if openai_enabled else ()), *azure, *bedrock)
+    fallback = "dall-e-3" if openai_enabled else azure[0].id if azure else bedrock[0].id if bedrock else LOCAL_MODEL.id
     return ModelRegistry(models, default_model or fallback)

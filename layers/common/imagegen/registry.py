@@ -30,4 +30,5 @@ def deployment_registry(settings: Settings) -> ModelRegistry:
         bedrock_enabled=settings.bedrock_enabled,
         bedrock_models=settings.bedrock_models,
         config=registry_config(settings),
+        azure_deployments=settings.azure_openai_deployments,
     )

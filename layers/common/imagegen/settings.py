@@ -6,9 +6,9 @@ import os
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, Json, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, Json, SecretStr, field_validator, model_validator
 
-from imagegen.models import RegistryConfig
+from imagegen.models import RegistryConfig, azure_models
 
 
 def _blank_is_none(value: object) -> object:
@@ -24,6 +24,10 @@ def _comma_list(value: object) -> object:
 
 
 Optional = BeforeValidator(_blank_is_none)
+
+# The latest GA data-plane api-version of Azure OpenAI with image generation (DALL-E 3); gpt-image-1 deployments may
+# need a newer preview version, set with AZURE_OPENAI_API_VERSION.
+AZURE_OPENAI_DEFAULT_API_VERSION = "2024-10-21"
 
 # Lambda answers a synchronous invoke with at most 6 MB (the API Gateway proxy JSON included).
 LAMBDA_SYNC_RESPONSE_LIMIT = 6 * 1024 * 1024
@@ -55,6 +59,19 @@ class Settings(BaseModel):
     # The models this deployment serves: a registry document as JSON, or the name of an SSM parameter holding one.
     model_registry: Annotated[Json[RegistryConfig] | None, Optional] = Field(default=None, validation_alias="MODEL_REGISTRY")
     model_registry_parameter: Annotated[str | None, Optional] = Field(default=None, validation_alias="MODEL_REGISTRY_PARAMETER")
+    # Azure OpenAI: the resource endpoint, the data-plane api-version, the key (env or Secrets Manager) and
+    # {"<openai model id>": "<deployment name>"}; each deployment is served as the model "azure/<openai model id>".
+    azure_openai_endpoint: Annotated[HttpUrl | None, Optional] = Field(default=None, validation_alias="AZURE_OPENAI_ENDPOINT")
+    azure_openai_api_version: str = Field(
+        default=AZURE_OPENAI_DEFAULT_API_VERSION, min_length=1, pattern=r"^[0-9A-Za-z.-]+$", validation_alias="AZURE_OPENAI_API_VERSION"
+    )
+    azure_openai_api_key: Annotated[SecretStr | None, Optional] = Field(default=None, validation_alias="AZURE_OPENAI_API_KEY")
+    azure_openai_api_key_secret_arn: Annotated[str | None, Optional] = Field(
+        default=None, validation_alias="AZURE_OPENAI_API_KEY_SECRET_ARN"
+    )
+    azure_openai_deployments: Annotated[Json[dict[str, str]] | None, Optional] = Field(
+        default=None, validation_alias="AZURE_OPENAI_DEPLOYMENTS"
+    )
     # Asynchronous jobs (Prefer: respond-async, the SQS worker): both set, or async requests run synchronously.
     jobs_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_TABLE")
     jobs_queue_url: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_QUEUE_URL")
@@ -66,6 +83,37 @@ class Settings(BaseModel):
     log_prompts: bool = Field(default=False, validation_alias="LOG_PROMPTS")
     # Idempotency-Key records (Powertools idempotency); unset: the header is refused with a 400.
     idempotency_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="IDEMPOTENCY_TABLE")
+
+    @field_validator("azure_openai_endpoint")
+    @classmethod
+    def _https_endpoint(cls, value: HttpUrl | None) -> HttpUrl | None:
+        # Plain http only on loopback (a fake server in tests): the key must never cross a network in the clear.
+        loopback = value is not None and value.scheme == "http" and value.host in ("127.0.0.1", "localhost", "::1")
+        if value is not None and value.scheme != "https" and not loopback:
+            raise ValueError("AZURE_OPENAI_ENDPOINT must be an https URL, e.g. https://my-resource.openai.azure.com")
+        return value
+
+    @model_validator(mode="after")
+    def _azure_complete(self) -> Settings:
+        deployments = self.azure_openai_deployments or {}
+        configured = self.azure_openai_endpoint is not None or bool(deployments)
+        if not configured:
+            return self
+        if self.azure_openai_endpoint is None:
+            raise ValueError("AZURE_OPENAI_DEPLOYMENTS is set but AZURE_OPENAI_ENDPOINT is not")
+        if not deployments:
+            raise ValueError('AZURE_OPENAI_ENDPOINT is set but AZURE_OPENAI_DEPLOYMENTS is empty; e.g. {"dall-e-3": "my-dalle3"}')
+        if self.azure_openai_api_key is None and self.azure_openai_api_key_secret_arn is None:
+            raise ValueError("Azure OpenAI needs AZURE_OPENAI_API_KEY or AZURE_OPENAI_API_KEY_SECRET_ARN")
+        empty = [model_id for model_id, deployment in deployments.items() if not deployment.strip()]
+        if empty:
+            raise ValueError(f"AZURE_OPENAI_DEPLOYMENTS has empty deployment names for {empty}")
+        azure_models(deployments)  # unknown model ids fail here, at cold start
+        return self
+
+    @property
+    def azure_enabled(self) -> bool:
+        return bool(self.azure_openai_deployments)
 
     @property
     def async_enabled(self) -> bool:

@@ -21,6 +21,19 @@ def get_provider(name: ProviderName) -> ImageProvider:
         return OpenAIProvider(
             http_client(), base_url=str(settings.openai_base_url), api_key=openai_api_key, max_retries=settings.provider_max_retries
         )
+    if name == "azure":
+        from imagegen.clients import azure_openai_api_key, http_client
+        from imagegen.providers.openai import OpenAIProvider, azure_endpoint
+        from imagegen.settings import get_settings
+
+        settings = get_settings()
+        assert settings.azure_openai_endpoint is not None  # the registry serves Azure models only when configured
+        return OpenAIProvider(
+            http_client(),
+            endpoint=azure_endpoint(str(settings.azure_openai_endpoint), settings.azure_openai_api_version),
+            api_key=azure_openai_api_key,
+            max_retries=settings.provider_max_retries,
+        )
     if name == "bedrock":
         from imagegen.clients import bedrock_runtime_client
         from imagegen.providers.bedrock import BedrockProvider

@@ -13,7 +13,9 @@ import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -41,11 +43,40 @@ BACKOFF_MAX_SECONDS = 8.0
 MIN_ATTEMPT_SECONDS = 1.0
 
 
-def build_request_body(plan: GenerationPlan) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EndpointStyle:
+    """Where a plan is posted and how the key is sent: the only difference between OpenAI (and compatible servers)
+    and Azure OpenAI, whose deployment in the URL implies the model."""
+
+    url: Callable[[GenerationPlan], str]
+    auth_headers: Callable[[str], dict[str, str]]
+    send_model: bool = True
+
+
+def openai_endpoint(base_url: str) -> EndpointStyle:
+    """``POST {base_url}/images/generations`` with ``Authorization: Bearer <key>``."""
+    url = base_url.rstrip("/") + "/images/generations"
+    return EndpointStyle(url=lambda _plan: url, auth_headers=lambda key: {"Authorization": f"Bearer {key}"})
+
+
+def azure_endpoint(endpoint: str, api_version: str) -> EndpointStyle:
+    """``POST {endpoint}/openai/deployments/{deployment}/images/generations?api-version=...`` with ``api-key``; the
+    deployment is the model's ``provider_model``, and the body names no model."""
+    root = endpoint.rstrip("/")
+    version = quote(api_version, safe="")
+
+    def url(plan: GenerationPlan) -> str:
+        deployment = quote(plan.model.provider_model, safe="")
+        return f"{root}/openai/deployments/{deployment}/images/generations?api-version={version}"
+
+    return EndpointStyle(url=url, auth_headers=lambda key: {"api-key": key}, send_model=False)
+
+
+def build_request_body(plan: GenerationPlan, *, send_model: bool = True) -> dict[str, Any]:
     """The JSON body for ``POST /images/generations``: only what the model takes, and nothing unset."""
     gpt_image = plan.model.family == "gpt-image"
     body: dict[str, Any] = {
-        "model": plan.model.provider_model,
+        "model": plan.model.provider_model if send_model else None,
         "prompt": plan.prompt,
         "n": plan.n,
         "size": plan.size,
@@ -152,13 +183,18 @@ class OpenAIProvider:
         self,
         client: httpx.Client,
         *,
-        base_url: str,
         api_key: Callable[[], str],
+        base_url: str | None = None,
+        endpoint: EndpointStyle | None = None,
         max_retries: int = MAX_RETRIES,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._client = client
-        self._url = base_url.rstrip("/") + "/images/generations"
+        if endpoint is None:
+            if base_url is None:
+                raise ValueError("OpenAIProvider needs a base_url or an endpoint style")
+            endpoint = openai_endpoint(base_url)
+        self._endpoint = endpoint
         self._api_key = api_key
         self._max_retries = max_retries
         self._sleep = sleep
@@ -167,9 +203,10 @@ class OpenAIProvider:
     def generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
         """One call, retried while the deadline leaves room for the wait and another attempt; the last error
         otherwise (a 429 keeps its Retry-After for the client)."""
-        body = build_request_body(plan)
+        body = build_request_body(plan, send_model=self._endpoint.send_model)
+        url = self._endpoint.url(plan)
         for attempt in range(self._max_retries + 1):
-            response, error = self._attempt(body, deadline)
+            response, error = self._attempt(url, body, deadline)
             if error is None and response is not None:
                 return parse_images(response, plan.n)
             assert error is not None
@@ -180,11 +217,12 @@ class OpenAIProvider:
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _attempt(self, body: dict[str, Any], deadline: Deadline) -> tuple[httpx.Response | None, ImageGenError | None]:
+    def _attempt(self, url: str, body: dict[str, Any], deadline: Deadline) -> tuple[httpx.Response | None, ImageGenError | None]:
         remaining = deadline.require("call the image provider")
         timeout = httpx.Timeout(remaining, connect=min(CONNECT_TIMEOUT_SECONDS, remaining))
         try:
-            response = self._client.post(self._url, json=body, headers={"Authorization": f"Bearer {self._api_key()}"}, timeout=timeout)
+            headers = self._endpoint.auth_headers(self._api_key())
+            response = self._client.post(url, json=body, headers=headers, timeout=timeout)
         except httpx.TimeoutException as exc:
             raise ProviderTimeoutError(f"The image provider did not answer within {remaining:.1f} s.") from exc
         except httpx.TransportError as exc:
