@@ -346,7 +346,13 @@ def test_api_function_touches_only_images_prefix_its_jobs_and_its_secret(resourc
             "Effect": "Allow",
             "Action": "secretsmanager:GetSecretValue",
             "Resource": {"Ref": "OpenAIApiKeySecretArn"},
-        }
+        },
+        {
+            "Sid": "ReadAzureOpenAIApiKey",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": {"Ref": "AzureOpenAIApiKeySecretArn"},
+        },
     ]
     (conditional,) = (p for p in _props(resources, "ApiFunction")["Policies"] if p.get("Fn::If", [None])[0] == "HasOpenAIKey")
     assert conditional["Fn::If"][2] == {"Ref": "AWS::NoValue"}
@@ -563,6 +569,30 @@ def test_every_function_reads_the_openai_secret_only_when_configured(resources: 
                 "Resource": {"Ref": "OpenAIApiKeySecretArn"},
             }
         ], name
+
+
+def test_every_function_reads_the_azure_openai_secret_only_when_configured_and_gets_its_settings(
+    resources: dict[str, Any],
+) -> None:
+    for name in FUNCTIONS:
+        props = _props(resources, name)
+        (conditional,) = (p for p in props["Policies"] if isinstance(p, dict) and p.get("Fn::If", [None])[0] == "HasAzureOpenAIKey")
+        _, when_set, when_unset = conditional["Fn::If"]
+        assert when_unset == {"Ref": "AWS::NoValue"}, name
+        assert when_set["Statement"] == [
+            {
+                "Sid": "ReadAzureOpenAIApiKey",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": {"Ref": "AzureOpenAIApiKeySecretArn"},
+            }
+        ], name
+        variables = props["Environment"]["Variables"]
+        assert variables["AZURE_OPENAI_DEPLOYMENTS"] == {
+            "Fn::If": ["HasAzureOpenAI", {"Ref": "AzureOpenAIDeployments"}, {"Ref": "AWS::NoValue"}]
+        }, name
+        assert variables["AZURE_OPENAI_ENDPOINT"]["Fn::If"][0] == "HasAzureOpenAI", name
+        assert variables["AZURE_OPENAI_API_KEY_SECRET_ARN"]["Fn::If"][0] == "HasAzureOpenAIKey", name
 
 
 def test_every_function_invokes_exactly_the_served_bedrock_models_and_reads_only_the_registry_parameter(
