@@ -127,7 +127,9 @@ def build_event(
                 "sourceIp": source_ip,
                 "accountId": None,
             },
-            "path": f"/{stage}{path}",
+            # The path as the client sent it: the local front serves at "/", like a custom domain mapped to the
+            # stage (on an execute-api URL it would start with "/<stage>"), so Location headers built from it work.
+            "path": path,
             "resourcePath": path,
             "httpMethod": method,
             "protocol": protocol,

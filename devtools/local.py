@@ -277,10 +277,10 @@ def banner(stack: LocalStack) -> str:
             "  auth      Authorization: Bearer <one of IMAGEGEN_API_KEYS>"
             if stack.front.api_keys
             else "  auth      off (set IMAGEGEN_API_KEYS to require keys)",
-            "",
             f"  jobs      SQS + DynamoDB (moto) on {stack.moto.endpoint_url}; worker and S3 trigger under the RIE"
             if stack.moto
             else "  jobs      off",
+            "",
             "",
             "Try:",
             f"  open {stack.base_url}/   (the playground)",

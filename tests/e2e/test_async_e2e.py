@@ -37,7 +37,7 @@ def test_prefer_respond_async_then_poll(local_stack) -> None:
     assert response.json()["status"] == "queued"
 
     def finished():
-        job = httpx.get(f"{local_stack.base_url}{location.removeprefix('/prod')}", timeout=30).json()
+        job = httpx.get(f"{local_stack.base_url}{location}", timeout=30).json()
         return job if job["status"] in ("succeeded", "failed") else None
 
     job = wait_for(finished)

@@ -102,7 +102,7 @@ def test_event_has_the_api_gateway_rest_proxy_shape(echo: ApiGatewayFront) -> No
     assert {"accountId", "apiId", "resourceId", "stage", "requestId", "requestTimeEpoch", "identity", "path",
             "resourcePath", "httpMethod", "protocol", "domainName"} <= set(context)  # fmt: skip
     assert uuid.UUID(context["requestId"]) and response.headers["x-amzn-RequestId"] == context["requestId"]
-    assert (context["stage"], context["path"], context["resourcePath"]) == ("prod", "/prod/v1/things", "/v1/things")
+    assert (context["stage"], context["path"], context["resourcePath"]) == ("prod", "/v1/things", "/v1/things")
     assert context["identity"]["sourceIp"] == "127.0.0.1" and context["identity"]["userAgent"].startswith("python-httpx")
     assert abs(context["requestTimeEpoch"] / 1000 - time.time()) < 60
     assert context["domainName"] == f"127.0.0.1:{echo.port}" and context["protocol"] == "HTTP/1.1"
