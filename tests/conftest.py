@@ -109,3 +109,13 @@ def load_event(name: str, **body_overrides: Any) -> dict[str, Any]:
         event["body"] = json.dumps({key: value for key, value in body.items() if value is not None})
     event["requestContext"]["requestId"] = str(uuid.uuid4())
     return event
+
+
+def job_event(job_id: str) -> dict[str, Any]:
+    """GET /v1/images/jobs/{job_id} as API Gateway sends it (built from events/api_health.json)."""
+    event = load_event("api_health.json")
+    event["path"] = f"/v1/images/jobs/{job_id}"
+    event["resource"] = "/v1/images/jobs/{job_id}"
+    event["requestContext"]["path"] = f"/prod/v1/images/jobs/{job_id}"
+    event["pathParameters"] = {"job_id": job_id}
+    return event

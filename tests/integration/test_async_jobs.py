@@ -18,7 +18,7 @@ from devtools.poller import S3RequestWatcher, SqsPoller, sqs_event
 from functions.api import app as api
 from functions.s3_trigger import app as s3_trigger
 from functions.worker import app as worker
-from tests.conftest import EVENTS, load_event
+from tests.conftest import EVENTS, job_event, load_event
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +38,6 @@ def async_event(**body):
     event = load_event("api_generate_url.json", **body)
     event["headers"]["Prefer"] = "respond-async"
     event["multiValueHeaders"]["Prefer"] = ["respond-async"]
-    return event
-
-
-def job_event(job_id: str):
-    event = load_event("api_health.json")
-    event["path"] = f"/v1/images/jobs/{job_id}"
-    event["resource"] = "/v1/images/jobs/{job_id}"
-    event["requestContext"]["path"] = f"/prod/v1/images/jobs/{job_id}"
-    event["pathParameters"] = {"job_id": job_id}
     return event
 
 

@@ -27,7 +27,7 @@ from functions.api import app as api
 from functions.s3_trigger import app as s3_trigger
 from functions.worker import app as worker
 from imagegen.observability import logger
-from tests.conftest import EVENTS, load_event
+from tests.conftest import EVENTS, job_event, load_event
 
 pytestmark = pytest.mark.integration
 
@@ -93,15 +93,6 @@ def _generate_event(**body: Any) -> dict[str, Any]:
     return event
 
 
-def _job_event(job_id: str) -> dict[str, Any]:
-    event = load_event("api_health.json")
-    event["path"] = f"/v1/images/jobs/{job_id}"
-    event["resource"] = "/v1/images/jobs/{job_id}"
-    event["requestContext"]["path"] = f"/prod/v1/images/jobs/{job_id}"
-    event["pathParameters"] = {"job_id": job_id}
-    return event
-
-
 def _s3_event(bucket: str, key: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((EVENTS / "s3_put.json").read_text())
     event["Records"][0]["s3"]["bucket"]["name"] = bucket
@@ -160,7 +151,7 @@ def test_the_provider_key_reaches_the_provider_and_nothing_else(
         batch_size=10,
     )
     _drain(poller)
-    statuses = [_call_api(_job_event(job_id), lambda_context, responses)[1]["status"] for job_id in job_ids]
+    statuses = [_call_api(job_event(job_id), lambda_context, responses)[1]["status"] for job_id in job_ids]
     assert statuses == ["succeeded", "failed"]
 
     # And request objects through the S3 trigger, one good, one refused by the provider (401)

@@ -9,6 +9,7 @@ import boto3
 import botocore.session
 import httpx
 from botocore.config import Config
+from pydantic import SecretStr
 
 from imagegen.settings import get_settings
 
@@ -64,28 +65,29 @@ def http_client() -> httpx.Client:
     return httpx.Client(limits=httpx.Limits(max_connections=16, max_keepalive_connections=8), follow_redirects=False)
 
 
-def openai_api_key() -> str:
-    """The provider key: an environment variable locally, else Secrets Manager (cached for a few minutes)."""
-    settings = get_settings()
-    if settings.openai_api_key is not None:
-        return settings.openai_api_key.get_secret_value()
-    if settings.openai_api_key_secret_arn is None:
-        raise RuntimeError("OpenAI is not configured: set OPENAI_API_KEY or OPENAI_API_KEY_SECRET_ARN")
+def _provider_key(key: SecretStr | None, secret_arn: str | None, variables: str) -> str:
+    """A provider key: an environment variable locally, else Secrets Manager (cached for a few minutes)."""
+    if key is not None:
+        return key.get_secret_value()
+    if secret_arn is None:
+        raise RuntimeError(f"not configured: set {variables}")
     from aws_lambda_powertools.utilities import parameters
 
-    return str(parameters.get_secret(settings.openai_api_key_secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
+    return str(parameters.get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
+
+
+def openai_api_key() -> str:
+    settings = get_settings()
+    return _provider_key(settings.openai_api_key, settings.openai_api_key_secret_arn, "OPENAI_API_KEY or OPENAI_API_KEY_SECRET_ARN")
 
 
 def azure_openai_api_key() -> str:
-    """The Azure OpenAI key, like the OpenAI key: the environment locally, else Secrets Manager (cached)."""
     settings = get_settings()
-    if settings.azure_openai_api_key is not None:
-        return settings.azure_openai_api_key.get_secret_value()
-    if settings.azure_openai_api_key_secret_arn is None:
-        raise RuntimeError("Azure OpenAI is not configured: set AZURE_OPENAI_API_KEY or AZURE_OPENAI_API_KEY_SECRET_ARN")
-    from aws_lambda_powertools.utilities import parameters
-
-    return str(parameters.get_secret(settings.azure_openai_api_key_secret_arn, max_age=SECRET_MAX_AGE_SECONDS))
+    return _provider_key(
+        settings.azure_openai_api_key,
+        settings.azure_openai_api_key_secret_arn,
+        "AZURE_OPENAI_API_KEY or AZURE_OPENAI_API_KEY_SECRET_ARN",
+    )
 
 
 # A Bedrock image call takes seconds to a minute; the request's deadline (not the socket) bounds each call. The
