@@ -16,13 +16,15 @@ import json
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from PIL import Image as PILImage
+
+from tests.fakes.loopback import LoopbackHTTPServer, QuietHandler
 
 SLOW_SECONDS = 5.0
 # Status codes from the Bedrock runtime API reference (InvokeModel errors).
@@ -70,7 +72,7 @@ def signature_matches(method: str, url: str, headers: dict[str, str], body: byte
     return bool(fields.get("Signature")) and fields["Signature"] == expected
 
 
-class FakeBedrock:
+class FakeBedrock(LoopbackHTTPServer):
     def __init__(self, region: str = "us-east-1", credentials: tuple[str, str] | None = None) -> None:
         self.region = region
         # With credentials, the SigV4 signature is checked as AWS would (403 InvalidSignatureException otherwise).
@@ -79,22 +81,11 @@ class FakeBedrock:
         self._lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FakeBedrock:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.origin
 
     def reset(self) -> None:
         with self._lock:
@@ -113,12 +104,7 @@ class FakeBedrock:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 parts = self.path.split("/")

@@ -16,10 +16,10 @@ import http.client
 import re
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.fakes.loopback import LoopbackHTTPServer, QuietHandler
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
 
@@ -46,7 +46,7 @@ class Fault:
         ).encode()
 
 
-class S3FaultProxy:
+class S3FaultProxy(LoopbackHTTPServer):
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)
         if parts.hostname is None or parts.port is None:
@@ -55,14 +55,11 @@ class S3FaultProxy:
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="s3-fault-proxy", daemon=True)
+        super().__init__(self._handler())
 
     @property
     def endpoint_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.origin
 
     def inject(self, method: str, path: str, *, times: int | None = None, status: int = 500, code: str = "InternalError") -> Fault:
         fault = Fault(method, path, status=status, code=code, times=times)
@@ -91,23 +88,10 @@ class S3FaultProxy:
         with self._lock:
             self.log.append((method, target, status))
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _raw_body(self) -> bytes:
                 """The body exactly as sent (chunk framing included), so what was signed is what S3 gets."""
                 if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
