@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
@@ -94,6 +95,13 @@ class SqsPoller:
         self.stats["succeeded"] += len(done)
         self.stats["failed"] += len(failed)
         return len(messages)
+
+    def drain(self, *, until: float = 30.0, idle_polls: int = 3) -> None:
+        """Poll until the queue has stayed empty for ``idle_polls`` polls (retried messages come back after the
+        visibility timeout), or ``until`` seconds have passed."""
+        deadline, idle = time.monotonic() + until, 0
+        while time.monotonic() < deadline and idle < idle_polls:
+            idle = 0 if self.poll_once(wait_seconds=1) else idle + 1
 
     def run(self) -> None:
         while not self._stop.is_set():

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from devtools.aws_local import JobResources, MotoServer, create_job_resources
+from devtools.poller import SqsPoller
 from devtools.s3server import S3Server
 from tests.fakes.bedrock_server import FakeBedrock
 from tests.fakes.openai_server import FakeOpenAI
@@ -77,3 +79,27 @@ def job_resources(local_s3: S3Server, moto_server: MotoServer, monkeypatch: pyte
     for name, value in {**moto_server.env(), **resources.env(), "MAX_RECEIVE_COUNT": "3"}.items():
         monkeypatch.setenv(name, value)
     return resources
+
+
+@pytest.fixture
+def openai_env(local_s3: S3Server, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    """The OpenAI models served from the fake OpenAI server, its request log emptied."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-integration-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    fake_openai.requests.clear()
+    return fake_openai
+
+
+@pytest.fixture
+def worker_poller(job_resources: JobResources, moto_server: MotoServer, lambda_context: Any) -> SqsPoller:
+    """The local event source mapping of the jobs queue, invoking the worker handler in-process."""
+    from functions.worker import app as worker
+
+    return SqsPoller(
+        moto_server.client("sqs"),
+        job_resources.queue_url,
+        job_resources.queue_arn,
+        lambda event: worker.lambda_handler(event, lambda_context),
+        region="us-east-1",
+        batch_size=10,
+    )

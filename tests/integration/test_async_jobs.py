@@ -14,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image as PILImage
 
-from devtools.poller import S3RequestWatcher, SqsPoller, sqs_event
+from devtools.poller import S3RequestWatcher, sqs_event
 from functions.api import app as api
 from functions.s3_trigger import app as s3_trigger
 from functions.worker import app as worker
@@ -41,26 +41,7 @@ def async_event(**body):
     return event
 
 
-def drain(poller: SqsPoller, *, until: float = 30.0) -> None:
-    """Poll until the queue stays empty (failed messages come back after the 1 s visibility timeout)."""
-    deadline, idle = time.monotonic() + until, 0
-    while time.monotonic() < deadline and idle < 3:
-        idle = 0 if poller.poll_once(wait_seconds=1) else idle + 1
-
-
-@pytest.fixture
-def poller(job_resources, moto_server, lambda_context):
-    return SqsPoller(
-        moto_server.client("sqs"),
-        job_resources.queue_url,
-        job_resources.queue_arn,
-        lambda event: worker.lambda_handler(event, lambda_context),
-        region="us-east-1",
-        batch_size=10,
-    )
-
-
-def test_async_submit_then_poll_gives_presigned_images(job_resources, poller, lambda_context) -> None:
+def test_async_submit_then_poll_gives_presigned_images(job_resources, worker_poller, lambda_context) -> None:
     status, accepted, response = call_api(async_event(n=2, size="512x512"), lambda_context)
     assert status == 202, accepted
     assert accepted["status"] == "queued" and accepted["object"] == "image.generation.job"
@@ -70,7 +51,7 @@ def test_async_submit_then_poll_gives_presigned_images(job_resources, poller, la
     status, queued, _ = call_api(job_event(accepted["id"]), lambda_context)
     assert (status, queued["status"]) == (200, "queued") and "data" not in queued
 
-    drain(poller)
+    worker_poller.drain()
     status, done, _ = call_api(job_event(accepted["id"]), lambda_context)
     assert status == 200 and done["status"] == "succeeded", done
     assert len(done["data"]) == 2
@@ -82,9 +63,9 @@ def test_async_submit_then_poll_gives_presigned_images(job_resources, poller, la
     assert call_api(job_event(accepted["id"]), lambda_context)[1]["data"][0]["url"] != done["data"][0]["url"]
 
 
-def test_async_b64_job_reads_the_bytes_back_from_s3(job_resources, poller, lambda_context) -> None:
+def test_async_b64_job_reads_the_bytes_back_from_s3(job_resources, worker_poller, lambda_context) -> None:
     _, accepted, _ = call_api(async_event(n=1, size="256x256", responseFormat="b64_json"), lambda_context)
-    drain(poller)
+    worker_poller.drain()
     _, done, _ = call_api(job_event(accepted["id"]), lambda_context)
     assert png_size(base64.b64decode(done["data"][0]["b64_json"])) == (256, 256)
 

@@ -20,14 +20,6 @@ from tests.fakes.s3_fault_proxy import S3FaultProxy
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def openai_env(local_s3, fake_openai, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-faults-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    fake_openai.requests.clear()
-    return fake_openai
-
-
 @pytest.fixture(scope="module")
 def s3_proxy(s3_server) -> Iterator[S3FaultProxy]:
     with S3FaultProxy(s3_server.endpoint_url) as proxy:

@@ -16,14 +16,6 @@ from tests.conftest import load_event
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def openai_env(local_s3, fake_openai, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-integration-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    fake_openai.requests.clear()
-    return fake_openai
-
-
 def invoke(lambda_context, **body):
     response = app.lambda_handler(load_event("api_generate_b64.json", **body), lambda_context)
     return response["statusCode"], json.loads(response["body"]), response

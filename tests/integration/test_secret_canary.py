@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +21,8 @@ from typing import Any
 
 import pytest
 
-from devtools.poller import SqsPoller
 from functions.api import app as api
 from functions.s3_trigger import app as s3_trigger
-from functions.worker import app as worker
 from imagegen.observability import logger
 from tests.conftest import EVENTS, job_event, load_event
 
@@ -100,12 +97,6 @@ def _s3_event(bucket: str, key: str) -> dict[str, Any]:
     return event
 
 
-def _drain(poller: SqsPoller, *, until: float = 30.0) -> None:
-    deadline, idle = time.monotonic() + until, 0
-    while time.monotonic() < deadline and idle < 3:
-        idle = 0 if poller.poll_once(wait_seconds=1) else idle + 1
-
-
 def _bucket_keys(s3: Any, bucket: str) -> set[str]:
     keys: set[str] = set()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
@@ -114,7 +105,7 @@ def _bucket_keys(s3: Any, bucket: str) -> set[str]:
 
 
 def test_the_provider_key_reaches_the_provider_and_nothing_else(
-    canary, fake_openai, job_resources, moto_server, local_s3, s3, lambda_context, service_log, caplog, capfd
+    canary, fake_openai, job_resources, moto_server, worker_poller, local_s3, s3, lambda_context, service_log, caplog, capfd
 ) -> None:
     caplog.set_level(logging.DEBUG)
     bucket = local_s3.bucket
@@ -142,15 +133,7 @@ def test_the_provider_key_reaches_the_provider_and_nothing_else(
         status, accepted = _call_api(event, lambda_context, responses)
         assert status == 202, accepted
         job_ids.append(accepted["id"])
-    poller = SqsPoller(
-        moto_server.client("sqs"),
-        job_resources.queue_url,
-        job_resources.queue_arn,
-        lambda event: worker.lambda_handler(event, lambda_context),
-        region="us-east-1",
-        batch_size=10,
-    )
-    _drain(poller)
+    worker_poller.drain()
     statuses = [_call_api(job_event(job_id), lambda_context, responses)[1]["status"] for job_id in job_ids]
     assert statuses == ["succeeded", "failed"]
 
