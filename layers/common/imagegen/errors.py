@@ -69,6 +69,12 @@ class ConflictError(ImageGenError):
     default_code = "conflict"
 
 
+class RouteNotFoundError(ImageGenError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "unknown_url"
+
+
 class PayloadTooLargeError(ImageGenError):
     status_code = 413
     error_type = "invalid_request_error"
@@ -155,15 +161,12 @@ def _canonical_names() -> dict[str, str]:
     return names
 
 
-def invalid_request_from(errors: Sequence[Any], content_type: str = "application/json") -> InvalidRequestError:
+def invalid_request_from(errors: Sequence[Any]) -> InvalidRequestError:
     """Powertools/pydantic validation errors -> one 400 naming the field, as OpenAI answers. Locations may start
     with Powertools' ``"body"``; a document-level error (bad JSON, not an object) names no field."""
     first = errors[0] if errors else {"type": "value_error", "loc": (), "msg": "invalid request"}
     kind, location = str(first.get("type", "")), tuple(first.get("loc", ()))
     location = location[1:] if location[:1] == ("body",) else location
-    if content_type and not content_type.startswith("application/json"):
-        message = f"Unsupported Content-Type '{content_type}': send the options as JSON with 'Content-Type: application/json'."
-        return InvalidRequestError(message, code="unsupported_content_type")
     if not location or not isinstance(location[0], str):
         if kind == "json_invalid":
             message = "We could not parse the JSON body of your request: send a JSON object."

@@ -6,7 +6,6 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Mapping
-from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -16,7 +15,14 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagegen.errors import ImageGenError, InternalError, InvalidRequestError, PayloadTooLargeError, invalid_request_from
+from imagegen.errors import (
+    ImageGenError,
+    InternalError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    RouteNotFoundError,
+    invalid_request_from,
+)
 from imagegen.observability import logger
 
 
@@ -115,13 +121,12 @@ class ImagesApiResolver(APIGatewayRestResolver):
         return error_response(error)
 
     def _on_validation_error(self, error: RequestValidationError) -> Response[str]:
-        content_type = self.current_event.headers.get("content-type", "").strip().lower()
-        return self._on_imagegen_error(invalid_request_from(error.errors(), content_type))
+        # resolve() has already refused every Content-Type but JSON: what is left is about the body itself.
+        return self._on_imagegen_error(invalid_request_from(error.errors()))
 
     def _on_not_found(self, _: NotFoundError) -> Response[str]:
         method, path = self.current_event.http_method, self.current_event.path
-        error = InvalidRequestError(f"Unknown route: {method} {path}.", code="unknown_url")
-        return Response(HTTPStatus.NOT_FOUND, content_types.APPLICATION_JSON, json.dumps(error.body()))
+        return self._on_imagegen_error(RouteNotFoundError(f"Unknown route: {method} {path}."))
 
     def _on_recursion(self, _: RecursionError) -> Response[str]:
         return self._on_imagegen_error(InvalidRequestError("The JSON body is nested too deeply.", code="invalid_json"))
