@@ -1,5 +1,5 @@
-"""checkov on template.yaml, offline, twice: as written (checkov knows the AWS::Serverless::* types) and after
-the SAM transform (what CloudFormation gets: the generated roles, stage, permissions).
+"""checkov on template.yaml, offline: as written (checkov knows the AWS::Serverless::* types) and after the
+transforms (what CloudFormation gets: the generated roles, stage, permissions) for each of DEPLOYMENTS.
 
 Every suppression lives in template.yaml as `Metadata: checkov: skip: [{id, comment}]` on the resource; SAM
 carries a function's Metadata to its AWS::Lambda::Function, and this script copies a SAM resource's checkov
@@ -17,21 +17,36 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devtools.sam_template import TEMPLATE, load_template, sam_transform
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_CHECKOV = REPO_ROOT / ".venv-tools" / "bin" / "checkov"
 # checkov's placeholder when a `checkov:skip=` carries no reason.
 NO_COMMENT = "No comment provided"
+# The transformed template is scanned as these deployments get it: the defaults (AuthMode ApiKey, no optional
+# grant), and AuthMode IAM with every conditional grant switched on (secrets, Bedrock models, the registry).
+DEPLOYMENTS: dict[str, dict[str, str]] = {
+    "defaults": {},
+    "AuthMode IAM, every optional grant": {
+        "AuthMode": "IAM",
+        "OpenAIApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:imagegen-openai-AbCdEf",
+        "AzureOpenAIEndpoint": "https://example.openai.azure.com",
+        "AzureOpenAIDeployments": '{"gpt-image-1": "gpt-image-1"}',
+        "AzureOpenAIApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:imagegen-azure-AbCdEf",
+        "BedrockModels": "amazon.nova-canvas-v1:0,amazon.titan-image-generator-v2:0,stability.sd3-5-large-v1:0",
+        "ModelRegistryParameter": "/imagegen/models",
+    },
+}
 
 OFFLINE_ENV = {
     # No Bridgecrew/Prisma download, no PyPI version check: the scan runs without network.
@@ -69,24 +84,11 @@ def find_checkov(explicit: str | None = None) -> str | None:
     return shutil.which("checkov")
 
 
-def transformed_template(template_path: Path = TEMPLATE) -> dict[str, Any]:
-    """template.yaml after the SAM transform, offline (as tests/infrastructure does), with each SAM resource's
-    checkov skips copied to the resources generated from it."""
-    import boto3
-    from cfnlint.decode import cfn_yaml
-    from samtranslator.parser.parser import Parser
-    from samtranslator.translator.translator import Translator
-
-    source: dict[str, Any] = cfn_yaml.load(str(template_path))
-    document = copy.deepcopy(source)
-    for resource in document["Resources"].values():
-        for uri in ("CodeUri", "ContentUri"):
-            if uri in resource.get("Properties", {}):
-                resource["Properties"][uri] = "s3://artifacts/code.zip"
-    # Offline there is no feature-toggle config: quiet its "Feature ... not available" warnings.
-    logging.getLogger("samtranslator.feature_toggle").setLevel(logging.ERROR)
-    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name="us-east-1"))
-    result: dict[str, Any] = translator.translate(document, parameter_values={}, get_managed_policy_map=dict)
+def transformed_template(template_path: Path = TEMPLATE, parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """template.yaml as CloudFormation gets it with these parameters (devtools/sam_template.py), each SAM
+    resource's checkov skips copied to the resources generated from it."""
+    source = load_template(template_path)
+    result = sam_transform(source, parameters)
 
     sam_skips = {
         name: resource["Metadata"]["checkov"]
@@ -135,9 +137,10 @@ def run_checkov(checkov: str, path: Path, target: str) -> ScanResult:
 def scan(checkov: str, template_path: Path = TEMPLATE) -> list[ScanResult]:
     results = [run_checkov(checkov, template_path, template_path.name)]
     with tempfile.TemporaryDirectory(prefix="checkov-") as tmp:
-        transformed = Path(tmp) / "transformed.json"
-        transformed.write_text(json.dumps(transformed_template(template_path), indent=1, default=str))
-        results.append(run_checkov(checkov, transformed, f"{template_path.name} (SAM-transformed)"))
+        for name, parameters in DEPLOYMENTS.items():
+            transformed = Path(tmp) / f"transformed-{len(results)}.json"
+            transformed.write_text(json.dumps(transformed_template(template_path, parameters), indent=1, default=str))
+            results.append(run_checkov(checkov, transformed, f"{template_path.name} (SAM-transformed, {name})"))
     return results
 
 

@@ -12,6 +12,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagegen.auth import caller_scope
 from imagegen.catalog import ModelList, list_models
 from imagegen.deadline import Deadline
 from imagegen.http import ImagesApiResolver, prefers_async, stage_prefix
@@ -58,9 +59,11 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return Response(200, content_types.APPLICATION_JSON, service.generate(request, request_id=request_id, deadline=deadline))
-    authorization = app.current_event.headers.get("authorization")
+    client = caller_scope(
+        authorization=app.current_event.headers.get("authorization"), user_arn=app.current_event.request_context.identity.user_arn
+    )
     answer, replayed = generate_idempotently(
-        request, key=key, authorization=authorization, request_id=request_id, deadline=deadline, context=app.lambda_context
+        request, key=key, client=client, request_id=request_id, deadline=deadline, context=app.lambda_context
     )
     return Response(200, content_types.APPLICATION_JSON, answer, {"Idempotent-Replayed": "true" if replayed else "false"})
 

@@ -1,4 +1,5 @@
-"""checkov on template.yaml (as written and SAM-transformed), offline: no failed check, every skip with its reason.
+"""checkov on template.yaml, offline (as written, and as each example deployment gets it): no failed check, every
+skip with its reason.
 
 The same scan as `make security` (devtools/security_scan.py), so `make test` fails on a new finding too. checkov
 lives in .venv-tools (`make security`, `make test` and `make test-infra` create it); without it the test skips.
@@ -33,7 +34,12 @@ def test_checkov_finds_nothing_unexplained(checkov: str) -> None:
 
     print()
     print(security_scan.report(results))
-    assert [r.target for r in results] == ["template.yaml", "template.yaml (SAM-transformed)"]
+    # As written, then as each deployment gets it (defaults; AuthMode IAM with every optional grant)
+    assert [r.target for r in results] == [
+        "template.yaml",
+        *(f"template.yaml (SAM-transformed, {name})" for name in security_scan.DEPLOYMENTS),
+    ]
+    assert len(security_scan.DEPLOYMENTS) == 2
     for result in results:
         assert result.passed > 0, result.summary()  # the scan really ran checks
         assert result.failed == [], result.summary()

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from cfnlint.decode import cfn_yaml
 
+from devtools.sam_template import load_template, sam_transform
 from imagegen.settings import Settings
 
 pytestmark = pytest.mark.infra
@@ -97,8 +96,7 @@ def _run_sam(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    loaded: dict[str, Any] = cfn_yaml.load(str(TEMPLATE))
-    return loaded
+    return load_template(TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -164,17 +162,14 @@ def _text(value: Any) -> str:
 
 @pytest.fixture(scope="module")
 def transformed(template: dict[str, Any]) -> dict[str, Any]:
-    """The template after the SAM transform, offline (local code URIs replaced, as `sam deploy` would upload them)."""
-    translator = pytest.importorskip("samtranslator.translator.translator")
-    parser = pytest.importorskip("samtranslator.parser.parser")
-    document = copy.deepcopy(template)
-    for resource in document["Resources"].values():
-        for uri in ("CodeUri", "ContentUri"):
-            if uri in resource.get("Properties", {}):
-                resource["Properties"][uri] = "s3://artifacts/code.zip"
-    sam = translator.Translator(None, parser.Parser(), boto_session=boto3.Session(region_name="us-east-1"))
-    result: dict[str, Any] = sam.translate(document, parameter_values={}, get_managed_policy_map=dict)
-    return result
+    """What CloudFormation deploys with the default parameters (AuthMode ApiKey), offline."""
+    return sam_transform(template)
+
+
+@pytest.fixture(scope="module")
+def transformed_iam(template: dict[str, Any]) -> dict[str, Any]:
+    """What CloudFormation deploys with AuthMode IAM."""
+    return sam_transform(template, {"AuthMode": "IAM"})
 
 
 def _role_statements(policies: list[Any]) -> Iterator[dict[str, Any]]:
@@ -676,14 +671,7 @@ def test_the_cycle_check_sees_a_trigger_that_references_its_bucket(template: dic
     # Given the template with the one mistake cfn-lint does not catch: !Ref ImagesBucket in the trigger
     broken = copy.deepcopy(template)
     broken["Resources"]["S3TriggerFunction"]["Properties"]["Environment"]["Variables"]["IMAGES_BUCKET"] = {"Ref": "ImagesBucket"}
-    sam = pytest.importorskip("samtranslator.translator.translator")
-    parser = pytest.importorskip("samtranslator.parser.parser")
-    for resource in broken["Resources"].values():
-        for uri in ("CodeUri", "ContentUri"):
-            if uri in resource.get("Properties", {}):
-                resource["Properties"][uri] = "s3://artifacts/code.zip"
-    translator = sam.Translator(None, parser.Parser(), boto_session=boto3.Session(region_name="us-east-1"))
-    resources = translator.translate(broken, parameter_values={}, get_managed_policy_map=dict)["Resources"]
+    resources = sam_transform(broken)["Resources"]
 
     # Then the check finds bucket -> permission -> function -> bucket
     cycle = _dependency_cycle(resources)
@@ -787,6 +775,99 @@ def test_every_route_but_the_public_ones_needs_a_bearer_key_in_the_usage_plan(
     # The offline transform substitutes the parameters' defaults.
     assert plan["Throttle"] == {"BurstLimit": defaults["ThrottleBurstLimit"], "RateLimit": defaults["ThrottleRateLimit"]}
     assert plan["Quota"] == {"Limit": defaults["QuotaPerDay"], "Period": "DAY"}
+
+
+def _rest_api(transformed: dict[str, Any]) -> dict[str, Any]:
+    (api,) = [r["Properties"] for r in transformed["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
+    return api
+
+
+def _stage(transformed: dict[str, Any]) -> dict[str, Any]:
+    (stage,) = [r["Properties"] for r in transformed["Resources"].values() if r["Type"] == "AWS::ApiGateway::Stage"]
+    return stage
+
+
+def _gateway_error(response: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI error a gateway response renders, API Gateway's message (a JSON string) filled in."""
+    text = response["responseTemplates"]["application/json"].replace("$context.error.messageString", '"API Gateway says no"')
+    error: dict[str, Any] = json.loads(text)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def test_auth_mode_iam_signs_every_route_but_the_public_ones(template: dict[str, Any], transformed_iam: dict[str, Any]) -> None:
+    # Given the template deployed with AuthMode IAM
+    api = _rest_api(transformed_iam)
+    body = api["Body"]
+    resources = transformed_iam["Resources"]
+
+    # Then SigV4 is the only scheme, required on every route but the public ones
+    assert {name: s["x-amazon-apigateway-authtype"] for name, s in body["components"]["securitySchemes"].items()} == {"AWS_IAM": "awsSigv4"}
+    routes = set()
+    for path, methods in body["paths"].items():
+        for method, operation in methods.items():
+            routes.add((method.upper(), path))
+            required = {name for requirement in operation.get("security", []) for name in requirement}
+            assert required <= {"NONE"} if (method, path) in PUBLIC_ROUTES else required == {"AWS_IAM"}, (method, path)
+            # And API Gateway calls the function under its resource policy, never with the caller's credentials
+            assert "credentials" not in operation["x-amazon-apigateway-integration"], (method, path)
+    assert routes == API_ROUTES | OPTIONAL_API_ROUTES
+    # And nothing of the key path is deployed: no key source, key, usage plan, authorizer or its permission
+    assert "ApiKeySourceType" not in api
+    deployed = {r["Type"] for r in resources.values() if "Condition" not in r}
+    assert not deployed & {"AWS::ApiGateway::ApiKey", "AWS::ApiGateway::UsagePlan", "AWS::ApiGateway::UsagePlanKey"}
+    assert not {name for name in resources if name.startswith("ImageApi") and "Authorizer" in name}
+    for name in ("AuthorizerFunction", "AuthorizerFunctionRole", "AuthorizerFunctionLogGroup"):
+        assert resources[name]["Condition"] == "UseApiKeys", name
+    # And the throttle holds for the stage as a whole
+    defaults = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
+    assert _stage(transformed_iam)["MethodSettings"] == [
+        {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            "ThrottlingRateLimit": defaults["ThrottleRateLimit"],
+            "ThrottlingBurstLimit": defaults["ThrottleBurstLimit"],
+        }
+    ]
+    # And the key output names no key
+    assert transformed_iam["Outputs"]["ApiKeyId"]["Value"] == "none: AuthMode is IAM"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "missing_token"),
+    [("transformed", ("404", "unknown_url")), ("transformed_iam", ("403", "missing_authentication"))],
+)
+def test_gateway_answers_are_openai_errors_in_both_auth_modes(
+    request: pytest.FixtureRequest, fixture: str, missing_token: tuple[str, str]
+) -> None:
+    responses = _rest_api(request.getfixturevalue(fixture))["Body"]["x-amazon-apigateway-gateway-responses"]
+
+    # Every gateway answer renders valid JSON in the OpenAI error shape
+    errors = {kind: _gateway_error(response) for kind, response in responses.items()}
+    # An unsigned IAM request is told to sign (API Gateway cannot tell it from a missing route); with keys, 404
+    status, code = missing_token
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == status
+    assert errors["MISSING_AUTHENTICATION_TOKEN"]["code"] == code
+    # Signature failures keep API Gateway's reason and a code to branch on
+    for kind, code in (("INVALID_SIGNATURE", "invalid_signature"), ("EXPIRED_TOKEN", "expired_token"), ("ACCESS_DENIED", "access_denied")):
+        assert responses[kind]["statusCode"] == "403"
+        assert errors[kind] == {"message": "API Gateway says no", "type": "invalid_request_error", "param": None, "code": code}
+
+
+def test_auth_mode_api_key_throttles_per_key_not_per_stage(transformed: dict[str, Any]) -> None:
+    # The usage plan throttles each key; a stage-wide limit at the per-key rate would starve every other key
+    assert "MethodSettings" not in _stage(transformed)
+    assert transformed["Outputs"]["ApiKeyId"]["Value"] == {"Ref": "ImageApiApiKey"}
+
+
+@pytest.mark.parametrize("fixture", ["transformed", "transformed_iam"])
+def test_every_reference_resolves_in_both_auth_modes(request: pytest.FixtureRequest, fixture: str) -> None:
+    # CloudFormation refuses a reference to a resource that is not in the template, whatever the conditions
+    document = request.getfixturevalue(fixture)
+    known = set(document["Resources"]) | set(document.get("Parameters", {}))
+    for name, entry in [*document["Resources"].items(), *document.get("Outputs", {}).items()]:
+        unknown = {ref for ref in _references(entry) if not ref.startswith("AWS::")} - known
+        assert not unknown, (name, unknown)
 
 
 def test_key_failures_answer_in_the_openai_shape(resources: dict[str, Any]) -> None:

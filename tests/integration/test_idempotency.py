@@ -24,12 +24,14 @@ def env(job_resources, fake_openai, monkeypatch):
     return fake_openai
 
 
-def call(lambda_context, key: str | None, authorization: str | None = None, **body):
+def call(lambda_context, key: str | None, authorization: str | None = None, user_arn: str | None = None, **body):
     event = load_event("api_generate_url.json", **{"model": "dall-e-2", "size": "256x256", "n": 1, "user": None, **body})
     for name, value in (("Idempotency-Key", key), ("Authorization", authorization)):
         if value is not None:
             event["headers"][name] = value
             event["multiValueHeaders"][name] = [value]
+    # AuthMode IAM: API Gateway names the principal it verified the signature of
+    event["requestContext"]["identity"]["userArn"] = user_arn
     response = app.lambda_handler(event, lambda_context)
     headers = {name: values[0] for name, values in response.get("multiValueHeaders", {}).items()}
     return response["statusCode"], json.loads(response["body"]), headers
@@ -77,6 +79,20 @@ def test_keys_are_scoped_to_the_callers_api_key(env, lambda_context) -> None:
     assert call(lambda_context, key, "Bearer client-a-0123456789abcdefghij", prompt=prompt)[0] == 200
     status, _, headers = call(lambda_context, key, "Bearer client-b-0123456789abcdefghij", prompt=prompt)
     assert (status, headers["Idempotent-Replayed"]) == (200, "false")
+    assert provider_calls(env, prompt) == 2
+
+
+def test_keys_are_scoped_to_the_iam_principal_whatever_its_signature_or_session(env, lambda_context) -> None:
+    # Given a role's two sessions (two tasks of one service), each request signed afresh
+    key, prompt = str(uuid.uuid4()), f"idem {uuid.uuid4()}"
+    role = "arn:aws:sts::123456789012:assumed-role/image-client"
+    first = call(lambda_context, key, "AWS4-HMAC-SHA256 Credential=AKIA1/x, Signature=aa", f"{role}/task-1", prompt=prompt)
+    again = call(lambda_context, key, "AWS4-HMAC-SHA256 Credential=AKIA2/x, Signature=bb", f"{role}/task-2", prompt=prompt)
+    # Then the retry from the other session is a replay of the role's first request
+    assert (first[0], again[0], again[2]["Idempotent-Replayed"]) == (200, 200, "true")
+    # And another principal with the same key and body gets its own generation
+    other = call(lambda_context, key, None, "arn:aws:iam::123456789012:user/someone-else", prompt=prompt)
+    assert (other[0], other[2]["Idempotent-Replayed"]) == (200, "false")
     assert provider_calls(env, prompt) == 2
 
 

@@ -1,7 +1,7 @@
 """``Idempotency-Key``: a retried request gets the first answer's images (URLs signed again) without a second
-provider call or bill. Powertools idempotency keeps the record in DynamoDB, keyed by the client's key *and* its
-API key (two clients never share an entry); the request body is validated, so the same key with another body
-is refused instead of answered with someone else's images."""
+provider call or bill. Powertools idempotency keeps the record in DynamoDB, keyed by the client's key *and* the
+caller (its API key or IAM principal, imagegen.auth.caller_scope: two callers never share an entry); the request
+body is validated, so the same key with another body is refused instead of answered with someone else's images."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import D
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
-from imagegen.auth import bearer_key, key_fingerprint
 from imagegen.deadline import Deadline
 from imagegen.errors import ConflictError, InvalidRequestError, QueueError, UnprocessableError
 from imagegen.options import ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
@@ -85,16 +84,15 @@ def generate_idempotently(
     request: ImageGenerationRequest,
     *,
     key: str,
-    authorization: str | None,
+    client: str,
     request_id: str,
     deadline: Deadline,
     context: LambdaContext,
 ) -> tuple[ImagesResponse, bool]:
-    """The answer for ``request`` under ``key``, scoped to the caller's API key; and whether it was a replay."""
+    """The answer for ``request`` under ``key``, scoped to ``client`` (the caller); and whether it was a replay."""
     generator = get_idempotent_generator()
     if generator is None:
         raise InvalidRequestError(f"{HEADER} is not supported by this deployment (it has no idempotency table).", param=HEADER)
-    client = key_fingerprint(bearer_key(authorization) or "anonymous")
     return generator.generate(request, key=key, client=client, request_id=request_id, deadline=deadline, context=context)
 
 
