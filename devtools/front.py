@@ -4,6 +4,10 @@ Each request becomes the v1 proxy event ``sam local start-api`` builds (every pa
 with ``resource`` equal to the path, as for this project's static routes), is invoked through a
 ``FunctionPool`` and the proxy answer becomes the HTTP response. API Gateway's own limits hold: a body over
 10 MB is a 413, a function that has not answered after 29 s a 504, a crash or malformed answer a 502.
+
+Authorization follows template.yaml's ``AuthMode``: ``ApiKey`` checks Bearer keys (``api_keys``; none: auth off),
+``IAM`` checks AWS Signature Version 4 against ``iam_credentials`` (devtools/sigv4.py) and puts the caller in
+``requestContext.identity``. The public routes need neither.
 """
 
 from __future__ import annotations
@@ -15,18 +19,19 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
 from devtools.procs import LOOPBACK, StartupError
 from devtools.rie import Invocation, PoolBusy
+from devtools.sigv4 import SignatureError, SigV4Verifier
 from imagegen.auth import bearer_key
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -39,22 +44,32 @@ MISSING_KEY_MESSAGE = "Missing API key: send 'Authorization: Bearer <key>'."
 UNKNOWN_KEY_MESSAGE = "Incorrect API key provided."
 HOP_BY_HOP = {"connection", "content-length", "keep-alive", "transfer-encoding", "upgrade", "date", "server"}
 
-Invoke = Callable[[bytes, float], Invocation]
-ErrorBody = Callable[[int, str], bytes]
-
-
-def aws_error_body(status: int, message: str) -> bytes:
-    """API Gateway's default gateway response: ``{"message": "..."}``."""
-    return json.dumps({"message": message}).encode()
+AuthMode = Literal["ApiKey", "IAM"]
+AUTH_MODES: tuple[AuthMode, ...] = get_args(AuthMode)
 
 
 class GatewayError(Exception):
-    """An answer API Gateway itself gives (the function's answer never reaches the client)."""
+    """An answer API Gateway itself gives (the function's answer never reaches the client).
 
-    def __init__(self, status: int, message: str, detail: str = "") -> None:
+    ``response_type`` is the gateway response type that answers it (template.yaml's GatewayResponses render some
+    of them); by default DEFAULT_4XX or DEFAULT_5XX, or THROTTLED for a 429.
+    """
+
+    def __init__(self, status: int, message: str, detail: str = "", response_type: str | None = None) -> None:
         super().__init__(f"{status} {message}{': ' + detail if detail else ''}")
         self.status = status
         self.message = message
+        default = "DEFAULT_5XX" if status >= 500 else "THROTTLED" if status == 429 else "DEFAULT_4XX"
+        self.response_type = response_type or default
+
+
+Invoke = Callable[[bytes, float], Invocation]
+ErrorBody = Callable[[GatewayError], bytes]
+
+
+def aws_error_body(error: GatewayError) -> bytes:
+    """API Gateway's default gateway response: ``{"message": "..."}``."""
+    return json.dumps({"message": error.message}).encode()
 
 
 def build_event(
@@ -67,8 +82,10 @@ def build_event(
     port: int,
     stage: str,
     protocol: str = "HTTP/1.1",
+    identity: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The API Gateway REST (payload v1) proxy event for one HTTP request."""
+    """The API Gateway REST (payload v1) proxy event for one HTTP request; ``identity`` fills in what the
+    authorization established (IAM: the caller's access key, account and ARN)."""
     parts = urlsplit(target)
     path = unquote(parts.path) or "/"
     single: dict[str, str] = {}
@@ -117,6 +134,7 @@ def build_event(
             "requestTimeEpoch": int(now.timestamp() * 1000),
             "identity": {
                 "apiKey": None,
+                "accessKey": None,
                 "userArn": None,
                 "cognitoAuthenticationType": None,
                 "caller": None,
@@ -126,6 +144,7 @@ def build_event(
                 "cognitoAuthenticationProvider": None,
                 "sourceIp": source_ip,
                 "accountId": None,
+                **(identity or {}),
             },
             # The path as the client sent it: the local front serves at "/", like a custom domain mapped to the
             # stage (on an execute-api URL it would start with "/<stage>"), so Location headers built from it work.
@@ -234,17 +253,20 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         request_id = "-"
         try:
-            front.authorize(self.command, urlsplit(self.path).path, self.headers.get("Authorization"))
+            request_headers = list(self.headers.items())
+            front.authorize(self.command, self.path, request_headers)  # before the body: no reading 10 MB for a refusal
             body = self._read_body(front.max_request_bytes)
+            identity = front.authenticate(self.command, self.path, request_headers, body)
             event = build_event(
                 method=self.command,
                 target=self.path,
-                headers=list(self.headers.items()),
+                headers=request_headers,
                 body=body,
                 source_ip=self.client_address[0],
                 port=front.port,
                 stage=front.stage,
                 protocol=self.request_version,
+                identity=identity,
             )
             request_id = event["requestContext"]["requestId"]
             status, headers, data = parse_proxy_response(front.call(json.dumps(event).encode()))
@@ -253,11 +275,11 @@ class _Handler(BaseHTTPRequestHandler):
             if error.status in (400, 401, 403, 413):
                 self.close_connection = True  # the unread body would poison a kept-alive connection
             status, headers = error.status, [("Content-Type", "application/json")]
-            data = front.error_body(error.status, error.message)
+            data = front.error_body(error)
         except Exception:  # a bug here must still answer, as API Gateway would
             front.log(f"{request_id} front error\n{traceback.format_exc()}")
             status, headers = 500, [("Content-Type", "application/json")]
-            data = front.error_body(500, "Internal server error")
+            data = front.error_body(GatewayError(500, "Internal server error"))
         self.send_response(status)
         for name, value in headers:
             if name.lower() not in HOP_BY_HOP:
@@ -273,7 +295,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ApiGatewayFront:
-    """``ThreadingHTTPServer`` on ``host:port`` (0 = free port) in a background thread, in front of ``invoke``."""
+    """``ThreadingHTTPServer`` on ``host:port`` (0 = free port) in a background thread, in front of ``invoke``.
+
+    ``auth_mode`` ``"ApiKey"`` requires one of ``api_keys`` as a Bearer token (none: no auth); ``"IAM"`` requires
+    a SigV4 signature for ``execute-api`` in ``region`` by one of ``iam_credentials`` (access key id -> secret),
+    and refuses to be built without them.
+    """
 
     def __init__(
         self,
@@ -288,9 +315,23 @@ class ApiGatewayFront:
         log_path: Path | None = None,
         api_keys: Collection[str] = (),
         public_routes: Collection[tuple[str, str]] = PUBLIC_ROUTES,
+        auth_mode: AuthMode = "ApiKey",
+        iam_credentials: Mapping[str, str] | None = None,
+        region: str = "us-east-1",
     ) -> None:
+        if auth_mode not in AUTH_MODES:
+            raise ValueError(f"auth_mode must be one of {', '.join(AUTH_MODES)}, not {auth_mode!r}")
+        if auth_mode == "IAM" and api_keys:
+            raise ValueError("API keys apply to auth mode ApiKey only; auth mode IAM checks signatures")
+        if auth_mode == "ApiKey" and iam_credentials:
+            raise ValueError("IAM credentials apply to auth mode IAM only")
+        # Fail here, not at the first request: an IAM gateway nobody may call is a configuration mistake.
+        if auth_mode == "IAM" and not iam_credentials:
+            raise ValueError("auth mode IAM needs iam_credentials (access key id -> secret access key)")
         self.invoke = invoke
+        self.auth_mode = auth_mode
         self.api_keys = frozenset(api_keys)
+        self.verifier = SigV4Verifier(iam_credentials or {}, region=region) if auth_mode == "IAM" else None
         self.public_routes = frozenset(public_routes)
         self.host = host
         self.requested_port = port
@@ -303,15 +344,37 @@ class ApiGatewayFront:
         self._thread: threading.Thread | None = None
         self._log_lock = threading.Lock()
 
-    def authorize(self, method: str, path: str, authorization: str | None) -> None:
-        """The deployed gateway's key check: the bearer-key authorizer (401) and the usage plan (403)."""
-        if not self.api_keys or (method, path) in self.public_routes:
+    def _protected(self, method: str, target: str) -> bool:
+        return (method, urlsplit(target).path) not in self.public_routes
+
+    def authorize(self, method: str, target: str, headers: Sequence[tuple[str, str]]) -> None:
+        """The deployed gateway's checks that need no body. ApiKey: the bearer-key authorizer (401) and the usage
+        plan (403). IAM: a signature header of the right shape, scope, key and time (403)."""
+        if not self._protected(method, target):
             return
-        key = bearer_key(authorization)
+        if self.verifier is not None:
+            try:
+                self.verifier.check(target, headers)
+            except SignatureError as error:
+                raise GatewayError(403, error.message, response_type=error.response_type) from None
+            return
+        if not self.api_keys:
+            return
+        key = bearer_key(next((value for name, value in headers if name.lower() == "authorization"), None))
         if key is None:
-            raise GatewayError(401, MISSING_KEY_MESSAGE)
+            raise GatewayError(401, MISSING_KEY_MESSAGE, response_type="UNAUTHORIZED")
         if key not in self.api_keys:
-            raise GatewayError(403, UNKNOWN_KEY_MESSAGE)
+            raise GatewayError(403, UNKNOWN_KEY_MESSAGE, response_type="INVALID_API_KEY")
+
+    def authenticate(self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes) -> dict[str, str] | None:
+        """IAM: the signature over the whole request, body included (403); the caller's ``requestContext.identity``
+        fields. None for a public route and in ApiKey mode."""
+        if self.verifier is None or not self._protected(method, target):
+            return None
+        try:
+            return self.verifier.verify(method, target, headers, body).identity()
+        except SignatureError as error:
+            raise GatewayError(403, error.message, response_type=error.response_type) from None
 
     @property
     def port(self) -> int:

@@ -4,6 +4,15 @@ mapping (SQS poller) and S3 notifications (request watcher).
 
 ``python -m devtools.local`` (``make local``) serves the API on http://127.0.0.1:3000 until Ctrl-C.
 Tests build the same ``LocalStack`` on free ports with a temporary data directory.
+
+Authorization, as template.yaml's ``AuthMode`` (environment of ``make local``):
+
+- ``IMAGEGEN_AUTH_MODE=ApiKey`` (default): ``IMAGEGEN_API_KEYS=key1,key2`` requires one of these Bearer keys;
+  unset, the API is open.
+- ``IMAGEGEN_AUTH_MODE=IAM``: every route but the public ones requires AWS Signature Version 4 (service
+  ``execute-api``, the stack's region, us-east-1) by one of ``IMAGEGEN_IAM_CREDENTIALS``, comma-separated
+  ``ACCESS_KEY_ID:SECRET_ACCESS_KEY`` pairs (required; the caller's ARN is
+  ``arn:aws:iam::123456789012:user/local-<ACCESS_KEY_ID>``). Clients sign with ``devtools.sigv4.SigV4Auth``.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from devtools.aws_local import JobResources, MotoServer, create_job_resources
-from devtools.front import ApiGatewayFront, ErrorBody, GatewayError, build_event, parse_proxy_response
+from devtools.front import AUTH_MODES, ApiGatewayFront, AuthMode, ErrorBody, GatewayError, build_event, parse_proxy_response
 from devtools.poller import S3RequestWatcher, SqsPoller
 from devtools.procs import LOOPBACK, StartupError
 from devtools.rie import FunctionConfig, FunctionPool, Invocation, RieProcess
@@ -36,11 +45,11 @@ LOCAL_ACCESS_KEY = "imagegen-local-access-key"
 LOCAL_SECRET_KEY = "imagegen-local-dummy-secret"
 PASSTHROUGH_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DEFAULT_MODEL", "POWERTOOLS_DEV", "POWERTOOLS_LOG_LEVEL")
 CURL_EXAMPLE = (
-    "curl -s http://{host}:{port}/v1/images/generations -H 'content-type: application/json' "
+    "curl -s{auth} http://{host}:{port}/v1/images/generations -H 'content-type: application/json' "
     """-d '{{"prompt":"a red fox","size":"256x256"}}'"""
 )
 ASYNC_EXAMPLE = (
-    "curl -si http://{host}:{port}/v1/images/generations -H 'content-type: application/json' -H 'Prefer: respond-async' "
+    "curl -si{auth} http://{host}:{port}/v1/images/generations -H 'content-type: application/json' -H 'Prefer: respond-async' "
     """-d '{{"prompt":"a red fox","size":"256x256"}}'   # then GET the Location"""
 )
 # Local redeliveries come back after seconds, not after the deployed 6x worker timeout.
@@ -48,21 +57,62 @@ LOCAL_VISIBILITY_TIMEOUT = 5
 MAX_RECEIVE_COUNT = 3
 
 
-def openai_error_body(status: int, message: str) -> bytes:
+# template.yaml's GatewayResponses for the response types the local front gives: type, code and, where the template
+# writes its own, the message (None: API Gateway's). MISSING_AUTHENTICATION_TOKEN is the IAM mode's (locally
+# only IAM raises it: with keys an unknown route reaches the function, which answers 404).
+GATEWAY_RESPONSES: dict[str, tuple[str, str, str | None]] = {
+    "UNAUTHORIZED": ("invalid_request_error", "invalid_api_key", None),
+    "INVALID_API_KEY": ("invalid_request_error", "invalid_api_key", None),
+    "THROTTLED": ("rate_limit_error", "rate_limit_exceeded", None),
+    "MISSING_AUTHENTICATION_TOKEN": (
+        "invalid_request_error",
+        "missing_authentication",
+        "Missing authentication: sign the request with AWS Signature Version 4 (service execute-api), or check the method and path.",
+    ),
+    "INVALID_SIGNATURE": ("invalid_request_error", "invalid_signature", None),
+}
+
+
+def openai_error_body(error: GatewayError) -> bytes:
     """API Gateway's own errors in the OpenAI envelope, as template.yaml's GatewayResponses render them."""
-    kind, code = ("api_error", None) if status >= 500 else ("invalid_request_error", None)
-    if status == 429:
-        kind, code = "rate_limit_error", "rate_limit_exceeded"
-    if status in (401, 403):
-        code = "invalid_api_key"
-    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+    default = ("api_error", None, None) if error.status >= 500 else ("invalid_request_error", None, None)
+    kind, code, message = GATEWAY_RESPONSES.get(error.response_type, default)
+    body = {"message": message or error.message, "type": kind, "param": None, "code": code}
+    return json.dumps({"error": body}).encode()
+
+
+def auth_settings(environ: Mapping[str, str]) -> tuple[AuthMode, list[str], dict[str, str]]:
+    """Auth mode, API keys and IAM credentials from IMAGEGEN_AUTH_MODE, IMAGEGEN_API_KEYS and IMAGEGEN_IAM_CREDENTIALS;
+    ValueError (never quoting a secret) for a combination the local gateway cannot honour."""
+    modes: dict[str, AuthMode] = {mode.lower(): mode for mode in AUTH_MODES}
+    requested = environ.get("IMAGEGEN_AUTH_MODE", "").strip() or "ApiKey"
+    mode = modes.get(requested.lower())
+    if mode is None:
+        raise ValueError(f"IMAGEGEN_AUTH_MODE must be {' or '.join(AUTH_MODES)}, not {requested!r}")
+    api_keys = [key.strip() for key in environ.get("IMAGEGEN_API_KEYS", "").split(",") if key.strip()]
+    credentials: dict[str, str] = {}
+    entries = [entry.strip() for entry in environ.get("IMAGEGEN_IAM_CREDENTIALS", "").split(",") if entry.strip()]
+    for number, entry in enumerate(entries, 1):
+        access_key, _, secret = entry.partition(":")
+        if not access_key.strip() or not secret.strip():
+            raise ValueError(f"IMAGEGEN_IAM_CREDENTIALS: entry {number} is not ACCESS_KEY_ID:SECRET_ACCESS_KEY")
+        credentials[access_key.strip()] = secret.strip()
+    if mode == "IAM" and not credentials:
+        raise ValueError("IMAGEGEN_AUTH_MODE=IAM needs IMAGEGEN_IAM_CREDENTIALS=ACCESS_KEY_ID:SECRET_ACCESS_KEY[,...]")
+    if mode == "IAM" and api_keys:
+        raise ValueError("IMAGEGEN_API_KEYS applies to IMAGEGEN_AUTH_MODE=ApiKey; unset it for IAM")
+    if mode == "ApiKey" and credentials:
+        raise ValueError("IMAGEGEN_IAM_CREDENTIALS applies to IMAGEGEN_AUTH_MODE=IAM; set that or unset it")
+    return mode, api_keys, credentials
 
 
 class LocalStack:
     """S3 server, ``workers`` RIE processes of ``functions/<function>`` and the HTTP front, started together.
 
     ``port``/``s3_port`` 0 or None pick free ports. ``passthrough`` names variables copied from this process's
-    environment into the function's when set; ``extra_env`` adds or overrides function variables.
+    environment into the function's when set; ``extra_env`` adds or overrides function variables. ``auth_mode``
+    is template.yaml's AuthMode: ``"ApiKey"`` with ``api_keys`` (none: no auth) or ``"IAM"`` with
+    ``iam_credentials`` (access key id -> secret access key; required).
     """
 
     def __init__(
@@ -86,6 +136,8 @@ class LocalStack:
         error_body: ErrorBody = openai_error_body,
         async_jobs: bool = True,
         api_keys: Iterable[str] = (),
+        auth_mode: AuthMode = "ApiKey",
+        iam_credentials: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.data_dir = Path(data_dir).resolve() if data_dir else self.root / ".local"
@@ -116,7 +168,14 @@ class LocalStack:
         self.pollers: list[SqsPoller | S3RequestWatcher] = []
         self._threads: list[threading.Thread] = []
         self.front = ApiGatewayFront(
-            self._invoke, port=port or 0, error_body=error_body, log_path=self.log_dir / "front.log", api_keys=tuple(api_keys)
+            self._invoke,
+            port=port or 0,
+            error_body=error_body,
+            log_path=self.log_dir / "front.log",
+            api_keys=tuple(api_keys),
+            auth_mode=auth_mode,
+            iam_credentials=iam_credentials,
+            region=region,
         )
         self.startup_seconds: float | None = None
 
@@ -261,6 +320,23 @@ class LocalStack:
         self.stop()
 
 
+def auth_line(front: ApiGatewayFront) -> str:
+    """The banner's auth line: the mode and who may call, never a secret."""
+    if front.verifier is not None:
+        keys = ", ".join(sorted(front.verifier.credentials))
+        return f"  auth      IAM: AWS SigV4 (service execute-api, region {front.verifier.region}) by access key {keys}"
+    if front.api_keys:
+        return "  auth      ApiKey: Authorization: Bearer <one of IMAGEGEN_API_KEYS>"
+    return "  auth      off (set IMAGEGEN_API_KEYS to require keys, or IMAGEGEN_AUTH_MODE=IAM)"
+
+
+def curl_auth(front: ApiGatewayFront) -> str:
+    """curl's own SigV4 signing (curl 7.75+) in IAM mode; nothing otherwise."""
+    if front.verifier is None:
+        return ""
+    return f" --aws-sigv4 aws:amz:{front.verifier.region}:execute-api --user '<ACCESS_KEY_ID>:<SECRET_ACCESS_KEY>'"
+
+
 def banner(stack: LocalStack) -> str:
     provider = "OpenAI (OPENAI_API_KEY is set)" if "OPENAI_API_KEY" in stack.env else "local placeholder images"
     try:
@@ -274,9 +350,7 @@ def banner(stack: LocalStack) -> str:
             f"  S3        {stack.s3_endpoint_url}   bucket {stack.bucket}",
             f"  provider  {provider}",
             f"  data      {data}/   logs in {data}/logs/",
-            "  auth      Authorization: Bearer <one of IMAGEGEN_API_KEYS>"
-            if stack.front.api_keys
-            else "  auth      off (set IMAGEGEN_API_KEYS to require keys)",
+            auth_line(stack.front),
             f"  jobs      SQS + DynamoDB (moto) on {stack.moto.endpoint_url}; worker and S3 trigger under the RIE"
             if stack.moto
             else "  jobs      off",
@@ -284,8 +358,8 @@ def banner(stack: LocalStack) -> str:
             "",
             "Try:",
             f"  open {stack.base_url}/   (the playground)",
-            "  " + CURL_EXAMPLE.format(host=LOOPBACK, port=stack.front.port),
-            "  " + ASYNC_EXAMPLE.format(host=LOOPBACK, port=stack.front.port),
+            "  " + CURL_EXAMPLE.format(host=LOOPBACK, port=stack.front.port, auth=curl_auth(stack.front)),
+            "  " + ASYNC_EXAMPLE.format(host=LOOPBACK, port=stack.front.port, auth=curl_auth(stack.front)),
             f"  or drop a JSON request into s3://{stack.bucket}/requests/ and read results/ (see README)",
             "",
             "Ctrl-C stops everything.",
@@ -309,9 +383,21 @@ def main(argv: list[str] | None = None) -> int:
     # Explicitly: a shell starts background jobs with SIGINT ignored, and Python would keep it so.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
-    # Like the deployed usage plan: with keys configured, every route but the public ones needs a Bearer key.
-    api_keys = [key.strip() for key in os.environ.get("IMAGEGEN_API_KEYS", "").split(",") if key.strip()]
-    stack = LocalStack(port=args.port, s3_port=args.s3_port, data_dir=args.data_dir, workers=args.workers, api_keys=api_keys)
+    # Like the deployed API: every route but the public ones needs a Bearer key (ApiKey) or a signature (IAM).
+    try:
+        auth_mode, api_keys, iam_credentials = auth_settings(os.environ)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    stack = LocalStack(
+        port=args.port,
+        s3_port=args.s3_port,
+        data_dir=args.data_dir,
+        workers=args.workers,
+        api_keys=api_keys,
+        auth_mode=auth_mode,
+        iam_credentials=iam_credentials,
+    )
     print("Starting the local stack (S3 server, Lambda RIE, API front)...", flush=True)
     try:
         stack.start()
