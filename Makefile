@@ -9,13 +9,26 @@ TOOLS_VENV := .venv-tools
 CHECKOV_VERSION := 3.3.30
 TOOLS_STAMP := $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION)
 
-.PHONY: dev browser local test test-unit test-integration test-e2e test-infra lint format validate security build invoke clean bench
+.PHONY: dev lock browser local test test-unit test-integration test-e2e test-infra lint format validate security build invoke clean bench
 
-$(STAMP): pyproject.toml
+# Pinned: every version comes from the lock (`make lock` refreshes it), so a fresh clone tests what was tested.
+CONSTRAINTS := layers/common/constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -c $(CONSTRAINTS)
 	touch $(STAMP)
+
+## Re-resolve every dependency to the newest version pyproject.toml allows, in a clean venv, and pin the result
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e ".[dev]"
+	{ sed -n '/^#/p' $(CONSTRAINTS); .venv-lock/bin/python -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .venv-lock
 
 dev: $(STAMP)
 

@@ -8,6 +8,7 @@ gets: generated roles, the bucket notification, the dependency graph).
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
 import os
 import re
@@ -742,10 +743,35 @@ def test_sam_build_produces_an_arm64_layer(tmp_path: Path) -> None:
     assert not (site / "botocore").exists()
     assert not (site / "boto3").exists()
     assert not (site / "bin").exists()
+    # And every package is the version the project venv (and so every test) runs: the one lock
+    shipped = {_normalized(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[str(site)])}
+    assert {"pydantic", "pydantic-core", "aws-lambda-powertools", "httpx"} <= shipped.keys()
+    assert {name: pinned for name, pinned in _locked().items() if name in shipped} == shipped
     # And every function is a plain copy of its handler, without its Makefile
     for function in FUNCTIONS:
         assert (build_dir / function / "app.py").is_file(), function
         assert not (build_dir / function / "Makefile").exists(), function
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _locked() -> dict[str, str]:
+    """layers/common/constraints.txt: every pinned version, by normalized name."""
+    pins = (line.split("==") for line in (REPO_ROOT / "layers/common/constraints.txt").read_text().splitlines())
+    return {_normalized(pin[0]): pin[1].strip() for pin in pins if len(pin) == 2 and not pin[0].startswith("#")}
+
+
+def test_the_venv_runs_the_locked_versions() -> None:
+    # Every pinned package this venv has is at its pinned version (make installs with -c the lock), so what the
+    # tests exercise is what the layer ships
+    locked = _locked()
+    assert {"pydantic", "pydantic-core", "aws-lambda-powertools", "httpx", "ruff", "mypy"} <= locked.keys()
+    installed = {_normalized(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    assert {name: version for name, version in installed.items() if name in locked} == {
+        name: pinned for name, pinned in locked.items() if name in installed
+    }
 
 
 PUBLIC_ROUTES = {("get", "/"), ("get", "/health"), ("get", "/docs"), ("get", "/openapi.json")}
