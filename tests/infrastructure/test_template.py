@@ -588,7 +588,16 @@ def test_every_function_reads_the_azure_openai_secret_only_when_configured_and_g
             "Fn::If": ["HasAzureOpenAI", {"Ref": "AzureOpenAIDeployments"}, {"Ref": "AWS::NoValue"}]
         }, name
         assert variables["AZURE_OPENAI_ENDPOINT"]["Fn::If"][0] == "HasAzureOpenAI", name
+        assert variables["AZURE_OPENAI_API_VERSION"] == {
+            "Fn::If": ["HasAzureOpenAI", {"Ref": "AzureOpenAIApiVersion"}, {"Ref": "AWS::NoValue"}]
+        }, name
         assert variables["AZURE_OPENAI_API_KEY_SECRET_ARN"]["Fn::If"][0] == "HasAzureOpenAIKey", name
+
+
+def test_the_azure_api_version_parameter_defaults_to_the_codes_default(template: dict[str, Any]) -> None:
+    from imagegen.settings import AZURE_OPENAI_DEFAULT_API_VERSION
+
+    assert template["Parameters"]["AzureOpenAIApiVersion"]["Default"] == AZURE_OPENAI_DEFAULT_API_VERSION
 
 
 def test_every_function_invokes_exactly_the_served_bedrock_models_and_reads_only_the_registry_parameter(
