@@ -55,6 +55,8 @@ ASYNC_EXAMPLE = (
 # Local redeliveries come back after seconds, not after the deployed 6x worker timeout.
 LOCAL_VISIBILITY_TIMEOUT = 5
 MAX_RECEIVE_COUNT = 3
+# What template.yaml does not give a function: the S3 trigger only queues (no jobs or idempotency table).
+NOT_IN_ENV = {"s3_trigger": frozenset({"JOBS_TABLE", "IDEMPOTENCY_TABLE"})}
 
 
 # template.yaml's GatewayResponses for the response types the local front gives: type, code and, where the template
@@ -232,7 +234,7 @@ class LocalStack:
             timeout=self.timeout,
             memory_mb=self.memory_mb,
             region=self.region,
-            env=self.env,
+            env={name: value for name, value in self.env.items() if name not in NOT_IN_ENV.get(function, ())},
         )
         return RieProcess(config, log_path=self.log_dir / f"{function}-{index}.log")
 

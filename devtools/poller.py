@@ -41,7 +41,10 @@ def sqs_event(messages: list[dict[str, Any]], *, queue_arn: str, region: str) ->
 
 
 def s3_event(bucket: str, key: str, size: int, etag: str, *, region: str, when: dt.datetime) -> dict[str, Any]:
-    """An ObjectCreated:Put notification; keys arrive URL-encoded, as S3 sends them."""
+    """An ObjectCreated:Put notification; keys arrive URL-encoded, as S3 sends them. The sequencer (S3's is an
+    increasing hex string per key) is the write time and the ETag: another write of the key, another sequencer."""
+    etag = etag.strip('"')
+    sequencer = f"{int(when.timestamp() * 1_000_000):016X}{etag[:8].upper()}"
     return {
         "Records": [
             {
@@ -53,7 +56,7 @@ def s3_event(bucket: str, key: str, size: int, etag: str, *, region: str, when: 
                 "s3": {
                     "s3SchemaVersion": "1.0",
                     "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                    "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag.strip('"')},
+                    "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": sequencer},
                 },
             }
         ]

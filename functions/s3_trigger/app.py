@@ -1,5 +1,9 @@
-"""S3 trigger: a JSON request object written under ``requests/`` produces its images and ``results/<key>``.
-The notification filters on the ``requests/`` prefix and ``.json`` suffix; nothing here writes under ``requests/``."""
+"""S3 trigger: a JSON request object written under ``requests/`` becomes a job on the jobs queue; the worker
+generates it and writes ``results/<same key>``. A malformed object is answered in ``results/`` at once.
+
+Queueing, not generating here, gives request objects the worker's retries, dead-letter queue and concurrency cap.
+The notification filters on the ``requests/`` prefix and ``.json`` suffix; nothing here writes under ``requests/``.
+A queue that cannot be reached raises: Lambda retries the event twice, then parks it in the trigger's DLQ."""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagegen.deadline import Deadline
 from imagegen.jobs import REQUESTS_PREFIX, get_job_service
 from imagegen.observability import logger, metrics, tracer
 
@@ -21,14 +24,15 @@ from imagegen.observability import logger, metrics, tracer
 @event_source(data_class=S3Event)
 def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     jobs = get_job_service()
-    finished = {}
+    handled = {}
     for record in event.records:
         key = unquote_plus(record.s3.get_object.key)
         if not key.startswith(REQUESTS_PREFIX):
             logger.warning("ignoring an object outside requests/", extra={"key": key})
             continue
-        deadline = Deadline.from_context(context, margin_seconds=jobs.images.settings.response_margin_seconds)
         created = dt.datetime.fromisoformat(record.event_time.replace("Z", "+00:00"))
-        job = jobs.run_request_object(key, created=created, deadline=deadline)
-        finished[key] = job.status
-    return {"results": finished}
+        # S3 puts a sequencer on every ObjectCreated record; .get keeps hand-written events working without one
+        job = jobs.queue_request_object(key, created=created, sequencer=record.s3.get_object.get("sequencer"))
+        logger.info("request object handled", extra={"key": key, "job_id": job.id, "status": job.status})
+        handled[key] = {"id": job.id, "status": job.status}
+    return {"jobs": handled}

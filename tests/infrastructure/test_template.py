@@ -54,6 +54,8 @@ API_ROUTES = {
 OPTIONAL_API_ROUTES = {("GET", "/")}
 
 FUNCTIONS = ("ApiFunction", "WorkerFunction", "S3TriggerFunction")
+# The functions that call image providers (the S3 trigger only queues request objects for the worker).
+GENERATORS = ("ApiFunction", "WorkerFunction")
 # ImagesBucket's BucketName: a function triggered by the bucket must build the name, not !Ref the bucket.
 BUCKET_NAME = "${AWS::StackName}-images-${AWS::AccountId}-${AWS::Region}"
 BUCKET_OBJECTS = f"arn:${{AWS::Partition}}:s3:::{BUCKET_NAME}"
@@ -531,28 +533,29 @@ def test_s3_trigger_names_the_bucket_without_referencing_it(resources: dict[str,
     trigger = _props(resources, "S3TriggerFunction")
     assert trigger["Environment"]["Variables"]["IMAGES_BUCKET"] == {"Fn::Sub": BUCKET_NAME}
     assert "ImagesBucket" not in _references({k: v for k, v in trigger.items() if k != "Events"})
-    assert trigger["Timeout"] == 300
+    # It reads an object and sends a message: it does not need a generation's time
+    assert trigger["Timeout"] <= 60
 
 
-def test_s3_trigger_reads_requests_and_can_never_write_there(resources: dict[str, Any]) -> None:
-    granted = _granted(resources, "S3TriggerFunction", "s3:")
-
-    assert granted == {
+def test_s3_trigger_reads_requests_queues_them_and_can_never_write_there(resources: dict[str, Any]) -> None:
+    # It reads request objects and answers malformed ones in results/: nothing else in the bucket
+    assert _granted(resources, "S3TriggerFunction", "s3:") == {
         f"{BUCKET_OBJECTS}/requests/*": {"s3:GetObject"},
-        f"{BUCKET_OBJECTS}/images/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"},
         f"{BUCKET_OBJECTS}/results/*": {"s3:PutObject"},
     }
-    # No resource that covers requests/ (the bucket's every object, a wildcard) carries anything but reads
-    for resource, actions in granted.items():
-        if not resource.endswith(("/images/*", "/results/*")):
-            assert actions <= {"s3:GetObject"}, resource
-    # And no table, no queue: request objects are answered in results/
+    # And it queues them for the worker, on the jobs queue only, with the queue's URL in its environment
+    assert _granted(resources, "S3TriggerFunction", "sqs:") == {"GetAtt:JobsQueue.Arn": {"sqs:SendMessage"}}
+    assert _props(resources, "S3TriggerFunction")["Environment"]["Variables"]["JOBS_QUEUE_URL"] == {"Ref": "JobsQueue"}
+    # And it generates nothing: no table, no provider, no secret, no model registry
     assert _granted(resources, "S3TriggerFunction", "dynamodb:") == {}
-    assert _granted(resources, "S3TriggerFunction", "sqs:") == {}
+    statements = _statements(resources, "S3TriggerFunction")
+    assert not [a for s in statements for a in _actions(s) if a.startswith(("secretsmanager:", "bedrock:", "ssm:"))]
+    variables = _props(resources, "S3TriggerFunction")["Environment"]["Variables"]
+    assert set(variables) == {"IMAGES_BUCKET", "JOBS_QUEUE_URL"}
 
 
 def test_every_function_reads_the_openai_secret_only_when_configured(resources: dict[str, Any]) -> None:
-    for name in FUNCTIONS:
+    for name in GENERATORS:
         policies = _props(resources, name)["Policies"]
         (conditional,) = (p for p in policies if isinstance(p, dict) and p.get("Fn::If", [None])[0] == "HasOpenAIKey")
         condition, when_set, when_unset = conditional["Fn::If"]
@@ -570,7 +573,7 @@ def test_every_function_reads_the_openai_secret_only_when_configured(resources: 
 def test_every_function_reads_the_azure_openai_secret_only_when_configured_and_gets_its_settings(
     resources: dict[str, Any],
 ) -> None:
-    for name in FUNCTIONS:
+    for name in GENERATORS:
         props = _props(resources, name)
         (conditional,) = (p for p in props["Policies"] if isinstance(p, dict) and p.get("Fn::If", [None])[0] == "HasAzureOpenAIKey")
         _, when_set, when_unset = conditional["Fn::If"]
@@ -607,7 +610,7 @@ def test_every_function_invokes_exactly_the_served_bedrock_models_and_reads_only
     from imagegen.models import BEDROCK_MODELS
 
     conditions = template["Conditions"]
-    for name in FUNCTIONS:
+    for name in GENERATORS:
         variables = _props(resources, name)["Environment"]["Variables"]
         assert variables["BEDROCK_MODELS"]["Fn::If"][0] == "HasBedrock", name
         assert variables["MODEL_REGISTRY_PARAMETER"]["Fn::If"][0] == "HasModelRegistryParameter", name

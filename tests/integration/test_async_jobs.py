@@ -18,7 +18,7 @@ from devtools.poller import S3RequestWatcher, sqs_event
 from functions.api import app as api
 from functions.s3_trigger import app as s3_trigger
 from functions.worker import app as worker
-from tests.conftest import EVENTS, job_event, load_event
+from tests.conftest import EVENTS, clear_caches, job_event, load_event
 
 pytestmark = pytest.mark.integration
 
@@ -153,41 +153,114 @@ def test_sqs_sample_event_file(job_resources, local_s3, s3, lambda_context) -> N
     assert manifest(s3, local_s3.bucket, f"results/{second}.json")["status"] == "failed"
 
 
+def test_a_producers_result_key_gets_the_manifest_even_when_the_message_is_invalid(job_resources, local_s3, s3, lambda_context) -> None:
+    # Given two messages naming where their manifests go: one good, one with a bad option
+    where = f"results/producer-{uuid.uuid4().hex[:6]}"
+    good = sqs_record({"prompt": "a fox", "model": "local", "size": "256x256", "result_key": f"{where}/good.json"})
+    bad = sqs_record({"prompt": "a fox", "n": "many", "resultKey": f"{where}/bad.json", "id": f"bad-{uuid.uuid4().hex[:6]}"})
+    event = json.loads((EVENTS / "sqs.json").read_text())
+    event["Records"] = [good, bad]
+    assert worker.lambda_handler(event, lambda_context) == {"batchItemFailures": []}
+    # Then each manifest is where the producer said, the failure naming the bad field
+    assert manifest(s3, local_s3.bucket, f"{where}/good.json")["status"] == "succeeded"
+    failed = manifest(s3, local_s3.bucket, f"{where}/bad.json")
+    assert (failed["status"], failed["error"]["param"], failed["id"]) == ("failed", "n", json.loads(bad["body"])["id"])
+
+
 def requests_listing(s3, bucket: str) -> set[str]:
     return {obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket, Prefix="requests/").get("Contents", [])}
 
 
-def test_s3_request_object_produces_images_and_a_manifest(local_s3, s3, lambda_context) -> None:
+def s3_watcher(s3, bucket: str, lambda_context) -> S3RequestWatcher:
+    """The bucket's notification to the trigger, in-process, for objects written from now on."""
+    watcher = S3RequestWatcher(s3, bucket, lambda event: s3_trigger.lambda_handler(event, lambda_context), region="us-east-1")
+    watcher.prime()
+    return watcher
+
+
+def test_s3_request_object_is_queued_then_produces_images_and_a_manifest(
+    job_resources, worker_poller, local_s3, s3, lambda_context, monkeypatch
+) -> None:
+    # Given a request object, and a trigger that (as deployed) knows the queue but no table
     name = f"batch {uuid.uuid4().hex[:6]}/fox.json"
+    watcher = s3_watcher(s3, local_s3.bucket, lambda_context)
     s3.put_object(Bucket=local_s3.bucket, Key=f"requests/{name}", Body=json.dumps({"prompt": "a fox", "size": "256x256", "n": 2}))
     before = requests_listing(s3, local_s3.bucket)
-    watcher = S3RequestWatcher(s3, local_s3.bucket, lambda event: s3_trigger.lambda_handler(event, lambda_context), region="us-east-1")
-    assert watcher.scan_once() >= 1
+    with monkeypatch.context() as trigger_env:
+        trigger_env.delenv("JOBS_TABLE")
+        assert watcher.scan_once() == 1
+    clear_caches()  # both handlers run in this process: the worker builds its own job service, with the table
+    # Then the trigger generated nothing itself: the job waits in the queue
+    assert not s3.list_objects_v2(Bucket=local_s3.bucket, Prefix=f"results/{name}").get("KeyCount")
+    # When the worker runs the queue
+    worker_poller.drain()
+    # Then the manifest is at results/<same key>, with the images, and the job is readable by its id
     result = manifest(s3, local_s3.bucket, f"results/{name}")
     assert result["status"] == "succeeded" and len(result["images"]) == 2
     for image in result["images"]:
         data = s3.get_object(Bucket=local_s3.bucket, Key=image["key"])["Body"].read()
         assert png_size(data) == (256, 256) and image["bytes"] == len(data)
+    status, view, _ = call_api(job_event(result["id"]), lambda_context)
+    assert (status, view["status"], len(view["data"])) == (200, "succeeded", 2)
     assert requests_listing(s3, local_s3.bucket) == before  # the code wrote nothing under requests/
 
 
-def test_malformed_request_object_gets_an_error_manifest(local_s3, s3, lambda_context) -> None:
+def test_a_duplicate_notification_is_one_job_and_a_new_write_another(
+    job_resources, worker_poller, local_s3, s3, lambda_context, openai_env
+) -> None:
+    # Given one write of a request object, notified twice (S3 delivers at least once)
+    key = f"requests/dup-{uuid.uuid4().hex[:6]}.json"
+    s3.put_object(Bucket=local_s3.bucket, Key=key, Body=json.dumps({"prompt": f"dup {key}", "model": "dall-e-2", "size": "256x256"}))
+    event = copy.deepcopy(json.loads((EVENTS / "s3_put.json").read_text()))
+    event["Records"][0]["s3"]["bucket"]["name"] = local_s3.bucket
+    event["Records"][0]["s3"]["object"]["key"] = key
+    first = s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]
+    again = s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]
+    assert first == again and first["status"] == "queued"
+    worker_poller.drain()
+    # Then the provider was asked once
+    assert sum(1 for request in openai_env.requests if request["json"]["prompt"] == f"dup {key}") == 1
+    # And a new write of the key (a new sequencer) is a new job
+    event["Records"][0]["s3"]["object"]["sequencer"] = "0055AED6DCD90281F0"
+    third = s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]
+    assert third["id"] != first["id"]
+    worker_poller.drain()
+    assert sum(1 for request in openai_env.requests if request["json"]["prompt"] == f"dup {key}") == 2
+    assert manifest(s3, local_s3.bucket, key.replace("requests/", "results/", 1))["id"] == third["id"]
+
+
+def test_a_request_object_failing_transiently_is_retried_by_the_queue(openai_jobs, worker_poller, local_s3, s3, lambda_context) -> None:
+    # Given a provider that answers 500 once for this prompt, then works (and no in-call retries)
+    key = f"requests/retry-{uuid.uuid4().hex[:6]}.json"
+    watcher = s3_watcher(s3, local_s3.bucket, lambda_context)
+    s3.put_object(Bucket=local_s3.bucket, Key=key, Body=json.dumps({"prompt": f"flaky:1:{key}", "model": "dall-e-2", "size": "256x256"}))
+    assert watcher.scan_once() == 1
+    # When the worker runs the queue (the message comes back after the visibility timeout)
+    worker_poller.drain()
+    # Then the object got its images on the second delivery, not a failed manifest
+    result = manifest(s3, local_s3.bucket, key.replace("requests/", "results/", 1))
+    assert (result["status"], result["attempts"]) == ("succeeded", 2)
+
+
+def test_malformed_request_object_gets_an_error_manifest_at_once(job_resources, local_s3, s3, lambda_context) -> None:
     name = f"broken-{uuid.uuid4().hex[:6]}.json"
     s3.put_object(Bucket=local_s3.bucket, Key=f"requests/{name}", Body=b'{"prompt": "a fox", "n": "many"}')
     event = json.loads((EVENTS / "s3_put.json").read_text())
     event["Records"][0]["s3"]["bucket"]["name"] = local_s3.bucket
     event["Records"][0]["s3"]["object"]["key"] = f"requests/{name}"
-    assert s3_trigger.lambda_handler(event, lambda_context) == {"results": {f"requests/{name}": "failed"}}
+    (answer,) = s3_trigger.lambda_handler(event, lambda_context)["jobs"].values()
+    assert answer["status"] == "failed"
     result = manifest(s3, local_s3.bucket, f"results/{name}")
     assert (result["status"], result["error"]["param"]) == ("failed", "n")
 
 
-def test_s3_sample_event_with_url_encoded_key(local_s3, s3, lambda_context) -> None:
+def test_s3_sample_event_with_url_encoded_key(job_resources, worker_poller, local_s3, s3, lambda_context) -> None:
     event = json.loads((EVENTS / "s3_put.json").read_text())
     event["Records"][0]["s3"]["bucket"]["name"] = local_s3.bucket
     key = "requests/sample fox request.json"  # arrives as requests/sample+fox+request.json
     s3.put_object(Bucket=local_s3.bucket, Key=key, Body=(EVENTS / key).read_bytes())
-    assert s3_trigger.lambda_handler(event, lambda_context) == {"results": {key: "succeeded"}}
+    assert s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]["status"] == "queued"
+    worker_poller.drain()
     assert len(manifest(s3, local_s3.bucket, "results/sample fox request.json")["images"]) == 2
 
 

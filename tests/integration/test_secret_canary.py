@@ -137,12 +137,17 @@ def test_the_provider_key_reaches_the_provider_and_nothing_else(
     statuses = [_call_api(job_event(job_id), lambda_context, responses)[1]["status"] for job_id in job_ids]
     assert statuses == ["succeeded", "failed"]
 
-    # And request objects through the S3 trigger, one good, one refused by the provider (401)
+    # And request objects through the S3 trigger and the worker, one good, one refused by the provider (401)
     batch = f"canary-{uuid.uuid4().hex[:8]}"
     for name, prompt in (("good.json", "a canary heron"), ("refused.json", "fail:401")):
         key = f"requests/{batch}/{name}"
         s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({"prompt": prompt, "model": "dall-e-2", "size": "256x256"}))
         s3_trigger.lambda_handler(_s3_event(bucket, key), lambda_context)
+    worker_poller.drain()
+    manifests = [
+        json.loads(s3.get_object(Bucket=bucket, Key=f"results/{batch}/{name}")["Body"].read()) for name in ("good.json", "refused.json")
+    ]
+    assert [m["status"] for m in manifests] == ["succeeded", "failed"]
 
     # Then the provider did get the key, on every call (so the searches below could have found it)
     assert len(fake_openai.requests) >= len(PROVIDER_FAILURES) + 6

@@ -1,8 +1,10 @@
-"""Asynchronous jobs: the API queues them, the SQS worker and the S3 trigger run them, the API reports them.
+"""Asynchronous jobs: the API and the S3 trigger queue them, the SQS worker runs them, the API reports them.
 
 Every accepted job ends as a result (``status: succeeded`` + ``results/`` manifest), a recorded failure
 (``status: failed``), or, after the queue's ``maxReceiveCount`` transient failures, in the dead-letter queue
-(recorded as failed too). A permanent error (bad options, content policy) is recorded and never retried.
+(recorded as failed too). A permanent error (bad options, content policy) is recorded and never retried. Request
+objects under ``requests/`` go through the same queue, so they share its retries, dead-letter queue and the
+worker's concurrency cap (a burst of objects waits in the queue instead of failing as provider 429s).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from imagegen.errors import ImageGenError, JobNotFoundError, QueueError, invalid
 from imagegen.observability import logger
 from imagegen.options import (
     JOB_ID_PATTERN,
+    RESULTS_PREFIX,
     ErrorDetail,
     ImageGenerationRequest,
     ImageJobRequest,
@@ -31,6 +34,7 @@ from imagegen.options import (
     JobView,
     StoredImage,
     Usage,
+    validate_result_key,
 )
 from imagegen.service import ImageService, get_service
 from imagegen.settings import get_settings
@@ -40,7 +44,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 REQUESTS_PREFIX = "requests/"
-RESULTS_PREFIX = "results/"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -194,22 +197,23 @@ class JobService:
         try:
             request = ImageJobRequest.model_validate_json(body)
         except ValidationError as exc:
-            job_id = _id_in(body) or message_id
-            job = self.table.begin(job_id, created=sent_at)
-            return self._record(job, failed=invalid_request_from(exc.errors())) if job else None
+            job_id, manifest_key = _declared_in(body)
+            job = self.table.begin(job_id or message_id, created=sent_at)
+            return self._record(job, failed=invalid_request_from(exc.errors()), manifest_key=manifest_key) if job else None
         job_id = request.id or message_id
         job = self.table.begin(job_id, created=sent_at)
         if job is None:
             logger.info("job already finished; redelivered message acknowledged", extra={"job_id": job_id})
             return None
         job = job.model_copy(update={"model": request.model or job.model})
+        manifest_key = request.result_key
         try:
             generation = self.images.produce(request, request_id=job_id, deadline=deadline, when=sent_at)
         except ImageGenError as error:
             if error.retryable and receive_count < self.max_receive_count:
                 self.table.save(job.model_copy(update={"status": "queued", "error": ErrorDetail(**error.body()["error"])}))
                 raise
-            self._record(job, failed=error)
+            self._record(job, failed=error, manifest_key=manifest_key)
             if error.retryable:
                 raise  # the last attempt: recorded as failed, and the message goes on to the dead-letter queue
             return job
@@ -217,28 +221,31 @@ class JobService:
             job.model_copy(update={"model": generation.plan.model.id, "response_format": generation.plan.response_format}),
             images=list(generation.images),
             usage=generation.usage,
+            manifest_key=manifest_key,
         )
 
-    def run_request_object(self, key: str, *, created: dt.datetime, deadline: Deadline) -> Job:
-        """One request object under ``requests/``: the manifest goes to ``results/<same relative key>``, success or
-        not (a malformed object is answered, not retried)."""
+    def queue_request_object(self, key: str, *, created: dt.datetime, sequencer: str | None) -> Job:
+        """One request object under ``requests/``: queued as a job whose manifest goes to ``results/<same relative
+        key>``. A malformed object is answered there at once (``failed``), never queued nor retried.
+
+        Without an ``id`` in the object, the job's id is its key plus the notification's ``sequencer``: a duplicate
+        notification of one write is one job (the worker acknowledges a finished id), a new write of the key another.
+        """
+        assert self.queue is not None, "request objects need the jobs queue (JOBS_QUEUE_URL)"
         relative = key.removeprefix(REQUESTS_PREFIX)
         manifest_key = RESULTS_PREFIX + relative
-        body = self.images.store.get(key)
-        fallback_id = _UNSAFE.sub("-", relative.removesuffix(".json"))[:64] or "request"
-        job = Job(id=fallback_id, status="running", created=_seconds(created), updated=_seconds(self.clock()), attempts=1)
+        now = _seconds(self.clock())
+        suffix = _UNSAFE.sub("", sequencer or "")[-16:]
+        fallback_id = "-".join(filter(None, (_UNSAFE.sub("-", relative.removesuffix(".json"))[: 63 - len(suffix)], suffix)))
+        job = Job(id=fallback_id or "request", status="queued", created=_seconds(created), updated=now)
         try:
-            request = ImageJobRequest.model_validate_json(body)
-            job = job.model_copy(update={"id": request.id or fallback_id, "model": request.model})
-            generation = self.images.produce(request, request_id=job.id, deadline=deadline, when=created)
+            request = ImageJobRequest.model_validate_json(self.images.store.get(key))
+            job = job.model_copy(update={"id": request.id or job.id, "model": request.model})
+            message = ImageJobRequest.model_validate({**request.model_dump(exclude_none=True), "id": job.id, "result_key": manifest_key})
         except ValidationError as exc:
             return self._record(job, failed=invalid_request_from(exc.errors()), manifest_key=manifest_key)
-        except ImageGenError as error:
-            return self._record(job, failed=error, manifest_key=manifest_key)
-        update = {"model": generation.plan.model.id, "response_format": generation.plan.response_format}
-        return self._record(
-            job.model_copy(update=update), images=list(generation.images), usage=generation.usage, manifest_key=manifest_key
-        )
+        self.queue.send(message)
+        return job
 
     def _record(
         self,
@@ -249,7 +256,8 @@ class JobService:
         usage: Usage | None = None,
         manifest_key: str | None = None,
     ) -> Job:
-        """Write the results manifest, then the table: a reader who sees ``succeeded`` finds the manifest."""
+        """Write the results manifest, then the table (when there is one): a reader who sees ``succeeded`` finds the
+        manifest."""
         now = _seconds(self.clock())
         if failed is not None:
             logger.info("job failed", extra={"job_id": job.id, "code": failed.code, "retryable": failed.retryable})
@@ -258,7 +266,7 @@ class JobService:
             update = {"status": "succeeded", "updated": now, "images": images or [], "usage": usage, "error": None, "retryable": False}
             done = job.model_copy(update=update)
         self.images.store.put_json(manifest_key or f"{RESULTS_PREFIX}{job.id}.json", done.model_dump_json(indent=2))
-        if manifest_key is None and self.table is not None:
+        if self.table is not None:
             self.table.save(done)
         return done
 
@@ -269,13 +277,19 @@ def _failed(job: Job, error: ImageGenError, now: int) -> Job:
     )
 
 
-def _id_in(body: str) -> str | None:
-    """The caller's job id from a message that failed validation, if one can be read."""
+def _declared_in(body: str) -> tuple[str | None, str | None]:
+    """The caller's job id and manifest key from a message that failed validation, each where it is valid: the
+    failure is answered where the caller looks for it."""
     try:
-        value = json.loads(body).get("id")
+        fields = json.loads(body)
+        job_id, key = fields.get("id"), fields.get("result_key", fields.get("resultKey"))
     except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) and _JOB_ID.match(value) else None
+        return None, None
+    try:
+        manifest_key = validate_result_key(key) if isinstance(key, str) else None
+    except ValueError:
+        manifest_key = None
+    return (job_id if isinstance(job_id, str) and _JOB_ID.match(job_id) else None), manifest_key
 
 
 @lru_cache(maxsize=1)

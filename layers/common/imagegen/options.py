@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -141,6 +142,22 @@ class ErrorResponse(BaseModel):
 
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+RESULTS_PREFIX = "results/"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_result_key(key: str) -> str:
+    """``results/<path>.json``: no empty, "." or ".." segment, no control character, at most 1024 bytes (S3's limit)."""
+    segments = key.removeprefix(RESULTS_PREFIX).split("/")
+    if (
+        not key.startswith(RESULTS_PREFIX)
+        or not key.endswith(".json")
+        or len(key.encode()) > 1024
+        or _CONTROL.search(key)
+        or any(segment in ("", ".", "..") for segment in segments)
+    ):
+        raise ValueError("must be an S3 key 'results/<path>.json' (no empty, '.' or '..' segment, no control character)")
+    return key
 
 
 class ImageJobRequest(ImageGenerationRequest):
@@ -149,6 +166,12 @@ class ImageJobRequest(ImageGenerationRequest):
 
     id: Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)] | None = Field(
         default=None, description="Caller-chosen job id (letters, digits, '-', '_'; at most 64); default: generated."
+    )
+    result_key: Annotated[str, AfterValidator(validate_result_key)] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("result_key", "resultKey"),
+        description="Where the job's manifest goes, 'results/<path>.json'; default: 'results/<id>.json'. "
+        "A request object's is 'results/<its key under requests/>'.",
     )
 
 
