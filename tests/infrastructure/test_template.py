@@ -908,11 +908,21 @@ def test_every_reference_resolves_in_both_auth_modes(request: pytest.FixtureRequ
         assert not unknown, (name, unknown)
 
 
-def test_key_failures_answer_in_the_openai_shape(resources: dict[str, Any]) -> None:
-    responses = _props(resources, "ImageApi")["GatewayResponses"]
-    for kind, status in (("UNAUTHORIZED", "401"), ("INVALID_API_KEY", "403"), ("QUOTA_EXCEEDED", "429")):
-        assert responses[kind]["StatusCode"] == status
-        assert '"error"' in responses[kind]["ResponseTemplates"]["application/json"]
+def test_key_failures_answer_in_the_openai_shape_and_only_with_api_keys(
+    transformed: dict[str, Any], transformed_iam: dict[str, Any]
+) -> None:
+    responses = _rest_api(transformed)["Body"]["x-amazon-apigateway-gateway-responses"]
+    for kind, status, code in (
+        ("UNAUTHORIZED", "401", "invalid_api_key"),
+        ("INVALID_API_KEY", "403", "invalid_api_key"),
+        ("QUOTA_EXCEEDED", "429", "insufficient_quota"),
+    ):
+        assert responses[kind]["statusCode"] == status
+        assert _gateway_error(responses[kind])["code"] == code
+    # Under IAM no answer speaks of API keys: those types fall back to DEFAULT_4XX and API Gateway's message
+    iam = _rest_api(transformed_iam)["Body"]["x-amazon-apigateway-gateway-responses"]
+    assert not {"UNAUTHORIZED", "INVALID_API_KEY", "QUOTA_EXCEEDED"} & set(iam)
+    assert all("API key" not in response["responseTemplates"]["application/json"] for response in iam.values())
 
 
 def test_the_authorizer_has_no_permissions_and_no_configuration(resources: dict[str, Any]) -> None:
