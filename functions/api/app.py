@@ -34,6 +34,16 @@ app.configure_openapi(
 app.enable_swagger(path="/docs")
 
 
+def caller() -> str:
+    """Who sent the current request (imagegen.auth.caller_scope): its IAM principal under AuthMode IAM, else its key."""
+    identity = app.current_event.request_context.get("identity") or {}  # absent from some hand-made events
+    return caller_scope(
+        authorization=app.current_event.headers.get("authorization"),
+        user_arn=identity.get("userArn"),
+        cognito_identity_id=identity.get("cognitoIdentityId"),
+    )
+
+
 @app.post(
     "/v1/images/generations",
     summary=(
@@ -59,11 +69,8 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return Response(200, content_types.APPLICATION_JSON, service.generate(request, request_id=request_id, deadline=deadline))
-    client = caller_scope(
-        authorization=app.current_event.headers.get("authorization"), user_arn=app.current_event.request_context.identity.user_arn
-    )
     answer, replayed = generate_idempotently(
-        request, key=key, client=client, request_id=request_id, deadline=deadline, context=app.lambda_context
+        request, key=key, client=caller(), request_id=request_id, deadline=deadline, context=app.lambda_context
     )
     return Response(200, content_types.APPLICATION_JSON, answer, {"Idempotent-Replayed": "true" if replayed else "false"})
 

@@ -82,16 +82,16 @@ def test_keys_are_scoped_to_the_callers_api_key(env, lambda_context) -> None:
     assert provider_calls(env, prompt) == 2
 
 
-def test_keys_are_scoped_to_the_iam_principal_whatever_its_signature_or_session(env, lambda_context) -> None:
-    # Given a role's two sessions (two tasks of one service), each request signed afresh
+def test_keys_are_scoped_to_the_iam_principal_whatever_its_signature(env, lambda_context) -> None:
+    # Given one principal retrying, each request signed afresh (its Authorization header differs every time)
     key, prompt = str(uuid.uuid4()), f"idem {uuid.uuid4()}"
-    role = "arn:aws:sts::123456789012:assumed-role/image-client"
-    first = call(lambda_context, key, "AWS4-HMAC-SHA256 Credential=AKIA1/x, Signature=aa", f"{role}/task-1", prompt=prompt)
-    again = call(lambda_context, key, "AWS4-HMAC-SHA256 Credential=AKIA2/x, Signature=bb", f"{role}/task-2", prompt=prompt)
-    # Then the retry from the other session is a replay of the role's first request
+    principal = "arn:aws:sts::123456789012:assumed-role/image-client/orders-service"
+    first = call(lambda_context, key, "AWS4-HMAC-SHA256 Credential=AKIA1/x, Signature=aa", principal, prompt=prompt)
+    again = call(lambda_context, key, "AWS4-HMAC-SHA256 Credential=AKIA1/x, Signature=bb", principal, prompt=prompt)
+    # Then the retry is a replay
     assert (first[0], again[0], again[2]["Idempotent-Replayed"]) == (200, 200, "true")
-    # And another principal with the same key and body gets its own generation
-    other = call(lambda_context, key, None, "arn:aws:iam::123456789012:user/someone-else", prompt=prompt)
+    # And another session of the same role (another person behind a shared role) gets its own generation
+    other = call(lambda_context, key, None, "arn:aws:sts::123456789012:assumed-role/image-client/someone-else", prompt=prompt)
     assert (other[0], other[2]["Idempotent-Replayed"]) == (200, "false")
     assert provider_calls(env, prompt) == 2
 

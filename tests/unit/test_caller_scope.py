@@ -23,12 +23,21 @@ def test_an_iam_caller_is_its_principal_never_its_signature_header() -> None:
     assert scope != caller_scope(authorization=None, user_arn="arn:aws:iam::123456789012:user/bob")
 
 
-def test_an_assumed_role_is_one_caller_across_its_sessions() -> None:
-    assert caller_scope(authorization=None, user_arn=f"{ROLE}/task-1") == caller_scope(authorization=None, user_arn=f"{ROLE}/task-2")
-    assert caller_scope(authorization=None, user_arn=f"{ROLE}/task-1") != caller_scope(
-        authorization=None, user_arn="arn:aws:sts::123456789012:assumed-role/other-role/task-1"
-    )
+def test_the_sessions_of_one_role_are_different_callers() -> None:
+    # IAM Identity Center: one role per permission set, the user in the session name
+    alice = caller_scope(authorization=None, user_arn="arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Dev_1a2b/alice@example.com")
+    bob = caller_scope(authorization=None, user_arn="arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Dev_1a2b/bob@example.com")
+    assert alice != bob
     # The same role name in another account is another caller
     assert caller_scope(authorization=None, user_arn=f"{ROLE}/s") != caller_scope(
         authorization=None, user_arn="arn:aws:sts::210987654321:assumed-role/image-client/s"
     )
+
+
+def test_cognito_identity_pool_users_behind_one_role_are_different_callers() -> None:
+    # A Cognito identity pool signs every user as one role with one session name
+    arn = f"{ROLE}/CognitoIdentityCredentials"
+    first = caller_scope(authorization=None, user_arn=arn, cognito_identity_id="us-east-1:0000-aaaa")
+    second = caller_scope(authorization=None, user_arn=arn, cognito_identity_id="us-east-1:0000-bbbb")
+    assert first != second
+    assert first == caller_scope(authorization=None, user_arn=arn, cognito_identity_id="us-east-1:0000-aaaa")

@@ -13,9 +13,6 @@ import re
 
 # API Gateway API keys: 20-128 characters; we accept the printable token characters of RFC 6750.
 _BEARER = re.compile(r"^Bearer\s+([A-Za-z0-9._~+/=-]{20,128})\s*$", re.IGNORECASE)
-# An assumed role's ARN ends in a session name that changes with the process holding it (a Lambda, an ECS task):
-# the role is the caller.
-_ASSUMED_ROLE = re.compile(r"^(arn:[^:]+:sts::\d{12}:assumed-role/[^/]+)/[^/]+$")
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -29,13 +26,16 @@ def key_fingerprint(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def caller_scope(*, authorization: str | None, user_arn: str | None) -> str:
-    """A stable, non-reversible name for the caller, to keep per-caller state apart (idempotency records).
+def caller_scope(*, authorization: str | None, user_arn: str | None, cognito_identity_id: str | None = None) -> str:
+    """A stable, non-reversible name for the caller, to keep per-caller state apart (idempotency records, jobs).
 
     ``user_arn`` is ``requestContext.identity.userArn``: API Gateway sets it, from a verified signature, only
-    under AuthMode IAM, and a client cannot forge it. Otherwise the caller is its API key (the usage plan has
-    already refused unknown ones), or "anonymous" where no auth is configured (the local stack by default)."""
+    under AuthMode IAM, and a client cannot forge it. It is the whole ARN, session name included: the sessions
+    of one role may be different people (IAM Identity Center users of one permission set), so they are not
+    merged. A Cognito identity pool signs every user with one role and one session name: its identity id tells
+    them apart. Otherwise the caller is its API key (the usage plan has already refused unknown ones), or
+    "anonymous" where no auth is configured (the local stack by default)."""
     if user_arn:
-        role = _ASSUMED_ROLE.match(user_arn)
-        return "iam-" + hashlib.sha256((role.group(1) if role else user_arn).encode()).hexdigest()[:16]
+        principal = f"{user_arn}|{cognito_identity_id or ''}"
+        return "iam-" + hashlib.sha256(principal.encode()).hexdigest()[:16]
     return key_fingerprint(bearer_key(authorization) or "anonymous")
