@@ -31,8 +31,9 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
             logger.warning("ignoring an object outside requests/", extra={"key": key})
             continue
         created = dt.datetime.fromisoformat(record.event_time.replace("Z", "+00:00"))
-        # S3 puts a sequencer on every ObjectCreated record; .get keeps hand-written events working without one
-        job = jobs.queue_request_object(key, created=created, sequencer=record.s3.get_object.get("sequencer"))
+        # S3 puts a sequencer on every ObjectCreated record; a hand-written event may only have the ETag
+        written = record.s3.get_object.get("sequencer") or record.s3.get_object.get("eTag")
+        job = jobs.queue_request_object(key, created=created, sequencer=written)
         logger.info("request object handled", extra={"key": key, "job_id": job.id, "status": job.status})
         handled[key] = {"id": job.id, "status": job.status}
     return {"jobs": handled}

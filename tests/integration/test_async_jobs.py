@@ -208,25 +208,56 @@ def test_s3_request_object_is_queued_then_produces_images_and_a_manifest(
 def test_a_duplicate_notification_is_one_job_and_a_new_write_another(
     job_resources, worker_poller, local_s3, s3, lambda_context, openai_env
 ) -> None:
-    # Given one write of a request object, notified twice (S3 delivers at least once)
+    # Given one write of a request object that names its own id, notified twice (S3 delivers at least once)
     key = f"requests/dup-{uuid.uuid4().hex[:6]}.json"
-    s3.put_object(Bucket=local_s3.bucket, Key=key, Body=json.dumps({"prompt": f"dup {key}", "model": "dall-e-2", "size": "256x256"}))
+    prompt = f"dup {key}"
+    s3.put_object(
+        Bucket=local_s3.bucket, Key=key, Body=json.dumps({"id": "catalog-4711", "prompt": prompt, "model": "dall-e-2", "size": "256x256"})
+    )
     event = copy.deepcopy(json.loads((EVENTS / "s3_put.json").read_text()))
     event["Records"][0]["s3"]["bucket"]["name"] = local_s3.bucket
     event["Records"][0]["s3"]["object"]["key"] = key
     first = s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]
     again = s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]
-    assert first == again and first["status"] == "queued"
+    assert first == again and first["status"] == "queued" and first["id"].startswith("catalog-4711-")
     worker_poller.drain()
     # Then the provider was asked once
-    assert sum(1 for request in openai_env.requests if request["json"]["prompt"] == f"dup {key}") == 1
-    # And a new write of the key (a new sequencer) is a new job
+    assert [r["json"]["prompt"] for r in openai_env.requests].count(prompt) == 1
+    # And a new write of the key (a new sequencer), with a new prompt and the same id, is a new job
+    s3.put_object(
+        Bucket=local_s3.bucket,
+        Key=key,
+        Body=json.dumps({"id": "catalog-4711", "prompt": f"{prompt} v2", "model": "dall-e-2", "size": "256x256"}),
+    )
     event["Records"][0]["s3"]["object"]["sequencer"] = "0055AED6DCD90281F0"
     third = s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]
     assert third["id"] != first["id"]
+    # And another key naming the same id is another job too
+    other_key = key.replace("dup-", "dup-other-")
+    s3.put_object(
+        Bucket=local_s3.bucket,
+        Key=other_key,
+        Body=json.dumps({"id": "catalog-4711", "prompt": f"{prompt} other", "model": "dall-e-2", "size": "256x256"}),
+    )
+    event["Records"][0]["s3"]["object"]["key"] = other_key
+    fourth = s3_trigger.lambda_handler(event, lambda_context)["jobs"][other_key]
+    assert fourth["id"] not in (first["id"], third["id"])
     worker_poller.drain()
-    assert sum(1 for request in openai_env.requests if request["json"]["prompt"] == f"dup {key}") == 2
-    assert manifest(s3, local_s3.bucket, key.replace("requests/", "results/", 1))["id"] == third["id"]
+    prompts = [r["json"]["prompt"] for r in openai_env.requests]
+    assert (prompts.count(prompt), prompts.count(f"{prompt} v2"), prompts.count(f"{prompt} other")) == (1, 1, 1)
+    rewritten = manifest(s3, local_s3.bucket, key.replace("requests/", "results/", 1))
+    assert (rewritten["id"], rewritten["status"]) == (third["id"], "succeeded")
+    assert manifest(s3, local_s3.bucket, other_key.replace("requests/", "results/", 1))["id"] == fourth["id"]
+
+
+def test_a_key_that_cannot_name_a_manifest_is_refused_without_writing(job_resources, local_s3, s3, lambda_context) -> None:
+    # (SeaweedFS refuses such a key outright; S3 takes it, so the notification can arrive)
+    key = f"requests/odd-{uuid.uuid4().hex[:6]}/../x.json"
+    event = json.loads((EVENTS / "s3_put.json").read_text())
+    event["Records"][0]["s3"]["bucket"]["name"] = local_s3.bucket
+    event["Records"][0]["s3"]["object"]["key"] = key
+    assert s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]["status"] == "failed"
+    assert not s3.list_objects_v2(Bucket=local_s3.bucket, Prefix=key.replace("requests/", "results/", 1).split("/..")[0]).get("KeyCount")
 
 
 def test_a_request_object_failing_transiently_is_retried_by_the_queue(openai_jobs, worker_poller, local_s3, s3, lambda_context) -> None:

@@ -42,7 +42,10 @@ def test_job_message_takes_an_id_and_refuses_unsafe_ones() -> None:
             ImageJobRequest.model_validate({"prompt": "x", "id": bad})
 
 
-@pytest.mark.parametrize("key", ["results/a.json", "results/batch 7/café fox.json", "results/x/y/z.json", "results/a..b.json"])
+@pytest.mark.parametrize(
+    "key",
+    ["results/a.json", "results/batch 7/café fox.json", "results/x/y/z.json", "results/a..b.json", "results/a//b.json", "results/./a.json"],
+)
 def test_job_message_takes_a_result_key_under_results(key: str) -> None:
     assert ImageJobRequest.model_validate({"prompt": "x", "resultKey": key}).result_key == key
     assert ImageJobRequest.model_validate({"prompt": "x", "result_key": key}).result_key == key
@@ -56,8 +59,6 @@ def test_job_message_takes_a_result_key_under_results(key: str) -> None:
         "results/a.png",
         "results/.json/..",
         "results/../requests/a.json",
-        "results/./a.json",
-        "results//a.json",
         "results/a\nb.json",
         "results/" + "é" * 600 + ".json",  # over S3's 1024 bytes
         "../results/a.json",

@@ -10,6 +10,7 @@ worker's concurrency cap (a burst of objects waits in the queue instead of faili
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from imagegen.deadline import Deadline
-from imagegen.errors import ImageGenError, JobNotFoundError, QueueError, invalid_request_from
+from imagegen.errors import ImageGenError, InvalidRequestError, JobNotFoundError, QueueError, invalid_request_from
 from imagegen.observability import logger
 from imagegen.options import (
     JOB_ID_PATTERN,
@@ -228,23 +229,26 @@ class JobService:
         """One request object under ``requests/``: queued as a job whose manifest goes to ``results/<same relative
         key>``. A malformed object is answered there at once (``failed``), never queued nor retried.
 
-        Without an ``id`` in the object, the job's id is its key plus the notification's ``sequencer``: a duplicate
-        notification of one write is one job (the worker acknowledges a finished id), a new write of the key another.
+        The job id is the object's ``id`` (or its key), a hash of the key and the notification's ``sequencer`` (or
+        ETag): a duplicate notification of one write is one job (the worker acknowledges a finished id), another
+        write of the key, or another key with the same ``id``, is another job.
         """
-        assert self.queue is not None, "request objects need the jobs queue (JOBS_QUEUE_URL)"
+        if self.queue is None:
+            raise RuntimeError("request objects need the jobs queue: JOBS_QUEUE_URL is not set")
         relative = key.removeprefix(REQUESTS_PREFIX)
         manifest_key = RESULTS_PREFIX + relative
-        now = _seconds(self.clock())
-        suffix = _UNSAFE.sub("", sequencer or "")[-16:]
-        fallback_id = "-".join(filter(None, (_UNSAFE.sub("-", relative.removesuffix(".json"))[: 63 - len(suffix)], suffix)))
-        job = Job(id=fallback_id or "request", status="queued", created=_seconds(created), updated=now)
+        job = Job(id=_object_job_id(relative, None, sequencer), status="queued", created=_seconds(created), updated=_seconds(self.clock()))
+        try:
+            validate_result_key(manifest_key)
+        except ValueError as exc:
+            logger.warning("request object key cannot name its manifest; ignored", extra={"key": key, "reason": str(exc)})
+            return _failed(job, InvalidRequestError(f"The object key cannot name its manifest: {exc}", param="key"), job.updated)
         try:
             request = ImageJobRequest.model_validate_json(self.images.store.get(key))
-            job = job.model_copy(update={"id": request.id or job.id, "model": request.model})
-            message = ImageJobRequest.model_validate({**request.model_dump(exclude_none=True), "id": job.id, "result_key": manifest_key})
         except ValidationError as exc:
             return self._record(job, failed=invalid_request_from(exc.errors()), manifest_key=manifest_key)
-        self.queue.send(message)
+        job = job.model_copy(update={"id": _object_job_id(relative, request.id, sequencer), "model": request.model})
+        self.queue.send(request.model_copy(update={"id": job.id, "result_key": manifest_key}))
         return job
 
     def _record(
@@ -275,6 +279,14 @@ def _failed(job: Job, error: ImageGenError, now: int) -> Job:
     return job.model_copy(
         update={"status": "failed", "updated": now, "error": ErrorDetail(**error.body()["error"]), "retryable": error.retryable}
     )
+
+
+def _object_job_id(relative_key: str, declared: str | None, sequencer: str | None) -> str:
+    """``<declared id or key>-<key hash>-<sequencer>``, within JOB_ID_PATTERN's 64 characters."""
+    digest = hashlib.sha256(relative_key.encode()).hexdigest()[:8]
+    write = _UNSAFE.sub("", sequencer or "")[-16:]
+    stem = (declared or _UNSAFE.sub("-", relative_key.removesuffix(".json")) or "request")[: 62 - len(digest) - len(write)]
+    return "-".join(part for part in (stem, digest, write) if part)
 
 
 def _declared_in(body: str) -> tuple[str | None, str | None]:

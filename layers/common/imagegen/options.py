@@ -147,16 +147,16 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate_result_key(key: str) -> str:
-    """``results/<path>.json``: no empty, "." or ".." segment, no control character, at most 1024 bytes (S3's limit)."""
-    segments = key.removeprefix(RESULTS_PREFIX).split("/")
+    """``results/<path>.json``, at most 1024 bytes (S3's limit), no control character and no ".." segment (a tool
+    mirroring results/ to disk must not be led out of it)."""
     if (
         not key.startswith(RESULTS_PREFIX)
         or not key.endswith(".json")
         or len(key.encode()) > 1024
         or _CONTROL.search(key)
-        or any(segment in ("", ".", "..") for segment in segments)
+        or ".." in key.split("/")
     ):
-        raise ValueError("must be an S3 key 'results/<path>.json' (no empty, '.' or '..' segment, no control character)")
+        raise ValueError("must be an S3 key 'results/<path>.json' (no '..' segment, no control character, at most 1024 bytes)")
     return key
 
 
