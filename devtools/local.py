@@ -18,6 +18,8 @@ Authorization, as template.yaml's ``AuthMode`` (environment of ``make local``):
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import os
 import signal
@@ -30,11 +32,21 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from devtools.aws_local import JobResources, MotoServer, create_job_resources
-from devtools.front import AUTH_MODES, ApiGatewayFront, AuthMode, ErrorBody, GatewayError, build_event, parse_proxy_response
+from devtools.front import (
+    AUTH_MODES,
+    ApiGatewayFront,
+    AuthMode,
+    ErrorBody,
+    GatewayError,
+    aws_error_body,
+    build_event,
+    parse_proxy_response,
+)
 from devtools.poller import S3RequestWatcher, SqsPoller
 from devtools.procs import LOOPBACK, StartupError
 from devtools.rie import FunctionConfig, FunctionPool, Invocation, RieProcess
 from devtools.s3server import S3Server
+from devtools.sam_template import TEMPLATE, load_template, parameter_values, resolve_language_extensions
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -59,28 +71,92 @@ MAX_RECEIVE_COUNT = 3
 NOT_IN_ENV = {"s3_trigger": frozenset({"JOBS_TABLE", "IDEMPOTENCY_TABLE"})}
 
 
-# template.yaml's GatewayResponses for the response types the local front gives: type, code and, where the template
-# writes its own, the message (None: API Gateway's). MISSING_AUTHENTICATION_TOKEN is the IAM mode's (locally
-# only IAM raises it: with keys an unknown route reaches the function, which answers 404).
-GATEWAY_RESPONSES: dict[str, tuple[str, str, str | None]] = {
-    "UNAUTHORIZED": ("invalid_request_error", "invalid_api_key", None),
-    "INVALID_API_KEY": ("invalid_request_error", "invalid_api_key", None),
-    "THROTTLED": ("rate_limit_error", "rate_limit_exceeded", None),
-    "MISSING_AUTHENTICATION_TOKEN": (
-        "invalid_request_error",
-        "missing_authentication",
-        "Missing authentication: sign the request with AWS Signature Version 4 (service execute-api), or check the method and path.",
-    ),
-    "INVALID_SIGNATURE": ("invalid_request_error", "invalid_signature", None),
-}
+# The API whose GatewayResponses the local front renders, and the variable API Gateway fills in with the error's
+# message as a JSON string (quoted and escaped).
+GATEWAY_API = "ImageApi"
+MESSAGE_STRING = "$context.error.messageString"
+DEFAULT_4XX = "DEFAULT_4XX"
+DEFAULT_5XX = "DEFAULT_5XX"
+GatewayResponses = dict[str, dict[str, Any]]
+
+
+@functools.lru_cache(maxsize=4)
+def _template_gateway_responses(path: Path, modified_ns: int) -> dict[AuthMode, GatewayResponses]:
+    """Both auth modes' GatewayResponses of the template at ``path`` (as of ``modified_ns``): parsed once per process."""
+    template = load_template(path)
+    return {mode: _resolved_gateway_responses(template, mode) for mode in AUTH_MODES}
+
+
+def _resolved_gateway_responses(template: Mapping[str, Any], auth_mode: AuthMode) -> GatewayResponses:
+    resolved = resolve_language_extensions(template, parameter_values(template, {"AuthMode": auth_mode}))
+    responses: GatewayResponses = resolved["Resources"][GATEWAY_API]["Properties"].get("GatewayResponses", {})
+    for response_type, response in responses.items():
+        # What API Gateway gets must be literal here: an intrinsic left over would be rendered as text.
+        if not isinstance(response, dict) or any(key.startswith("Fn::") or key == "Ref" for key in response):
+            raise ValueError(f"{GATEWAY_API} GatewayResponses.{response_type} does not resolve for AuthMode {auth_mode}: {response!r}")
+    return responses
+
+
+def gateway_responses(auth_mode: AuthMode, template: Path | str = TEMPLATE) -> GatewayResponses:
+    """template.yaml's ``ImageApi`` GatewayResponses as CloudFormation deploys them with this ``AuthMode``
+    (response type -> ``StatusCode``, ``ResponseTemplates``...; the ``!If`` branches taken, NoValue entries gone).
+    The template is read once per process (again if the file changes); each call gets its own copy."""
+    if auth_mode not in AUTH_MODES:
+        raise ValueError(f"auth_mode must be one of {', '.join(AUTH_MODES)}, not {auth_mode!r}")
+    path = Path(template).resolve()
+    return copy.deepcopy(_template_gateway_responses(path, path.stat().st_mtime_ns)[auth_mode])
+
+
+class TemplateErrorBody:
+    """API Gateway's own errors rendered as the deployed API renders them: the gateway response of the error's
+    type (else DEFAULT_5XX for a status >= 500, else DEFAULT_4XX), its ``application/json`` template with
+    ``$context.error.messageString`` replaced by the message as a JSON string. An ``ErrorBody`` for the front."""
+
+    def __init__(self, responses: Mapping[str, Mapping[str, Any]]) -> None:
+        self.responses = {name: dict(response) for name, response in responses.items()}
+        for name in self.responses:  # a template that does not render to JSON fails here, not at a request
+            json.loads(self.render(GatewayError(500 if name == DEFAULT_5XX else 400, 'probe "quoted" \\ message', response_type=name)))
+
+    @classmethod
+    def for_auth_mode(cls, auth_mode: AuthMode, template: Path | str = TEMPLATE) -> Self:
+        return cls(gateway_responses(auth_mode, template))
+
+    def response_for(self, error: GatewayError) -> Mapping[str, Any] | None:
+        """The gateway response that answers ``error`` (None: API Gateway's built-in one)."""
+        default = DEFAULT_5XX if error.status >= 500 else DEFAULT_4XX
+        return self.responses.get(error.response_type) or self.responses.get(default)
+
+    def render(self, error: GatewayError) -> bytes:
+        response = self.response_for(error)
+        body = (response or {}).get("ResponseTemplates", {}).get("application/json")
+        if body is None:
+            return aws_error_body(error)  # no JSON template: API Gateway's {"message": $context.error.messageString}
+        return str(body).replace(MESSAGE_STRING, json.dumps(error.message)).encode()
+
+    __call__ = render
+
+
+def gateway_error_body(auth_mode: AuthMode, template: Path | str = TEMPLATE) -> TemplateErrorBody:
+    """The ``ErrorBody`` of a stack with this ``AuthMode``, rendered from ``template``'s GatewayResponses."""
+    return TemplateErrorBody.for_auth_mode(auth_mode, template)
+
+
+@functools.cache
+def _renderers_of_both_modes() -> dict[AuthMode, TemplateErrorBody]:
+    return {mode: gateway_error_body(mode) for mode in AUTH_MODES}
 
 
 def openai_error_body(error: GatewayError) -> bytes:
-    """API Gateway's own errors in the OpenAI envelope, as template.yaml's GatewayResponses render them."""
-    default = ("api_error", None, None) if error.status >= 500 else ("invalid_request_error", None, None)
-    kind, code, message = GATEWAY_RESPONSES.get(error.response_type, default)
-    body = {"message": message or error.message, "type": kind, "param": None, "code": code}
-    return json.dumps({"error": body}).encode()
+    """For a front built without a stack, whose auth mode is not at hand: the template's rendering in the mode whose
+    gateway response of this type answers with the error's status (IAM's 403 MISSING_AUTHENTICATION_TOKEN, an
+    unsigned request, not ApiKey's 404 no-such-route), ApiKey's otherwise. A ``LocalStack`` renders with its own
+    mode (``gateway_error_body``)."""
+    renderers = _renderers_of_both_modes()
+    for renderer in renderers.values():
+        status = (renderer.responses.get(error.response_type) or {}).get("StatusCode")
+        if status is not None and str(status) == str(error.status):
+            return renderer(error)
+    return renderers["ApiKey"](error)
 
 
 def auth_settings(environ: Mapping[str, str]) -> tuple[AuthMode, list[str], dict[str, str]]:
@@ -114,7 +190,8 @@ class LocalStack:
     ``port``/``s3_port`` 0 or None pick free ports. ``passthrough`` names variables copied from this process's
     environment into the function's when set; ``extra_env`` adds or overrides function variables. ``auth_mode``
     is template.yaml's AuthMode: ``"ApiKey"`` with ``api_keys`` (none: no auth) or ``"IAM"`` with
-    ``iam_credentials`` (access key id -> secret access key; required).
+    ``iam_credentials`` (access key id -> secret access key; required). The gateway's own errors are rendered from
+    ``template``'s GatewayResponses for that mode, read once here, unless ``error_body`` renders them.
     """
 
     def __init__(
@@ -135,11 +212,12 @@ class LocalStack:
         timeout: int = 29,
         memory_mb: int = 1024,
         warm_path: str | None = "/health",
-        error_body: ErrorBody = openai_error_body,
+        error_body: ErrorBody | None = None,
         async_jobs: bool = True,
         api_keys: Iterable[str] = (),
         auth_mode: AuthMode = "ApiKey",
         iam_credentials: Mapping[str, str] | None = None,
+        template: Path | str = TEMPLATE,
     ) -> None:
         self.root = Path(root).resolve()
         self.data_dir = Path(data_dir).resolve() if data_dir else self.root / ".local"
@@ -172,7 +250,7 @@ class LocalStack:
         self.front = ApiGatewayFront(
             self._invoke,
             port=port or 0,
-            error_body=error_body,
+            error_body=error_body or gateway_error_body(auth_mode, template),
             log_path=self.log_dir / "front.log",
             api_keys=tuple(api_keys),
             auth_mode=auth_mode,
