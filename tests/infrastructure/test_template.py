@@ -898,6 +898,69 @@ def test_auth_mode_api_key_throttles_per_key_not_per_stage(transformed: dict[str
     assert transformed["Outputs"]["ApiKeyId"]["Value"] == {"Ref": "ImageApiApiKey"}
 
 
+def _condition(expression: Any, conditions: dict[str, Any], evaluating: tuple[str, ...] = ()) -> bool:
+    """A condition over literals, as the transformed template's Conditions hold them (parameters resolved):
+    Fn::Equals, Fn::Not, Fn::And, Fn::Or and {"Condition": name}."""
+    if isinstance(expression, bool):
+        return expression
+    if not (isinstance(expression, dict) and len(expression) == 1):
+        raise ValueError(f"not a condition: {expression!r}")
+    ((function, arguments),) = expression.items()
+    if function == "Condition":
+        if arguments in evaluating:
+            raise ValueError(f"circular condition: {' -> '.join([*evaluating, arguments])}")
+        if arguments not in conditions:
+            raise ValueError(f"no such condition: {arguments!r}")
+        return _condition(conditions[arguments], conditions, (*evaluating, arguments))
+    if function == "Fn::Equals":
+        left, right = arguments
+        if isinstance(left, dict | list) or isinstance(right, dict | list):
+            raise ValueError(f"Fn::Equals over something not literal: {arguments!r}")
+        return str(left) == str(right)  # CloudFormation compares strings
+    if function == "Fn::Not":
+        (operand,) = arguments
+        return not _condition(operand, conditions, evaluating)
+    if function in ("Fn::And", "Fn::Or"):
+        values = [_condition(operand, conditions, evaluating) for operand in arguments]
+        return all(values) if function == "Fn::And" else any(values)
+    raise ValueError(f"unsupported condition function {function}: {expression!r}")
+
+
+def _taken_branches(node: Any, truth: dict[str, bool]) -> Any:
+    """``node`` with each Fn::If replaced by the branch its condition takes (NoValue left as a Ref to AWS::NoValue)."""
+    if isinstance(node, list):
+        return [_taken_branches(item, truth) for item in node]
+    if isinstance(node, dict):
+        if set(node) == {"Fn::If"}:
+            condition, when_true, when_false = node["Fn::If"]
+            return _taken_branches(when_true if truth[condition] else when_false, truth)
+        return {key: _taken_branches(value, truth) for key, value in node.items()}
+    return node
+
+
+def _deployed_dangling_references(document: dict[str, Any]) -> dict[str, set[str]]:
+    """What a deployment of ``document`` would refuse: for each resource and output that its condition keeps, the
+    names it refers to (Ref, Fn::GetAtt, Fn::Sub, DependsOn; Fn::If by the branch taken) that are neither a kept
+    resource, a parameter nor a pseudo parameter."""
+    conditions = document.get("Conditions", {})
+    truth = {name: _condition({"Condition": name}, conditions) for name in conditions}
+
+    def keeps(entry: dict[str, Any]) -> bool:
+        return "Condition" not in entry or truth[entry["Condition"]]
+
+    kept = {name: entry for name, entry in document["Resources"].items() if keeps(entry)}
+    outputs = {name: entry for name, entry in document.get("Outputs", {}).items() if keeps(entry)}
+    known = set(kept) | set(document.get("Parameters", {}))
+    dangling: dict[str, set[str]] = {}
+    for name, entry in [*kept.items(), *outputs.items()]:
+        taken = _taken_branches({key: value for key, value in entry.items() if key != "Condition"}, truth)
+        names = _references(taken) | set(_as_list(taken.get("DependsOn", [])))
+        unknown = {ref for ref in names if not ref.startswith("AWS::")} - known
+        if unknown:
+            dangling[name] = unknown
+    return dangling
+
+
 @pytest.mark.parametrize("fixture", ["transformed", "transformed_iam"])
 def test_every_reference_resolves_in_both_auth_modes(request: pytest.FixtureRequest, fixture: str) -> None:
     # CloudFormation refuses a reference to a resource that is not in the template, whatever the conditions
@@ -906,6 +969,70 @@ def test_every_reference_resolves_in_both_auth_modes(request: pytest.FixtureRequ
     for name, entry in [*document["Resources"].items(), *document.get("Outputs", {}).items()]:
         unknown = {ref for ref in _references(entry) if not ref.startswith("AWS::")} - known
         assert not unknown, (name, unknown)
+    # ...and a reference to a resource that the mode's conditions leave out
+    assert _deployed_dangling_references(document) == {}
+
+
+def test_the_conditions_aware_check_sees_a_reference_to_a_resource_the_mode_leaves_out(
+    transformed: dict[str, Any], transformed_iam: dict[str, Any]
+) -> None:
+    # The authorizer exists only with API keys: under IAM nothing deployed may name it
+    assert transformed_iam["Resources"]["AuthorizerFunction"]["Condition"] == "UseApiKeys"
+    additions = {
+        "Resources": {
+            "ByGetAtt": {
+                "Type": "AWS::SSM::Parameter",
+                "Properties": {"Type": "String", "Value": {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}},
+            },
+            "ByDependsOn": {
+                "Type": "AWS::SSM::Parameter",
+                "DependsOn": ["ApiFunction", "AuthorizerFunction"],
+                "Properties": {"Value": "x"},
+            },
+            # Not a dangling reference: the resource goes with the authorizer, or the branch is not taken
+            "WithTheAuthorizer": {
+                "Type": "AWS::SSM::Parameter",
+                "Condition": "UseApiKeys",
+                "Properties": {"Value": {"Ref": "AuthorizerFunction"}},
+            },
+            "ByTheOtherBranch": {
+                "Type": "AWS::SSM::Parameter",
+                "Properties": {"Value": {"Fn::If": ["UseIam", "iam", {"Ref": "AuthorizerFunction"}]}},
+            },
+        },
+        "Outputs": {"BySub": {"Value": {"Fn::Sub": "${AuthorizerFunction.Arn} via ${ImageApi}"}}},
+    }
+    found = {}
+    for mode, document in (("ApiKey", transformed), ("IAM", transformed_iam)):
+        edited = copy.deepcopy(document)
+        for section, entries in additions.items():
+            edited.setdefault(section, {}).update(copy.deepcopy(entries))
+        found[mode] = _deployed_dangling_references(edited)
+    assert found == {
+        "ApiKey": {},
+        "IAM": {"ByGetAtt": {"AuthorizerFunction"}, "ByDependsOn": {"AuthorizerFunction"}, "BySub": {"AuthorizerFunction"}},
+    }
+
+
+def test_template_conditions_evaluate_as_cloudformation_does() -> None:
+    conditions = {
+        "IsIam": {"Fn::Equals": ["IAM", "IAM"]},
+        "NotIam": {"Fn::Not": [{"Condition": "IsIam"}]},
+        "Both": {"Fn::And": [{"Condition": "IsIam"}, {"Fn::Equals": ["", ""]}]},
+        "Either": {"Fn::Or": [{"Condition": "NotIam"}, {"Fn::Not": [{"Fn::Equals": [",a,", ",,"]}]}]},
+        "Neither": {"Fn::Or": [{"Condition": "NotIam"}, {"Fn::And": [{"Condition": "IsIam"}, {"Condition": "NotIam"}]}]},
+        "Loop": {"Fn::Not": [{"Condition": "Loop"}]},
+    }
+    values = {name: _condition({"Condition": name}, conditions) for name in ("IsIam", "NotIam", "Both", "Either", "Neither")}
+    assert values == {"IsIam": True, "NotIam": False, "Both": True, "Either": True, "Neither": False}
+    for broken, complaint in (
+        ({"Condition": "Loop"}, "circular"),
+        ({"Condition": "Nowhere"}, "no such condition"),
+        ({"Fn::Equals": [{"Ref": "AuthMode"}, "IAM"]}, "not literal"),
+        ({"Fn::If": ["IsIam", True, False]}, "unsupported"),
+    ):
+        with pytest.raises(ValueError, match=complaint):
+            _condition(broken, conditions)
 
 
 def test_key_failures_answer_in_the_openai_shape_and_only_with_api_keys(
