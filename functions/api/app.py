@@ -60,7 +60,7 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     metrics.add_metric(name="GenerationRequests", unit=MetricUnit.Count, value=1)
     # Only an async request builds the job clients: a synchronous cold start does not pay for them.
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
-        job = jobs.submit(request, job_id=request_id)
+        job = jobs.submit(request, job_id=request_id, owner=caller())
         location = f"{stage_prefix(app.current_event)}/v1/images/jobs/{job.id}"
         accepted = JobAccepted(id=job.id, status=job.status, created=job.created, location=location)
         return Response(202, content_types.APPLICATION_JSON, accepted, {"Location": location, "Preference-Applied": "respond-async"})
@@ -77,7 +77,7 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
 
 @app.get("/v1/images/jobs/<job_id>", summary="An asynchronous job: its status and, once done, its images (URLs signed now)")
 def get_job(job_id: str) -> JobView:
-    return get_job_service().view(job_id)
+    return get_job_service().view(job_id, owner=caller())
 
 
 @app.get("/v1/models", summary="The models this deployment serves, with their limits")

@@ -63,6 +63,26 @@ def test_async_submit_then_poll_gives_presigned_images(job_resources, worker_pol
     assert call_api(job_event(accepted["id"]), lambda_context)[1]["data"][0]["url"] != done["data"][0]["url"]
 
 
+def with_caller(event: dict, *, key: str | None = None, user_arn: str | None = None) -> dict:
+    if key is not None:
+        event["headers"]["Authorization"] = f"Bearer {key}"
+        event["multiValueHeaders"]["Authorization"] = [f"Bearer {key}"]
+    event["requestContext"]["identity"]["userArn"] = user_arn
+    return event
+
+
+def test_a_job_is_read_only_by_the_caller_who_created_it(job_resources, lambda_context) -> None:
+    # Given a job created with one API key
+    owner, stranger = "key-a-0123456789abcdefghij", "key-b-0123456789abcdefghij"
+    status, accepted, _ = call_api(with_caller(async_event(n=1, size="256x256"), key=owner), lambda_context)
+    assert status == 202
+    # Then its key reads it, and another key, an IAM principal or no key are told there is no such job
+    assert call_api(with_caller(job_event(accepted["id"]), key=owner), lambda_context)[0] == 200
+    for other in ({"key": stranger}, {"user_arn": "arn:aws:iam::123456789012:user/mallory"}, {}):
+        status, body, _ = call_api(with_caller(job_event(accepted["id"]), **other), lambda_context)
+        assert (status, body["error"]["code"]) == (404, "job_not_found"), other
+
+
 def test_async_b64_job_reads_the_bytes_back_from_s3(job_resources, worker_poller, lambda_context) -> None:
     _, accepted, _ = call_api(async_event(n=1, size="256x256", responseFormat="b64_json"), lambda_context)
     worker_poller.drain()
@@ -194,14 +214,15 @@ def test_s3_request_object_is_queued_then_produces_images_and_a_manifest(
     assert not s3.list_objects_v2(Bucket=local_s3.bucket, Prefix=f"results/{name}").get("KeyCount")
     # When the worker runs the queue
     worker_poller.drain()
-    # Then the manifest is at results/<same key>, with the images, and the job is readable by its id
+    # Then the manifest is at results/<same key>, with the images
     result = manifest(s3, local_s3.bucket, f"results/{name}")
     assert result["status"] == "succeeded" and len(result["images"]) == 2
     for image in result["images"]:
         data = s3.get_object(Bucket=local_s3.bucket, Key=image["key"])["Body"].read()
         assert png_size(data) == (256, 256) and image["bytes"] == len(data)
-    status, view, _ = call_api(job_event(result["id"]), lambda_context)
-    assert (status, view["status"], len(view["data"])) == (200, "succeeded", 2)
+    # And the API does not serve it: a request object's job has no owner among the API's callers
+    status, body, _ = call_api(job_event(result["id"]), lambda_context)
+    assert (status, body["error"]["code"]) == (404, "job_not_found")
     assert requests_listing(s3, local_s3.bucket) == before  # the code wrote nothing under requests/
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Callable
@@ -158,12 +159,15 @@ class JobService:
     def accepts_jobs(self) -> bool:
         return self.table is not None and self.queue is not None
 
-    def submit(self, request: ImageGenerationRequest, *, job_id: str) -> Job:
-        """Validate now (a bad request is a 400 now, not a failed job later), record the job, queue it."""
+    def submit(self, request: ImageGenerationRequest, *, job_id: str, owner: str) -> Job:
+        """Validate now (a bad request is a 400 now, not a failed job later), record the job (readable by ``owner``
+        only), queue it."""
         assert self.table is not None and self.queue is not None, "async jobs are not configured"
         plan = self.images.registry.plan(request)
         now = _seconds(self.clock())
-        job = Job(id=job_id, status="queued", created=now, updated=now, model=plan.model.id, response_format=plan.response_format)
+        job = Job(
+            id=job_id, status="queued", created=now, updated=now, model=plan.model.id, response_format=plan.response_format, owner=owner
+        )
         self.table.create(job)
         message = ImageJobRequest.model_validate({**request.model_dump(exclude_none=True), "id": job_id, "model": plan.model.id})
         try:
@@ -173,9 +177,11 @@ class JobService:
             raise
         return job
 
-    def view(self, job_id: str) -> JobView:
+    def view(self, job_id: str, *, owner: str) -> JobView:
+        """The job, for the caller who created it; anyone else (and a job from the queue or a request object, which
+        has no owner) is told there is no such job, as if the id did not exist."""
         job = self.table.get(job_id) if self.table is not None and _JOB_ID.match(job_id) else None
-        if job is None:
+        if job is None or job.owner is None or not hmac.compare_digest(job.owner, owner):
             raise JobNotFoundError(f"No job with id '{job_id}'.", param="id")
         data = None
         if job.status == "succeeded":

@@ -193,6 +193,9 @@ class Job(BaseModel):
     attempts: int = 0
     # A failure that another delivery could cure (provider 429/5xx, timeouts): a redrive from the DLQ runs it again.
     retryable: bool = False
+    # Who may read it through the API (imagegen.auth.caller_scope of the request that created it, a fingerprint);
+    # None for jobs from the queue or request objects: those are read from results/, not through the API.
+    owner: str | None = None
 
 
 class JobAccepted(_OmitNone):
