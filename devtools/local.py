@@ -141,24 +141,6 @@ def gateway_error_body(auth_mode: AuthMode, template: Path | str = TEMPLATE) -> 
     return TemplateErrorBody.for_auth_mode(auth_mode, template)
 
 
-@functools.cache
-def _renderers_of_both_modes() -> dict[AuthMode, TemplateErrorBody]:
-    return {mode: gateway_error_body(mode) for mode in AUTH_MODES}
-
-
-def openai_error_body(error: GatewayError) -> bytes:
-    """For a front built without a stack, whose auth mode is not at hand: the template's rendering in the mode whose
-    gateway response of this type answers with the error's status (IAM's 403 MISSING_AUTHENTICATION_TOKEN, an
-    unsigned request, not ApiKey's 404 no-such-route), ApiKey's otherwise. A ``LocalStack`` renders with its own
-    mode (``gateway_error_body``)."""
-    renderers = _renderers_of_both_modes()
-    for renderer in renderers.values():
-        status = (renderer.responses.get(error.response_type) or {}).get("StatusCode")
-        if status is not None and str(status) == str(error.status):
-            return renderer(error)
-    return renderers["ApiKey"](error)
-
-
 def auth_settings(environ: Mapping[str, str]) -> tuple[AuthMode, list[str], dict[str, str]]:
     """Auth mode, API keys and IAM credentials from IMAGEGEN_AUTH_MODE, IMAGEGEN_API_KEYS and IMAGEGEN_IAM_CREDENTIALS;
     ValueError (never quoting a secret) for a combination the local gateway cannot honour."""

@@ -15,7 +15,7 @@ import pytest
 from botocore.credentials import Credentials
 
 from devtools.front import ApiGatewayFront
-from devtools.local import LocalStack, openai_error_body
+from devtools.local import LocalStack, gateway_error_body
 from devtools.rie import Invocation
 from devtools.sigv4 import MISMATCH_MESSAGE, UNKNOWN_KEY_MESSAGE, SigV4Auth
 from tests.signing import signed_headers_at
@@ -145,7 +145,12 @@ class Recorder:
 def recorded(tmp_path) -> Iterator[tuple[ApiGatewayFront, Recorder]]:
     recorder = Recorder()
     front = ApiGatewayFront(
-        recorder, port=0, auth_mode="IAM", iam_credentials={ACCESS_KEY: SECRET}, error_body=openai_error_body, log_path=tmp_path / "f.log"
+        recorder,
+        port=0,
+        auth_mode="IAM",
+        iam_credentials={ACCESS_KEY: SECRET},
+        error_body=gateway_error_body("IAM"),
+        log_path=tmp_path / "f.log",
     )
     with front:
         yield front, recorder

@@ -15,7 +15,7 @@ import pytest
 
 from devtools import front, local, sigv4
 from devtools.front import AUTH_MODES, ApiGatewayFront, AuthMode, GatewayError, aws_error_body
-from devtools.local import LocalStack, TemplateErrorBody, auth_line, auth_settings, gateway_error_body, gateway_responses, openai_error_body
+from devtools.local import LocalStack, TemplateErrorBody, auth_line, auth_settings, gateway_error_body, gateway_responses
 from devtools.rie import Invocation
 from devtools.sam_template import TEMPLATE, load_template
 
@@ -208,14 +208,6 @@ def test_the_stack_reads_the_template_it_is_given_once(tmp_path: Path, monkeypat
         body = json.loads(stack.front.error_body(GatewayError(403, front.UNKNOWN_KEY_MESSAGE, response_type="INVALID_API_KEY")))
         assert body["error"]["message"] == "No such key here."
     assert loads == [edited]
-
-
-def test_openai_error_body_without_a_mode_follows_the_status(renderers: dict[AuthMode, TemplateErrorBody]) -> None:
-    unsigned = GatewayError(403, "Missing Authentication Token", response_type="MISSING_AUTHENTICATION_TOKEN")
-    no_key = GatewayError(401, front.MISSING_KEY_MESSAGE, response_type="UNAUTHORIZED")
-    assert openai_error_body(unsigned) == renderers["IAM"](unsigned)
-    assert openai_error_body(no_key) == renderers["ApiKey"](no_key)
-    assert openai_error_body(GatewayError(502, "Internal server error")) == renderers["ApiKey"](GatewayError(502, "Internal server error"))
 
 
 def test_auth_settings_default_to_api_keys() -> None:
