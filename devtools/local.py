@@ -274,7 +274,16 @@ class LocalStack:
             "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
         }
         if self.moto is not None and self.jobs is not None:
-            env.update({**self.moto.env(), **self.jobs.env(), "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT)})
+            # JOB_RUN_SECONDS is the worker's timeout, as deployed. (The local visibility timeout is shorter, so
+            # a local run that crashed is taken up again only after that long; one that fails is at once.)
+            env.update(
+                {
+                    **self.moto.env(),
+                    **self.jobs.env(),
+                    "MAX_RECEIVE_COUNT": str(MAX_RECEIVE_COUNT),
+                    "JOB_RUN_SECONDS": str(min(900, max(1, int(self.timeout)))),
+                }
+            )
         env.update({name: os.environ[name] for name in self.passthrough if os.environ.get(name)})
         env.update(self.extra_env)
         return env

@@ -413,6 +413,10 @@ def test_jobs_queue_outlasts_a_worker_run_and_redrives_to_the_dead_letter_queue(
     }
     assert _props(resources, "WorkerFunction")["Environment"]["Variables"]["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
     assert template["Parameters"]["MaxReceiveCount"]["Default"] == 3
+    # The worker knows its longest run (a job begun less than that ago is running: a duplicate is not run twice),
+    # and a crashed run's message comes back only after it (so that run's job is then stale and runs again)
+    run_seconds = int(_props(resources, "WorkerFunction")["Environment"]["Variables"]["JOB_RUN_SECONDS"])
+    assert run_seconds == int(worker_timeout) < int(queue["VisibilityTimeout"])
     # The DLQ keeps a message longer than the source queue does (its enqueue time carries over), 14 days
     assert int(dlq["MessageRetentionPeriod"]) == 14 * 24 * 3600
     assert int(dlq["MessageRetentionPeriod"]) > int(queue.get("MessageRetentionPeriod", 4 * 24 * 3600))

@@ -187,6 +187,33 @@ def test_a_producers_result_key_gets_the_manifest_even_when_the_message_is_inval
     assert (failed["status"], failed["error"]["param"], failed["id"]) == ("failed", "n", json.loads(bad["body"])["id"])
 
 
+def test_a_duplicate_message_is_not_run_while_the_job_runs_but_a_dead_run_is_taken_up(
+    openai_jobs, moto_server, job_resources, local_s3, s3, lambda_context
+) -> None:
+    import datetime as dt
+
+    from imagegen.jobs import JobTable
+
+    # Given a job another invocation began a moment ago (its run is under way)
+    job_id, prompt = f"dup-run-{uuid.uuid4().hex[:8]}", f"dup run {uuid.uuid4()}"
+    now = dt.datetime.now(dt.UTC)
+    table = JobTable(moto_server.client("dynamodb"), job_resources.table, ttl_days=1, clock=lambda: now, run_seconds=300)
+    assert table.begin(job_id, created=now) is not None
+    # When a second, distinct message for it arrives (an S3 or SQS duplicate)
+    duplicate = sqs_record({"id": job_id, "prompt": prompt, "model": "dall-e-2", "size": "256x256"})
+    event = json.loads((EVENTS / "sqs.json").read_text())
+    event["Records"] = [duplicate]
+    # Then it is acknowledged without a provider call
+    assert worker.lambda_handler(event, lambda_context) == {"batchItemFailures": []}
+    assert [r["json"]["prompt"] for r in openai_jobs.requests].count(prompt) == 0
+    # And once that run is older than the longest run, it is presumed dead and the message runs the job
+    later = JobTable(
+        moto_server.client("dynamodb"), job_resources.table, ttl_days=1, clock=lambda: now + dt.timedelta(seconds=301), run_seconds=300
+    )
+    assert later.begin(job_id, created=now) is not None
+    assert table.begin(job_id, created=now) is None  # and that new run is itself protected
+
+
 def requests_listing(s3, bucket: str) -> set[str]:
     return {obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket, Prefix="requests/").get("Contents", [])}
 

@@ -57,11 +57,14 @@ def _seconds(when: dt.datetime) -> int:
 class JobTable:
     """The jobs table (DynamoDB): one item per job, ``expires_at`` as its TTL attribute."""
 
-    def __init__(self, client: DynamoDBClient, table: str, *, ttl_days: int, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table: str, *, ttl_days: int, clock: Callable[[], dt.datetime], run_seconds: int = 900
+    ) -> None:
         self._client = client
         self._table = table
         self._ttl = dt.timedelta(days=ttl_days)
         self._clock = clock
+        self._run = dt.timedelta(seconds=run_seconds)
 
     def create(self, job: Job) -> None:
         self._call(self._client.put_item, TableName=self._table, Item=self._item(job), ConditionExpression="attribute_not_exists(id)")
@@ -72,7 +75,10 @@ class JobTable:
 
     def begin(self, job_id: str, *, created: dt.datetime) -> Job | None:
         """Mark the job running (creating it for a message from the user's own producer); None when it already
-        finished, so a redelivered message is acknowledged without a second generation. A job that failed for a
+        finished, so a redelivered message is acknowledged without a second generation, and None while another run
+        has it (begun less than the longest run ago): a duplicate message (SQS delivers at least once, S3 notifies
+        at least once) is not generated, nor billed, twice. A run that died (its function timed out) is stale after
+        that and its message, visible again after the longer visibility timeout, runs it. A job that failed for a
         transient reason runs again: that is a message redriven from the dead-letter queue."""
         now = self._clock()
         try:
@@ -83,12 +89,15 @@ class JobTable:
                     "SET #status = :running, updated = :now, created = if_not_exists(created, :created), "
                     "doc = if_not_exists(doc, :doc), expires_at = if_not_exists(expires_at, :expires) ADD attempts :one"
                 ),
-                ConditionExpression="attribute_not_exists(id) OR #status IN (:queued, :running) OR retryable = :true",
+                ConditionExpression=(
+                    "attribute_not_exists(id) OR #status = :queued OR (#status = :running AND updated < :stale) OR retryable = :true"
+                ),
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":running": {"S": "running"},
                     ":queued": {"S": "queued"},
                     ":now": {"N": str(_seconds(now))},
+                    ":stale": {"N": str(_seconds(now - self._run))},
                     ":created": {"N": str(_seconds(created))},
                     ":doc": {"S": Job(id=job_id, status="queued", created=_seconds(created), updated=_seconds(now)).model_dump_json()},
                     ":expires": {"N": str(_seconds(now + self._ttl))},
@@ -210,7 +219,7 @@ class JobService:
         job_id = request.id or message_id
         job = self.table.begin(job_id, created=sent_at)
         if job is None:
-            logger.info("job already finished; redelivered message acknowledged", extra={"job_id": job_id})
+            logger.info("job finished, or being run by another invocation: message acknowledged", extra={"job_id": job_id})
             return None
         job = job.model_copy(update={"model": request.model or job.model})
         manifest_key = request.result_key
@@ -317,7 +326,9 @@ def get_job_service() -> JobService:
     settings = get_settings()
     images = get_service()
     table = (
-        JobTable(dynamodb_client(), settings.jobs_table, ttl_days=settings.job_ttl_days, clock=images.clock)
+        JobTable(
+            dynamodb_client(), settings.jobs_table, ttl_days=settings.job_ttl_days, clock=images.clock, run_seconds=settings.job_run_seconds
+        )
         if settings.jobs_table
         else None
     )

@@ -78,6 +78,9 @@ class Settings(BaseModel):
     job_ttl_days: int = Field(default=7, ge=1, le=365, validation_alias="JOB_TTL_DAYS")
     # The queue's redrive maxReceiveCount: the attempt that reaches it records a transient failure as final.
     max_receive_count: int = Field(default=3, ge=1, le=1000, validation_alias="MAX_RECEIVE_COUNT")
+    # The longest a worker run can last (its function Timeout; Lambda's maximum by default): a job another run
+    # began less than this ago is still being run, so a duplicate message for it is acknowledged, not run again.
+    job_run_seconds: int = Field(default=900, ge=1, le=900, validation_alias="JOB_RUN_SECONDS")
 
     # Log the raw prompt (off: logs carry its SHA-256 only).
     log_prompts: bool = Field(default=False, validation_alias="LOG_PROMPTS")
