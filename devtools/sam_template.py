@@ -2,8 +2,10 @@
 
 CloudFormation runs the template's two transforms in order. The first resolves what parameters decide (the
 ``!If`` on ``AuthMode`` in ImageApi's ``Auth``, which SAM alone refuses); this module runs SAM CLI's port of it
-(``samcli.lib.cfn_language_extensions``, the code ``sam build`` uses), then samtranslator, with local code URIs
-replaced as ``sam deploy`` would upload them. The security scan and the infrastructure tests read the result.
+(``samcli.lib.cfn_language_extensions``, a port of CloudFormation's own, which SAM CLI runs locally only when
+language extensions are enabled), then samtranslator, with local code URIs replaced as ``sam deploy`` would
+upload them. The security scan and the infrastructure tests read the result. It is evidence, not proof: the
+hosted transform is what deploys (docs/deploy.md says how to check a change set before the first deployment).
 """
 
 from __future__ import annotations
