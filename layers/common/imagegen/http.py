@@ -5,13 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import secrets
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.shared.json_encoder import Encoder
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -33,6 +37,38 @@ def error_response(error: ImageGenError) -> Response[str]:
         body=json.dumps(error.body()),
         headers=error.headers,
     )
+
+
+_dumps = partial(json.dumps, separators=(",", ":"), cls=Encoder)  # Powertools' own response serializer
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def response_json(body: Any) -> str:
+    """Powertools' compact JSON, except that a ``b64_json`` answer's base64 is spliced into the text as it is (base64
+    needs no escaping), where the encoder would copy each string twice (escaped, then joined): a ~5 MB image answer
+    holds two copies of its base64 at the peak instead of three (measured by bench/, README Performance)."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return _dumps(body)
+    token = secrets.token_hex(8)  # a placeholder nothing else in the answer can contain
+    payloads: list[str] = []
+    items: list[Any] = []
+    for item in data:
+        encoded = item.get("b64_json") if isinstance(item, dict) else None
+        if isinstance(encoded, str) and _BASE64.fullmatch(encoded):
+            items.append({**item, "b64_json": f"{token}{len(payloads)}"})
+            payloads.append(encoded)
+        else:
+            items.append(item)
+    if not payloads:
+        return _dumps(body)
+    rest = _dumps({**body, "data": items})
+    pieces: list[str] = []
+    for index, payload in enumerate(payloads):
+        before, rest = rest.split(f'"{token}{index}"', 1)
+        pieces += (before, '"', payload, '"')
+    pieces.append(rest)
+    return "".join(pieces)
 
 
 def json_body(text: str) -> Any:
@@ -86,7 +122,7 @@ class ImagesApiResolver(APIGatewayRestResolver):
     before any parsing (Powertools' own request validation runs before every middleware)."""
 
     def __init__(self, *, max_body_bytes: Callable[[], int]) -> None:
-        super().__init__(enable_validation=True, json_body_deserializer=json_body)
+        super().__init__(enable_validation=True, json_body_deserializer=json_body, serializer=response_json)
         self._max_body_bytes = max_body_bytes
         self.exception_handler(ImageGenError)(self._on_imagegen_error)
         self.exception_handler(RequestValidationError)(self._on_validation_error)
