@@ -20,9 +20,11 @@ LAMBDA_PLATFORM = ("--platform", "manylinux2014_aarch64", "--implementation", "c
 
 
 def layer_requirements() -> list[str]:
-    """The layer's requirement lines (layers/common/requirements.txt), without comments."""
+    """The layer's requirement lines (layers/common/requirements.txt), without comments, pinned by the lock the layer
+    is built with (``-c layers/common/constraints.txt``): the benchmarks run the versions that ship."""
     lines = (REPO_ROOT / "layers" / "common" / "requirements.txt").read_text().splitlines()
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    requirements = [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    return [*requirements, "-c", str(REPO_ROOT / "layers" / "common" / "constraints.txt")]
 
 
 def pip_target(
@@ -38,7 +40,8 @@ def pip_target(
     ``drop`` names top-level packages removed afterwards (with their dist-info), as the layer build does."""
     target = CACHE / name
     stamp = target / ".bench-stamp"
-    key = hashlib.sha256("\n".join([python, *requirements, *platform, str(compile_), *drop]).encode()).hexdigest()
+    files = [Path(arg).read_text() for arg in requirements if Path(arg).is_file()]  # a constraints file's pins count too
+    key = hashlib.sha256("\n".join([python, *requirements, *files, *platform, str(compile_), *drop]).encode()).hexdigest()
     if stamp.is_file() and stamp.read_text() == key:
         return target
     shutil.rmtree(target, ignore_errors=True)

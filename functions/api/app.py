@@ -15,9 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagegen.auth import caller_scope
 from imagegen.catalog import ModelList, list_models
 from imagegen.deadline import Deadline
-from imagegen.http import ImagesApiResolver, prefers_async, stage_prefix
-from imagegen.idempotency import HEADER as IDEMPOTENCY_HEADER
-from imagegen.idempotency import generate_idempotently
+from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
 from imagegen.jobs import get_job_service
 from imagegen.observability import logger, metrics, tracer
 from imagegen.options import ImageGenerationRequest, ImagesResponse, JobAccepted, JobView
@@ -69,6 +67,8 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return Response(200, content_types.APPLICATION_JSON, service.generate(request, request_id=request_id, deadline=deadline))
+    from imagegen.idempotency import generate_idempotently  # Powertools idempotency, only for requests that use it
+
     answer, replayed = generate_idempotently(
         request, key=key, client=caller(), request_id=request_id, deadline=deadline, context=app.lambda_context
     )

@@ -39,6 +39,9 @@ def error_response(error: ImageGenError) -> Response[str]:
     )
 
 
+# The header that makes a POST idempotent (imagegen.idempotency); here so reading it costs no Powertools idempotency
+# import on the requests, most of them, that do not send it.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 _dumps = partial(json.dumps, separators=(",", ":"), cls=Encoder)  # Powertools' own response serializer
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 

@@ -22,11 +22,12 @@ from pydantic import BaseModel
 
 from imagegen.deadline import Deadline
 from imagegen.errors import ConflictError, InvalidRequestError, QueueError, UnprocessableError
+from imagegen.http import IDEMPOTENCY_HEADER
 from imagegen.options import ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
 from imagegen.service import ImageService, get_service
 from imagegen.settings import get_settings
 
-HEADER = "Idempotency-Key"
+HEADER = IDEMPOTENCY_HEADER
 # Records outlive any client retry loop; the images they point at live ImageRetentionDays.
 RECORD_TTL_SECONDS = 24 * 3600
 MAX_KEY_LENGTH = 255
