@@ -126,8 +126,14 @@ def test_a_template_that_does_not_render_to_json_fails_when_loaded() -> None:
 # What the front answers with, per response type, read from its source: the template's StatusCode must agree.
 
 
+# Parsed when pytest collects this module, before any test runs: CPython 3.11's ast.parse can raise "AST constructor
+# recursion depth mismatch" later in a process that has hit its recursion limit (python/cpython#106905), which the
+# fuzz tests' deeply nested bodies do on purpose.
+_TREES = {module: ast.parse(Path(inspect.getfile(module)).read_text()) for module in (front, sigv4)}
+
+
 def _calls(module: Any, name: str) -> list[ast.Call]:
-    tree = ast.parse(Path(inspect.getfile(module)).read_text())
+    tree = _TREES[module]
     return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name]
 
 
