@@ -107,8 +107,14 @@ class SummaryPlugin:
                 terminalreporter.write_line(line)
 
 
+def is_generation(exchange: Exchange) -> bool:
+    """A POST to the generations route; Powertools (as API Gateway) also serves it with a trailing slash, which the
+    fuzzer sends now and then."""
+    return exchange.method == "POST" and exchange.path.rstrip("/") == GENERATIONS
+
+
 def images_answered(exchange: Exchange) -> int:
-    if exchange.status != 200 or exchange.method != "POST" or exchange.path != GENERATIONS:
+    if exchange.status != 200 or not is_generation(exchange):
         return 0
     return len(exchange.json()["data"])
 
@@ -156,7 +162,7 @@ def problems(exchange: Exchange) -> list[str]:
         return [f"{status} without an x-amzn-RequestId header"]
     if status >= 500:
         return [f"{status} (a 5xx)"]
-    if status == 200 and exchange.method == "POST" and exchange.path == GENERATIONS:
+    if status == 200 and is_generation(exchange):
         body = exchange.json()
         if not (isinstance(body.get("created"), int) and isinstance(body.get("data"), list) and body["data"]):
             return ["200 without images"]
