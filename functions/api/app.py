@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, SecurityScheme
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,11 +24,25 @@ from imagegen.playground import build_page, presigned_origin
 from imagegen.service import get_service
 from imagegen.settings import get_settings
 
+# What API Gateway checks before the function runs (template.yaml's AuthMode); declared so that clients, SDK generators
+# and the "Authorize" button of /docs know it. The function itself checks nothing of it. GET /, /health, /docs and
+# /openapi.json are public.
+SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    "authorization": APIKey(
+        name="Authorization",
+        in_=APIKeyIn.header,
+        description="AuthMode ApiKey (default): 'Bearer <API key>', what the OpenAI SDKs send for api_key. "
+        "AuthMode IAM: an AWS Signature Version 4 Authorization header (service execute-api).",
+    )
+}
+CALLER: list[dict[str, list[str]]] = [{"authorization": []}]
+
 app = ImagesApiResolver(max_body_bytes=lambda: get_settings().max_request_bytes)
 app.configure_openapi(
     title="imagegen-serverless",
     version="1.0.0",
     description="OpenAI-compatible image generation: every image is stored in S3 and answered as a presigned URL or base64.",
+    security_schemes=SECURITY_SCHEMES,
 )
 app.enable_swagger(path="/docs")
 
@@ -52,6 +67,7 @@ def caller() -> str:
         200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
         202: {"description": "Queued: poll the Location", "content": {"application/json": {"model": JobAccepted}}},
     },
+    security=CALLER,
 )
 def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | JobAccepted]:
     request_id = app.current_event.request_context.request_id or app.lambda_context.aws_request_id
@@ -75,12 +91,14 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     return Response(200, content_types.APPLICATION_JSON, answer, {"Idempotent-Replayed": "true" if replayed else "false"})
 
 
-@app.get("/v1/images/jobs/<job_id>", summary="An asynchronous job: its status and, once done, its images (URLs signed now)")
+@app.get(
+    "/v1/images/jobs/<job_id>", summary="An asynchronous job: its status and, once done, its images (URLs signed now)", security=CALLER
+)
 def get_job(job_id: str) -> JobView:
     return get_job_service().view(job_id, owner=caller())
 
 
-@app.get("/v1/models", summary="The models this deployment serves, with their limits")
+@app.get("/v1/models", summary="The models this deployment serves, with their limits", security=CALLER)
 def get_models() -> ModelList:
     return list_models(get_service().registry)
 

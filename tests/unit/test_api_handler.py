@@ -157,6 +157,23 @@ def test_openapi_document_describes_the_generation_route(lambda_context) -> None
     assert "ImageGenerationRequest" in json.dumps(operation)
 
 
+def test_openapi_document_says_which_routes_need_the_authorization_header(lambda_context) -> None:
+    event = load_event("api_health.json")
+    event["path"] = event["resource"] = "/openapi.json"
+    _, payload, _ = invoke(event, lambda_context)
+    scheme = payload["components"]["securitySchemes"]["authorization"]
+    assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "Authorization")
+    secured = {
+        (method.upper(), path)
+        for path, methods in payload["paths"].items()
+        for method, operation in methods.items()
+        if operation.get("security")
+    }
+    # Exactly the routes template.yaml protects (its public ones: GET /, /health, /docs, /openapi.json)
+    assert secured == {("POST", "/v1/images/generations"), ("GET", "/v1/images/jobs/{job_id}"), ("GET", "/v1/models")}
+    assert "security" not in payload  # no global requirement: the public routes stay public
+
+
 def test_unknown_route_is_404_json(lambda_context) -> None:
     event = load_event("api_health.json")
     event["path"] = event["resource"] = "/v2/nothing"
