@@ -796,10 +796,9 @@ PUBLIC_ROUTES = {("get", "/"), ("get", "/health"), ("get", "/docs"), ("get", "/o
 def test_every_route_but_the_public_ones_needs_a_bearer_key_in_the_usage_plan(
     template: dict[str, Any], transformed: dict[str, Any]
 ) -> None:
-    apis = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
-    (api,) = apis
-    body = api["Properties"]["Body"]
-    assert api["Properties"]["ApiKeySourceType"] == "AUTHORIZER"
+    api = _rest_api(transformed)
+    body = api["Body"]
+    assert api["ApiKeySourceType"] == "AUTHORIZER"
     schemes = body["components"]["securitySchemes"]  # OpenAPI 3 (Globals.Api.OpenApiVersion)
     assert schemes["BearerApiKey"]["x-amazon-apigateway-authtype"] == "custom"
     assert schemes["BearerApiKey"]["x-amazon-apigateway-authorizer"]["type"] == "token"

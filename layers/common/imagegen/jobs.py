@@ -57,9 +57,7 @@ def _seconds(when: dt.datetime) -> int:
 class JobTable:
     """The jobs table (DynamoDB): one item per job, ``expires_at`` as its TTL attribute."""
 
-    def __init__(
-        self, client: DynamoDBClient, table: str, *, ttl_days: int, clock: Callable[[], dt.datetime], run_seconds: int = 900
-    ) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, *, ttl_days: int, clock: Callable[[], dt.datetime], run_seconds: int) -> None:
         self._client = client
         self._table = table
         self._ttl = dt.timedelta(days=ttl_days)
