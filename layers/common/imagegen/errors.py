@@ -125,6 +125,13 @@ class StorageError(ImageGenError):
     retryable = True
 
 
+class StorageTimeoutError(StorageError):
+    """S3 did not answer within the request's deadline; nothing of the request is left visible."""
+
+    status_code = 504
+    default_code = "storage_timeout"
+
+
 class QueueError(ImageGenError):
     """The job queue or table refused the work; nothing was accepted."""
 

@@ -170,7 +170,7 @@ class JobService:
         """Validate now (a bad request is a 400 now, not a failed job later), record the job (readable by ``owner``
         only), queue it."""
         assert self.table is not None and self.queue is not None, "async jobs are not configured"
-        plan = self.images.registry.plan(request)
+        plan = self.images.plan(request)
         now = _seconds(self.clock())
         job = Job(
             id=job_id, status="queued", created=now, updated=now, model=plan.model.id, response_format=plan.response_format, owner=owner

@@ -104,7 +104,7 @@ class ImageService:
     ) -> Generation:
         """Plan, call the provider, and store every image (all or nothing). ``when`` dates the keys, so a retried
         job writes the same keys again instead of new ones."""
-        plan = self.registry.plan(request)
+        plan = self.plan(request, max_response_bytes=max_response_bytes)
         now = when or self.clock()
         logger.info(
             "generating images",
@@ -133,6 +133,12 @@ class ImageService:
         )
         usage = Usage.model_validate(result.usage) if result.usage else None
         return Generation(plan=plan, created=int(now.timestamp()), objects=objects, images=images, usage=usage)
+
+    def plan(self, request: ImageGenerationRequest, *, max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT) -> GenerationPlan:
+        """``request`` checked against its model's rules, and against every limit known before a provider is called
+        (nothing is billed for an answer that could not be delivered); ``max_response_bytes`` None: no answer size
+        limit (the results go to S3 only)."""
+        return self.registry.plan(request)
 
     def _call_provider(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
         """The provider call, measured: latency always, failures counted by provider and error code."""
