@@ -43,6 +43,8 @@ def main() -> None:
     module_name, event_path = sys.argv[1], sys.argv[2]
     with open(event_path) as file:
         event = json.load(file)
+    # The request reached API Gateway as this process started: the cold start counts against its 29 s.
+    event["requestContext"]["requestTimeEpoch"] = int((time.time() - (time.perf_counter() - started)) * 1000)
     before_import = time.perf_counter()
     handler = importlib.import_module(module_name).lambda_handler
     imported = time.perf_counter()

@@ -77,6 +77,7 @@ def event(**body: Any) -> dict[str, Any]:
     result: dict[str, Any] = json.loads((EVENTS / "api_generate_url.json").read_text())
     result["body"] = json.dumps({"prompt": "a lighthouse on a cliff at dawn, watercolor", "model": "local", **body})
     result["requestContext"]["requestId"] = str(uuid.uuid4())
+    result["requestContext"]["requestTimeEpoch"] = int(time.time() * 1000)  # API Gateway's 29 s count from now
     return result
 
 

@@ -79,7 +79,11 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
         accepted = JobAccepted(id=job.id, status=job.status, created=job.created, location=location)
         return Response(202, content_types.APPLICATION_JSON, accepted, {"Location": location, "Preference-Applied": "respond-async"})
     service = get_service()
-    deadline = Deadline.from_context(app.lambda_context, margin_seconds=service.settings.response_margin_seconds)
+    deadline = Deadline.for_api_request(
+        app.lambda_context,
+        request_time_epoch_ms=app.current_event.request_context.request_time_epoch or None,
+        margin_seconds=service.settings.response_margin_seconds,
+    )
     key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return Response(200, content_types.APPLICATION_JSON, service.generate(request, request_id=request_id, deadline=deadline))
