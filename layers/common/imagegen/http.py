@@ -27,7 +27,7 @@ from imagegen.errors import (
     RouteNotFoundError,
     invalid_request_from,
 )
-from imagegen.observability import logger
+from imagegen.observability import count_bug, logger
 
 
 def error_response(error: ImageGenError) -> Response[str]:
@@ -172,4 +172,5 @@ class ImagesApiResolver(APIGatewayRestResolver):
 
     def _on_bug(self, error: Exception) -> Response[str]:
         logger.exception("unhandled error")
+        count_bug()
         return error_response(InternalError("The server had an error while processing your request."))
