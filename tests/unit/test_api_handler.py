@@ -179,3 +179,22 @@ def test_unknown_route_is_404_json(lambda_context) -> None:
     event["path"] = event["resource"] = "/v2/nothing"
     status, payload, _ = invoke(event, lambda_context)
     assert status == 404 and payload["error"]["code"] == "unknown_url"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "base64_encoded"),
+    [
+        ("multipart/form-data; boundary=xyz", '--xyz\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na fox\r\n--xyz--', False),
+        ("image/png", base64.b64encode(b"\x89PNG\r\n\x1a\n\xff\xfe").decode(), True),
+        ("application/json", "{not json", False),
+    ],
+)
+def test_unknown_route_with_any_body_is_unknown_route(lambda_context, content_type, body, base64_encoded) -> None:
+    # What an SDK's images.edit sends to a deployment without the route: the answer names the route, not the body
+    event = raw_event(body, content_type)
+    event["path"] = event["resource"] = "/v1/images/edits"
+    event["isBase64Encoded"] = base64_encoded
+    status, payload, _ = invoke(event, lambda_context)
+    assert status == 404
+    assert payload["error"]["code"] == "unknown_url"
+    assert "POST /v1/images/edits" in payload["error"]["message"]

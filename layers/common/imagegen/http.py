@@ -138,6 +138,8 @@ class ImagesApiResolver(APIGatewayRestResolver):
         error: ImageGenError | None = None
         if isinstance(body, str) and len(body) > (limit := self._max_body_bytes()):
             error = PayloadTooLargeError(f"The request body is {len(body)} bytes; the limit is {limit} bytes.")
+        elif not self._has_route(event):
+            pass  # an unknown route is a 404 whatever its body says (super().resolve answers it, body unread)
         elif undecodable_body(event):
             error = InvalidRequestError("The request body is not UTF-8 text: send the options as UTF-8 encoded JSON.", code="invalid_json")
         elif event.get("httpMethod") in BODY_METHODS:
@@ -153,6 +155,12 @@ class ImagesApiResolver(APIGatewayRestResolver):
             builder: ResponseBuilder[APIGatewayProxyEvent] = ResponseBuilder(error_response(error))
             return builder.build(APIGatewayProxyEvent(dict(event)))
         return super().resolve(event, context)
+
+    def _has_route(self, event: Mapping[str, Any]) -> bool:
+        """Whether a route of this resolver takes the event's method and path (Powertools' own matching)."""
+        method = str(event.get("httpMethod") or "").upper()
+        path = self._remove_prefix(str(event.get("path") or ""))
+        return any(route.method == method and route.rule.match(path) for route in (*self._static_routes, *self._dynamic_routes))
 
     def _on_imagegen_error(self, error: ImageGenError) -> Response[str]:
         log = logger.error if error.status_code >= 500 else logger.info
