@@ -468,9 +468,12 @@ def test_worker_is_fed_by_the_jobs_queue_with_partial_batch_failures_and_a_concu
     (mapping,) = mappings
     assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["BatchSize"] == 5
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}
     assert "MaximumBatchingWindowInSeconds" not in mapping  # else the visibility rule needs it added
+    # One message per invocation (the fairness choice of #12: BatchSize 1 with the concurrency cap, no per-message
+    # budgets): Lambda hands a batch to one invocation, which runs its messages within one Timeout, so a slow message
+    # in a batch of five would leave the others too little time and burn their delivery attempts
+    assert mapping["BatchSize"] == 1
     concurrency = template["Parameters"]["WorkerMaxConcurrency"]
     assert (concurrency["Default"], concurrency["MinValue"]) == (5, 2)  # SQS refuses a maximum below 2
     # And no SAM SQS event besides it (that would attach AWSLambdaSQSQueueExecutionRole: every queue)
@@ -491,14 +494,16 @@ def test_worker_permissions(resources: dict[str, Any]) -> None:
     assert _granted(resources, "WorkerFunction", "dynamodb:") == {
         "GetAtt:JobsTable.Arn": {"dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"}
     }
-    # It polls the jobs queue (the event source mapping runs as this role) and sends nothing
+    # It polls the jobs queue (the event source mapping runs as this role), backs a rate-limited message off by its
+    # Retry-After (ChangeMessageVisibility, on that queue only), and sends nothing
     assert _granted(resources, "WorkerFunction", "sqs:") == {
-        "GetAtt:JobsQueue.Arn": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+        "GetAtt:JobsQueue.Arn": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
     }
     variables = _props(resources, "WorkerFunction")["Environment"]["Variables"]
     assert variables["JOBS_TABLE"] == {"Ref": "JobsTable"}
     assert variables["JOB_TTL_DAYS"] == {"Ref": "JobTtlDays"}
-    assert "JOBS_QUEUE_URL" not in variables
+    # ChangeMessageVisibility takes the queue's URL
+    assert variables["JOBS_QUEUE_URL"] == {"Ref": "JobsQueue"}
 
 
 def test_jobs_table_is_on_demand_expiring_recoverable_and_encrypted(resources: dict[str, Any]) -> None:
