@@ -1064,3 +1064,87 @@ def test_the_authorizer_has_no_permissions_and_no_configuration(resources: dict[
     authorizer = _props(resources, "AuthorizerFunction")
     assert "Policies" not in authorizer and "Environment" not in authorizer
     assert authorizer["Timeout"] <= 5
+
+
+def _alarms(resources: dict[str, Any]) -> list[dict[str, Any]]:
+    return [res["Properties"] for res in resources.values() if res["Type"] == "AWS::CloudWatch::Alarm"]
+
+
+def _emitted_bug_metric(environment: dict[str, str]) -> tuple[str, str, dict[str, str]]:
+    """What a function with ``environment`` publishes when the code counts a bug: the EMF record Powertools prints
+    (Lambda ships stdout to CloudWatch Logs, which turns it into metrics) as (namespace, metric, dimensions)."""
+    script = "from imagegen.observability import count_bug, metrics\ncount_bug()\nmetrics.flush_metrics()\n"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("POWERTOOLS_")}
+    env.update(environment)
+    env["POWERTOOLS_METRICS_DISABLED"] = "0"
+    completed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True)
+    (record,) = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{") and '"_aws"' in line]
+    (directive,) = record["_aws"]["CloudWatchMetrics"]
+    (metric,) = directive["Metrics"]
+    (dimension_names,) = directive["Dimensions"]
+    return directive["Namespace"], metric["Name"], {name: record[name] for name in dimension_names}
+
+
+def test_a_bug_counted_by_the_code_sets_off_the_internal_errors_alarm(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    # Given what the generating functions publish on a bug, with the Powertools settings the template gives them
+    for name in GENERATORS:
+        variables = {
+            **template["Globals"]["Function"]["Environment"]["Variables"],
+            **_props(resources, name)["Environment"]["Variables"],
+        }
+        powertools = {key: value for key, value in variables.items() if key.startswith("POWERTOOLS_") and isinstance(value, str)}
+        namespace, metric, dimensions = _emitted_bug_metric(powertools)
+
+        # Then an alarm watches exactly that metric (CloudWatch matches the namespace, name and the whole dimension
+        # set), and one bug in five minutes is enough
+        watching = [
+            alarm
+            for alarm in _alarms(resources)
+            if (alarm["Namespace"], alarm["MetricName"]) == (namespace, metric)
+            and {d["Name"]: d["Value"] for d in alarm["Dimensions"]} == dimensions
+        ]
+        (alarm,) = watching
+        assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Sum", 300, 1), name
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold"), name
+        assert alarm["TreatMissingData"] == "notBreaching", name  # no bug, no data: not an alarm
+
+
+def test_jobs_waiting_too_long_set_off_an_alarm(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    (alarm,) = [
+        a
+        for a in _alarms(resources)
+        if (a["Namespace"], a["MetricName"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+        and a["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["JobsQueue", "QueueName"]}}]
+    ]
+    assert alarm["Threshold"] == {"Ref": "JobsQueueAgeAlarmSeconds"}
+    assert (alarm["Statistic"], alarm["ComparisonOperator"]) == ("Maximum", "GreaterThanOrEqualToThreshold")
+    # The default threshold lets one redelivery pass (a failed attempt's message is hidden for the visibility timeout,
+    # then runs again) and fires long before SQS would drop the message at the end of its retention
+    queue = _props(resources, "JobsQueue")
+    threshold = template["Parameters"]["JobsQueueAgeAlarmSeconds"]
+    assert int(queue["VisibilityTimeout"]) < threshold["Default"] < int(queue["MessageRetentionPeriod"])
+    assert threshold["MaxValue"] <= int(queue["MessageRetentionPeriod"])
+
+
+def test_every_dead_letter_queue_keeps_its_alarm(resources: dict[str, Any]) -> None:
+    # Given every queue something dead-letters into: a queue's redrive target, a function's DeadLetterQueue
+    targets = set()
+    for res in resources.values():
+        redrive = res.get("Properties", {}).get("RedrivePolicy")
+        if res["Type"] == "AWS::SQS::Queue" and redrive:
+            targets.add(_text(redrive["deadLetterTargetArn"]))
+        dead_letter = res.get("Properties", {}).get("DeadLetterQueue")
+        if res["Type"] == "AWS::Serverless::Function" and dead_letter:
+            targets.add(_text(dead_letter["TargetArn"]))
+    dead_letter_queues = {target.removeprefix("GetAtt:").removesuffix(".Arn") for target in targets}
+    assert dead_letter_queues == {"JobsDeadLetterQueue", "S3TriggerDeadLetterQueue"}
+
+    # Then each has an alarm on its first visible message
+    for queue in dead_letter_queues:
+        (alarm,) = [
+            a
+            for a in _alarms(resources)
+            if (a["Namespace"], a["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+            and a["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+        ]
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold"), queue
