@@ -22,7 +22,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if key is None:
         raise Exception("Unauthorized")  # noqa: TRY002 - the exact signal API Gateway turns into a 401
     principal = key_fingerprint(key)
-    logger.info("bearer key handed to the usage plan", extra={"principal": principal})
+    # Debug only: a flood of random keys (each a cache miss, each an invocation) must not also be a flood of log lines,
+    # which CloudWatch Logs bills per byte. The usage plan's refusals are counted by API Gateway.
+    logger.debug("bearer key handed to the usage plan", extra={"principal": principal})
     policy = APIGatewayAuthorizerResponse.from_route_arn(token.method_arn, principal_id=principal, usage_identifier_key=key)
     policy.allow_all_routes()  # cached per key for every route of the API; the usage plan is the check
     return policy.asdict()

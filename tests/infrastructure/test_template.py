@@ -865,16 +865,6 @@ def test_auth_mode_iam_signs_every_route_but_the_public_ones(template: dict[str,
     assert not {name for name in resources if name.startswith("ImageApi") and "Authorizer" in name}
     for name in ("AuthorizerFunction", "AuthorizerFunctionRole", "AuthorizerFunctionLogGroup"):
         assert resources[name]["Condition"] == "UseApiKeys", name
-    # And the throttle holds for the stage as a whole
-    defaults = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
-    assert _stage(transformed_iam)["MethodSettings"] == [
-        {
-            "ResourcePath": "/*",
-            "HttpMethod": "*",
-            "ThrottlingRateLimit": defaults["ThrottleRateLimit"],
-            "ThrottlingBurstLimit": defaults["ThrottleBurstLimit"],
-        }
-    ]
     # And the key output names no key
     assert transformed_iam["Outputs"]["ApiKeyId"]["Value"] == "none: AuthMode is IAM"
 
@@ -900,9 +890,74 @@ def test_gateway_answers_are_openai_errors_in_both_auth_modes(
         assert errors[kind] == {"message": "API Gateway says no", "type": "invalid_request_error", "param": None, "code": code}
 
 
-def test_auth_mode_api_key_throttles_per_key_not_per_stage(transformed: dict[str, Any]) -> None:
-    # The usage plan throttles each key; a stage-wide limit at the per-key rate would starve every other key
-    assert "MethodSettings" not in _stage(transformed)
+@pytest.mark.parametrize("fixture", ["transformed", "transformed_iam"])
+def test_the_stage_throttles_every_route_in_both_auth_modes(request: pytest.FixtureRequest, fixture: str, template: dict[str, Any]) -> None:
+    # Given the stage as a mode deploys it (the offline transform substitutes the parameters' defaults)
+    document = request.getfixturevalue(fixture)
+    defaults = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
+
+    # Then its default method setting ("/*" "*": every resource and method, the public routes included, which no
+    # usage plan sees since they take no key) throttles the stage as a whole, before any Lambda runs
+    assert _stage(document)["MethodSettings"] == [
+        {
+            "ResourcePath": "/*",
+            "HttpMethod": "*",
+            "ThrottlingRateLimit": defaults["StageThrottleRateLimit"],
+            "ThrottlingBurstLimit": defaults["StageThrottleBurstLimit"],
+        }
+    ]
+    paths = set(_rest_api(document)["Body"]["paths"])
+    assert {path for _, path in PUBLIC_ROUTES} <= paths
+    # And with keys the usage plan's per-key throttle holds on top, within the stage's (API Gateway applies the
+    # stricter); a stage limit at the per-key rate would let one key starve every other
+    plans = [r["Properties"] for r in document["Resources"].values() if r["Type"] == "AWS::ApiGateway::UsagePlan"]
+    for plan in plans:
+        assert plan["Throttle"]["RateLimit"] < defaults["StageThrottleRateLimit"]
+        assert plan["Throttle"]["BurstLimit"] < defaults["StageThrottleBurstLimit"]
+    assert len(plans) == (1 if fixture == "transformed" else 0)
+
+
+def _lambda(document: dict[str, Any], name: str) -> dict[str, Any]:
+    resource = document["Resources"][name]
+    assert resource["Type"] == "AWS::Lambda::Function"
+    props: dict[str, Any] = resource["Properties"]
+    return props
+
+
+@pytest.mark.parametrize(
+    ("function", "parameter"), [("ApiFunction", "ApiReservedConcurrency"), ("AuthorizerFunction", "AuthorizerReservedConcurrency")]
+)
+def test_reserved_concurrency_is_a_ceiling_only_when_asked(template: dict[str, Any], function: str, parameter: str) -> None:
+    # Lambda refuses a reservation that leaves fewer than 100 unreserved executions: none by default
+    assert template["Parameters"][parameter]["Default"] == ""
+    assert "ReservedConcurrentExecutions" not in _lambda(sam_transform(template), function)
+    # Set, it is both a reservation and a ceiling: a flood of requests (or random keys) cannot take more
+    assert str(_lambda(sam_transform(template, {parameter: "40"}), function)["ReservedConcurrentExecutions"]) == "40"
+
+
+def test_random_bearer_tokens_have_a_bounded_cost(template: dict[str, Any], transformed: dict[str, Any]) -> None:
+    # Given the TOKEN authorizer as API Gateway gets it: it caches an answer per token, so each new random token is
+    # one invocation; API Gateway refuses a token that fails identityValidationExpression without invoking it
+    scheme = _rest_api(transformed)["Body"]["components"]["securitySchemes"]["BearerApiKey"]["x-amazon-apigateway-authorizer"]
+    assert scheme["type"] == "token"
+    assert scheme["authorizerResultTtlInSeconds"] == 300
+    expression = re.compile(scheme["identityValidationExpression"])
+    from imagegen.auth import bearer_key
+
+    # Then only headers shaped like an API key reach the function, and every key the OpenAI SDKs send does
+    for header in ("Bearer " + "k" * 19, "Bearer " + "k" * 129, "Basic dXNlcjpwYXNzd29yZA==", "Bearer ", "Bearer a b" + "c" * 30):
+        assert expression.fullmatch(header) is None, header
+        assert bearer_key(header) is None, header
+    for header in ("Bearer " + "k" * 40, "bearer sk-" + "x" * 48, "Bearer " + "A1b2" * 32):
+        assert expression.fullmatch(header) is not None and bearer_key(header), header
+    # And each invocation is the cheapest Lambda runs (no network to reach: no permissions, no configuration), ...
+    authorizer = _lambda(transformed, "AuthorizerFunction")
+    assert (authorizer["MemorySize"], authorizer["Timeout"]) == (128, 5)
+    # ... the stage throttle holds every request, a random token's too (an AWS answer on re:Post: a stage or method
+    # throttle needs no authorizer run; the usage plan's per-key throttle does, since the authorizer names the key) ...
+    assert _stage(transformed)["MethodSettings"][0]["ResourcePath"] == "/*"
+    # ... and AuthorizerReservedConcurrency caps its concurrency outright (test_reserved_concurrency_is_a_ceiling_...)
+    assert "AuthorizerReservedConcurrency" in template["Parameters"]
     assert transformed["Outputs"]["ApiKeyId"]["Value"] == {"Ref": "ImageApiApiKey"}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -42,3 +43,20 @@ def test_missing_key_is_unauthorized(lambda_context) -> None:
     event = {**json.loads((EVENTS / "authorizer_token.json").read_text()), "authorizationToken": "Bearer"}
     with pytest.raises(Exception, match="^Unauthorized$"):
         app.lambda_handler(event, lambda_context)
+
+
+def test_a_random_key_costs_one_quiet_invocation(lambda_context, caplog: pytest.LogCaptureFixture) -> None:
+    # Random well-formed keys each miss the authorizer's cache, so each is an invocation; at the INFO level a
+    # deployment runs at (LogLevel's default) none of them writes a log line that CloudWatch Logs would bill
+    from imagegen.observability import logger
+
+    event = {**json.loads((EVENTS / "authorizer_token.json").read_text()), "authorizationToken": "Bearer " + "r4nd0m" * 6}
+    level = logger.log_level
+    logger.setLevel("INFO")
+    try:
+        with caplog.at_level("INFO"):
+            policy = app.lambda_handler(event, lambda_context)
+    finally:
+        logger.setLevel(level)
+    assert policy["usageIdentifierKey"] == "r4nd0m" * 6  # the usage plan refuses it (403), not this function
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO] == []
