@@ -24,9 +24,12 @@ from typing import Self
 
 import httpx
 
+from devtools import aws_calls
 from devtools.procs import LOOPBACK, ManagedProcess, StartupError, free_port
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+# Test sessions record the functions' AWS calls by starting the runtime through this file.
+CALL_RECORDER = Path(aws_calls.__file__).resolve()
 ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -93,6 +96,19 @@ class FunctionConfig:
         return env
 
 
+def runtime_command(config: FunctionConfig, environ: Mapping[str, str] = os.environ) -> tuple[list[str], dict[str, str]]:
+    """The runtime's command line and environment: ``python -m awslambdaric <handler>``, or, when this process's
+    environment sets ``IMAGEGEN_AWS_CALL_LOG`` (the test session does), the same runtime started through
+    ``devtools/aws_calls.py``, which records the function's AWS calls into that directory (test-only: the
+    function's own code and environment are unchanged but for that one variable)."""
+    env = config.environment()
+    log_dir = environ.get(aws_calls.ENV_VAR)
+    if not log_dir:
+        return [config.python, "-m", "awslambdaric", config.handler], env
+    env[aws_calls.ENV_VAR] = log_dir
+    return [config.python, str(CALL_RECORDER), config.handler], env
+
+
 def _accepts(port: int) -> bool:
     with socket.create_connection((LOOPBACK, port), timeout=0.5):
         return True
@@ -129,20 +145,16 @@ class RieProcess:
         if not (code_dir / (self.config.handler.rsplit(".", 1)[0].replace(".", "/") + ".py")).is_file():
             raise StartupError(f"{self.config.name}: handler {self.config.handler!r} not found in {code_dir}")
         self.port, self.api_port = free_port(), free_port()
+        runtime, env = runtime_command(self.config)
         argv = [
             str(find_rie()),
             "--runtime-interface-emulator-address",
             f"{LOOPBACK}:{self.port}",
             "--runtime-api-address",
             f"{LOOPBACK}:{self.api_port}",
-            self.config.python,
-            "-m",
-            "awslambdaric",
-            self.config.handler,
+            *runtime,
         ]
-        process = ManagedProcess(
-            f"Lambda RIE ({self.config.name})", argv, log_path=self.log_path, env=self.config.environment(), cwd=code_dir
-        )
+        process = ManagedProcess(f"Lambda RIE ({self.config.name})", argv, log_path=self.log_path, env=env, cwd=code_dir)
         self._process = process
         process.start()
         try:
