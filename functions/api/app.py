@@ -74,10 +74,21 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     metrics.add_metric(name="GenerationRequests", unit=MetricUnit.Count, value=1)
     # Only an async request builds the job clients: a synchronous cold start does not pay for them.
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
-        job = jobs.submit(request, job_id=request_id, owner=caller())
+        # With Idempotency-Key, a retry gets the same job (same id and Location) and queues nothing.
+        key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
+        job, replayed = jobs.submit(
+            request,
+            job_id=request_id,
+            owner=caller(),
+            idempotency_key=key,
+            lease_seconds=app.lambda_context.get_remaining_time_in_millis() / 1000,
+        )
         location = f"{stage_prefix(app.current_event)}/v1/images/jobs/{job.id}"
         accepted = JobAccepted(id=job.id, status=job.status, created=job.created, location=location)
-        return Response(202, content_types.APPLICATION_JSON, accepted, {"Location": location, "Preference-Applied": "respond-async"})
+        headers = {"Location": location, "Preference-Applied": "respond-async"}
+        if key is not None:
+            headers["Idempotent-Replayed"] = "true" if replayed else "false"
+        return Response(202, content_types.APPLICATION_JSON, accepted, headers)
     service = get_service()
     deadline = Deadline.for_api_request(
         app.lambda_context,

@@ -1,5 +1,8 @@
 """SQS worker: one message = one job (the options plus an optional ``id``). Partial batch failures: only the
-messages that hit a transient error are delivered again; permanent failures are recorded, not retried."""
+messages that hit a transient error are delivered again (after the provider's Retry-After when it gave one);
+permanent failures are recorded, not retried. The mapping hands it one message per invocation (template.yaml's
+BatchSize 1), so every job has the whole timeout; a larger batch still works: a message the invocation has no time
+left to start is handed back at once, untried."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ def record_handler(record: SQSRecord) -> None:
         sent_at=dt.datetime.fromtimestamp(int(attributes.sent_timestamp) / 1000, dt.UTC),
         receive_count=int(attributes.approximate_receive_count),
         deadline=Deadline.from_context(processor.lambda_context, margin_seconds=jobs.images.settings.response_margin_seconds),
+        receipt_handle=record.receipt_handle,
     )
 
 

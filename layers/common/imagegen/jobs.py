@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from imagegen.deadline import Deadline
-from imagegen.errors import ImageGenError, InvalidRequestError, JobNotFoundError, QueueError, invalid_request_from
+from imagegen.errors import (
+    ConflictError,
+    ImageGenError,
+    InvalidRequestError,
+    JobNotFoundError,
+    QueueError,
+    UnprocessableError,
+    invalid_request_from,
+)
 from imagegen.observability import logger
 from imagegen.options import (
     JOB_ID_PATTERN,
@@ -48,6 +57,30 @@ if TYPE_CHECKING:
 REQUESTS_PREFIX = "requests/"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+# Idempotency keys, as the synchronous path takes them (imagegen.idempotency): 1-255 printable characters.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# How long an Idempotency-Key submit holds its job before a retry may take it over, when the caller gives no lease:
+# the API function's timeout (API Gateway ends the request at 29 s).
+SUBMIT_LEASE_SECONDS = 30.0
+# SQS's longest visibility timeout (12 hours).
+MAX_VISIBILITY_SECONDS = 43_200
+
+
+def idempotent_job_id(owner: str, key: str) -> str:
+    """The job of an ``Idempotency-Key`` submit: one per (caller, key), never shared between callers."""
+    from imagegen.http import IDEMPOTENCY_HEADER  # the API's adapter: only the API's submits get here
+
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+        raise InvalidRequestError(
+            f"{IDEMPOTENCY_HEADER} must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters.", param=IDEMPOTENCY_HEADER
+        )
+    return "ik-" + hashlib.sha256(f"{owner}\n{key}".encode()).hexdigest()[:40]
+
+
+def request_hash(request: ImageGenerationRequest) -> str:
+    """The request's fingerprint, whichever spelling (camelCase or snake_case) and key order it came in."""
+    canonical = json.dumps(request.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _seconds(when: dt.datetime) -> int:
@@ -64,48 +97,63 @@ class JobTable:
         self._clock = clock
         self._run = dt.timedelta(seconds=run_seconds)
 
-    def create(self, job: Job) -> None:
-        self._call(self._client.put_item, TableName=self._table, Item=self._item(job), ConditionExpression="attribute_not_exists(id)")
+    def create(self, job: Job) -> bool:
+        """Put a new job; False (and nothing written) when a job with its id exists."""
+        return self._put_if(job, "attribute_not_exists(id)")
+
+    def take_over(self, job: Job, *, now: dt.datetime) -> bool:
+        """Put ``job`` (with a lease of its own) over an Idempotency-Key submit whose creator went away before its
+        message was sent: only while no worker has touched it, it is not queued and its creator's lease has passed.
+        One retry wins; False for the others (and for a job that is no longer such a submit)."""
+        return self._put_if(job, _UNSENT + " AND lease_until < :now", {":now": {"N": str(_seconds(now))}})
+
+    def settle_submit(self, job: Job) -> bool:
+        """Put ``job`` (marked queued, or its lease released) over the submit it was created as, unless a worker has
+        begun it already (then the message was sent, and the worker's record stands): False then."""
+        return self._put_if(job, "#status = :queued AND attempts = :zero")
 
     def get(self, job_id: str) -> Job | None:
         item = self._call(self._client.get_item, TableName=self._table, Key={"id": {"S": job_id}}, ConsistentRead=True).get("Item")
         return None if item is None else Job.model_validate_json(item["doc"]["S"]).model_copy(update=_live_fields(item))
 
     def begin(self, job_id: str, *, created: dt.datetime) -> Job | None:
-        """Mark the job running (creating it for a message from the user's own producer); None when it already
-        finished, so a redelivered message is acknowledged without a second generation, and None while another run
-        has it (begun less than the longest run ago): a duplicate message (SQS delivers at least once, S3 notifies
-        at least once) is not generated, nor billed, twice. A run that died (its function timed out) is stale after
-        that and its message, visible again after the longer visibility timeout, runs it. A job that failed for a
-        transient reason runs again: that is a message redriven from the dead-letter queue."""
+        """Mark the job running under a lease of the longest run (the worker's timeout), creating it for a message
+        from the user's own producer; None when it already finished, so a redelivered message is acknowledged
+        without a second generation, and None while another run holds the lease: a duplicate message (SQS delivers
+        at least once, S3 notifies at least once) is not generated, nor billed, twice. A run that died (its function
+        timed out or crashed) has let its lease pass, and its message, visible again after the longer visibility
+        timeout, runs it. A job that failed for a transient reason runs again: that is a message redriven from the
+        dead-letter queue; beginning it clears ``retryable``, so that while it runs it is held like any other."""
         now = self._clock()
         try:
             item = self._client.update_item(
                 TableName=self._table,
                 Key={"id": {"S": job_id}},
                 UpdateExpression=(
-                    "SET #status = :running, updated = :now, created = if_not_exists(created, :created), "
-                    "doc = if_not_exists(doc, :doc), expires_at = if_not_exists(expires_at, :expires) ADD attempts :one"
+                    "SET #status = :running, updated = :now, lease_until = :lease, retryable = :false, "
+                    "created = if_not_exists(created, :created), doc = if_not_exists(doc, :doc), "
+                    "expires_at = if_not_exists(expires_at, :expires) ADD attempts :one"
                 ),
                 ConditionExpression=(
-                    "attribute_not_exists(id) OR #status = :queued OR (#status = :running AND updated < :stale) OR retryable = :true"
+                    "attribute_not_exists(id) OR #status = :queued OR (#status = :running AND lease_until < :now) OR retryable = :true"
                 ),
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":running": {"S": "running"},
                     ":queued": {"S": "queued"},
                     ":now": {"N": str(_seconds(now))},
-                    ":stale": {"N": str(_seconds(now - self._run))},
+                    ":lease": {"N": str(_seconds(now + self._run))},
                     ":created": {"N": str(_seconds(created))},
                     ":doc": {"S": Job(id=job_id, status="queued", created=_seconds(created), updated=_seconds(now)).model_dump_json()},
                     ":expires": {"N": str(_seconds(now + self._ttl))},
                     ":one": {"N": "1"},
                     ":true": {"BOOL": True},
+                    ":false": {"BOOL": False},
                 },
                 ReturnValues="ALL_NEW",
             )["Attributes"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if _condition_failed(exc):
                 return None
             raise QueueError("The jobs table refused the update; the job will be retried.") from exc
         except BotoCoreError as exc:
@@ -115,18 +163,42 @@ class JobTable:
     def save(self, job: Job) -> None:
         self._call(self._client.put_item, TableName=self._table, Item=self._item(job))
 
+    def _put_if(self, job: Job, condition: str, values: dict[str, Any] | None = None) -> bool:
+        names = {"#status": "status"} if "#status" in condition else None
+        known = {":queued": {"S": "queued"}, ":zero": {"N": "0"}, ":false": {"BOOL": False}}
+        values = {**{name: value for name, value in known.items() if name in condition}, **(values or {})}
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=self._item(job),
+                ConditionExpression=condition,
+                **({"ExpressionAttributeNames": names} if names else {}),
+                **({"ExpressionAttributeValues": values} if values else {}),
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise QueueError("The jobs table is unavailable; try again.") from exc
+        except BotoCoreError as exc:
+            raise QueueError("The jobs table is unavailable; try again.") from exc
+        return True
+
     def _item(self, job: Job) -> dict[str, Any]:
         expires = _seconds(dt.datetime.fromtimestamp(job.created, dt.UTC) + self._ttl)
-        return {
+        item = {
             "id": {"S": job.id},
             "status": {"S": job.status},
             "created": {"N": str(job.created)},
             "updated": {"N": str(job.updated)},
             "attempts": {"N": str(job.attempts)},
             "retryable": {"BOOL": job.status == "failed" and job.retryable},
+            "enqueued": {"BOOL": job.enqueued},
             "expires_at": {"N": str(expires)},
             "doc": {"S": job.model_dump_json()},
         }
+        if job.lease_until is not None:
+            item["lease_until"] = {"N": str(job.lease_until)}
+        return item
 
     @staticmethod
     def _call(operation: Callable[..., Any], **kwargs: Any) -> Any:
@@ -139,7 +211,24 @@ class JobTable:
 def _live_fields(item: dict[str, Any]) -> dict[str, Any]:
     """The attributes updated in place (status, attempts, times) win over the stored document."""
     status: JobStatus = item["status"]["S"]
-    return {"status": status, "updated": int(item["updated"]["N"]), "attempts": int(item.get("attempts", {"N": "0"})["N"])}
+    fields: dict[str, Any] = {
+        "status": status,
+        "updated": int(item["updated"]["N"]),
+        "attempts": int(item.get("attempts", {"N": "0"})["N"]),
+    }
+    if "lease_until" in item:
+        fields["lease_until"] = int(item["lease_until"]["N"])
+    if "enqueued" in item:
+        fields["enqueued"] = item["enqueued"]["BOOL"]
+    return fields
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+# An Idempotency-Key submit whose message was never sent: queued, untouched by any worker, not marked sent.
+_UNSENT = "#status = :queued AND attempts = :zero AND enqueued = :false"
 
 
 class JobQueue:
@@ -152,6 +241,17 @@ class JobQueue:
             self._client.send_message(QueueUrl=self._queue_url, MessageBody=request.model_dump_json(exclude_none=True))
         except (BotoCoreError, ClientError) as exc:
             raise QueueError("The job queue is unavailable; nothing was queued. Try again.") from exc
+
+    def come_back_in(self, receipt_handle: str, seconds: int) -> bool:
+        """A received message is delivered again ``seconds`` from now (SQS ChangeMessageVisibility counts from the
+        call), not after the queue's visibility timeout; False (logged) when SQS refuses, and then it is."""
+        seconds = min(max(0, seconds), MAX_VISIBILITY_SECONDS)
+        try:
+            self._client.change_message_visibility(QueueUrl=self._queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("could not change the message's visibility; it comes back after the queue's timeout", extra={"error": str(exc)})
+            return False
+        return True
 
 
 @dataclass
@@ -166,48 +266,136 @@ class JobService:
     def accepts_jobs(self) -> bool:
         return self.table is not None and self.queue is not None
 
-    def submit(self, request: ImageGenerationRequest, *, job_id: str, owner: str) -> Job:
+    def submit(
+        self,
+        request: ImageGenerationRequest,
+        *,
+        job_id: str,
+        owner: str,
+        idempotency_key: str | None = None,
+        lease_seconds: float = SUBMIT_LEASE_SECONDS,
+    ) -> tuple[Job, bool]:
         """Validate now (a bad request is a 400 now, not a failed job later), record the job (readable by ``owner``
-        only), queue it."""
+        only), queue it. Returns the job and whether it is a replay.
+
+        With ``idempotency_key`` the job's id is derived from (``owner``, key) and the row is created under a
+        DynamoDB condition: a retry gets the same job and queues nothing; the same key with another body is a 422
+        ``idempotency_key_reused``. The row is marked once its message is sent; a retry that finds it unmarked
+        after its creator's lease (``lease_seconds``: the creating invocation's remaining time) has passed takes it
+        over and queues it (the creator died between the two writes), and before then answers 409
+        ``idempotency_key_in_progress``, as the synchronous path does."""
         assert self.table is not None and self.queue is not None, "async jobs are not configured"
         plan = self.images.plan(request)
-        now = _seconds(self.clock())
+        now = self.clock()
+        seconds = _seconds(now)
         job = Job(
-            id=job_id, status="queued", created=now, updated=now, model=plan.model.id, response_format=plan.response_format, owner=owner
+            id=job_id,
+            status="queued",
+            created=seconds,
+            updated=seconds,
+            model=plan.model.id,
+            response_format=plan.response_format,
+            owner=owner,
         )
-        self.table.create(job)
-        message = ImageJobRequest.model_validate({**request.model_dump(exclude_none=True), "id": job_id, "model": plan.model.id})
+        if idempotency_key is not None:
+            job = job.model_copy(
+                update={
+                    "id": idempotent_job_id(owner, idempotency_key),
+                    "lease_until": seconds + max(1, math.ceil(lease_seconds)),
+                    "request_hash": request_hash(request),
+                }
+            )
+        if not self.table.create(job):
+            if idempotency_key is None:
+                raise QueueError("A job with this request's id exists already; try again.")
+            job, replayed = self._existing_submit(job, now=now)
+            if replayed:
+                return job, True
+        message = ImageJobRequest.model_validate({**request.model_dump(exclude_none=True), "id": job.id, "model": plan.model.id})
         try:
             self.queue.send(message)
         except QueueError as error:
-            self.table.save(_failed(job, error, now))
+            if idempotency_key is None:
+                self.table.save(_failed(job, error, seconds))
+            else:  # the key's retry queues it at once, instead of finding a failed job
+                self.table.settle_submit(job.model_copy(update={"lease_until": 0}))
             raise
-        return job
+        if idempotency_key is not None:
+            self.table.settle_submit(job.model_copy(update={"enqueued": True}))
+        return job, False
+
+    def _existing_submit(self, job: Job, *, now: dt.datetime) -> tuple[Job, bool]:
+        """The job an earlier submit with this key created and True, to answer it again; or that job taken over
+        (its creator died before queueing it) and False: this call must queue it."""
+        from imagegen.http import IDEMPOTENCY_HEADER  # the API's adapter: only the API's submits get here
+
+        assert self.table is not None
+        existing = self.table.get(job.id)
+        if existing is None:  # expired and deleted between the two calls
+            raise QueueError("The jobs table changed under this request; try again.")
+        if existing.request_hash is None or not hmac.compare_digest(existing.request_hash, job.request_hash or ""):
+            raise UnprocessableError(
+                f"This {IDEMPOTENCY_HEADER} was used with a different request body; use a new key for a new request.",
+                param=IDEMPOTENCY_HEADER,
+                code="idempotency_key_reused",
+            )
+        unsent = existing.status == "queued" and existing.attempts == 0 and not existing.enqueued
+        if not unsent:
+            return existing, True
+        taken = existing.model_copy(update={"lease_until": job.lease_until, "updated": job.updated})
+        if (existing.lease_until or 0) >= _seconds(now) or not self.table.take_over(taken, now=now):
+            raise ConflictError(
+                f"A request with this {IDEMPOTENCY_HEADER} is still being queued; retry in a few seconds.",
+                param=IDEMPOTENCY_HEADER,
+                code="idempotency_key_in_progress",
+            )
+        return taken, False
 
     def view(self, job_id: str, *, owner: str) -> JobView:
         """The job, for the caller who created it; anyone else (and a job from the queue or a request object, which
-        has no owner) is told there is no such job, as if the id did not exist."""
+        has no owner) is told there is no such job, as if the id did not exist. A job still ``running`` after its
+        lease reads as ``failed`` (``job_run_expired``): its worker crashed or timed out. The record is left as it
+        is, so a later delivery of its message may still take it up: it then reads ``running`` again."""
         job = self.table.get(job_id) if self.table is not None and _JOB_ID.match(job_id) else None
         if job is None or job.owner is None or not hmac.compare_digest(job.owner, owner):
             raise JobNotFoundError(f"No job with id '{job_id}'.", param="id")
         data = None
         if job.status == "succeeded":
             data = self.images.answer(job.images, response_format=job.response_format, created=job.created).data
+        status, error = job.status, job.error
+        if status == "running" and job.lease_until is not None and job.lease_until < _seconds(self.clock()):
+            status, error = "failed", abandoned_run_error(job)
         return JobView(
             id=job.id,
-            status=job.status,
+            status=status,
             created=job.created,
             updated=job.updated,
             model=job.model,
             data=data,
             usage=job.usage,
-            error=job.error,
+            error=error,
         )
 
-    def run_message(self, body: str, *, message_id: str, sent_at: dt.datetime, receive_count: int, deadline: Deadline) -> Job | None:
+    def run_message(
+        self,
+        body: str,
+        *,
+        message_id: str,
+        sent_at: dt.datetime,
+        receive_count: int,
+        deadline: Deadline,
+        receipt_handle: str | None = None,
+    ) -> Job | None:
         """One SQS message. Returns the finished job (None for a redelivery of a finished one); raises a retryable
-        error for SQS to deliver the message again."""
+        error for SQS to deliver the message again: after the provider's ``Retry-After`` when it gave one (the
+        message's visibility is changed to it), at once when this invocation had no time left to start it (a batch
+        of several whose earlier messages took the time), else after the queue's visibility timeout."""
         assert self.table is not None, "the worker needs the jobs table"
+        try:
+            deadline.require("start the job")
+        except ImageGenError:
+            self._come_back(receipt_handle, 0)
+            raise
         try:
             request = ImageJobRequest.model_validate_json(body)
         except ValidationError as exc:
@@ -226,6 +414,8 @@ class JobService:
         except ImageGenError as error:
             if error.retryable and receive_count < self.max_receive_count:
                 self.table.save(job.model_copy(update={"status": "queued", "error": ErrorDetail(**error.body()["error"])}))
+                if (wait := _retry_after_seconds(error)) is not None:
+                    self._come_back(receipt_handle, wait)
                 raise
             self._record(job, failed=error, manifest_key=manifest_key)
             if error.retryable:
@@ -237,6 +427,10 @@ class JobService:
             usage=generation.usage,
             manifest_key=manifest_key,
         )
+
+    def _come_back(self, receipt_handle: str | None, seconds: int) -> None:
+        if self.queue is not None and receipt_handle is not None:
+            self.queue.come_back_in(receipt_handle, seconds)
 
     def queue_request_object(self, key: str, *, created: dt.datetime, sequencer: str | None) -> Job:
         """One request object under ``requests/``: queued as a job whose manifest goes to ``results/<same relative
@@ -286,6 +480,27 @@ class JobService:
         if self.table is not None:
             self.table.save(done)
         return done
+
+
+def _retry_after_seconds(error: ImageGenError) -> int | None:
+    """The provider's ``Retry-After`` (whole seconds, as the providers give it), or None."""
+    value = error.headers.get("Retry-After")
+    try:
+        return math.ceil(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def abandoned_run_error(job: Job) -> ErrorDetail:
+    return ErrorDetail(
+        message=(
+            f"The worker running this job stopped before it finished (attempt {job.attempts}: it crashed or ran out of time). "
+            "If the queue delivers the job again it runs again and this status changes; otherwise submit it again."
+        ),
+        type="api_error",
+        param=None,
+        code="job_run_expired",
+    )
 
 
 def _failed(job: Job, error: ImageGenError, now: int) -> Job:

@@ -196,6 +196,14 @@ class Job(BaseModel):
     # Who may read it through the API (imagegen.auth.caller_scope of the request that created it, a fingerprint);
     # None for jobs from the queue or request objects: those are read from results/, not through the API.
     owner: str | None = None
+    # Until when (unix seconds) whoever holds the job may still be at work on it: the worker that began it (its
+    # begin time plus the worker's timeout, JOB_RUN_SECONDS) or, for an Idempotency-Key submit not yet queued, the
+    # API invocation that created it. A job still ``running`` past it was abandoned (the worker crashed or timed out).
+    lease_until: int | None = None
+    # An Idempotency-Key submit: the SHA-256 of the request it was created for (the same key with another body is
+    # refused), and whether its message has been sent (a retry then queues nothing).
+    request_hash: str | None = None
+    enqueued: bool = False
 
 
 class JobAccepted(_OmitNone):
