@@ -749,6 +749,8 @@ def test_sam_build_produces_an_arm64_layer(tmp_path: Path) -> None:
     build_dir = tmp_path / "build"
     result = _run_sam("build", "--template-file", str(TEMPLATE), "--build-dir", str(build_dir), timeout=280)
     assert result.returncode == 0, result.stdout + result.stderr
+    # And SAM builds the layer for the architecture it declares (Metadata.BuildArchitecture; x86_64 when absent)
+    assert "not listed in CompatibleArchitectures" not in result.stdout + result.stderr
 
     # Then the layer holds our package and aarch64 wheels for CPython 3.12
     site = build_dir / "CommonLayer" / "python"
@@ -760,14 +762,17 @@ def test_sam_build_produces_an_arm64_layer(tmp_path: Path) -> None:
     compiled = list(site.rglob("*.pyc"))
     assert (site / "imagegen" / "__pycache__" / "service.cpython-312.pyc").is_file()
     assert compiled and all(".cpython-312." in path.name for path in compiled)
-    # And nothing the runtime already provides, nor build-host leftovers
-    assert not (site / "botocore").exists()
-    assert not (site / "boto3").exists()
+    # And no build-host leftovers
     assert not (site / "bin").exists()
-    # And every package is the version the project venv (and so every test) runs: the one lock
-    shipped = {_normalized(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[str(site)])}
-    assert {"pydantic", "pydantic-core", "aws-lambda-powertools", "httpx"} <= shipped.keys()
+    # And every package is the version the project venv (and so every test) runs: the one lock, the AWS SDK included
+    # (the layer comes before the runtime's own boto3 on sys.path: a partial SDK would shadow it piecemeal)
+    distributions = list(importlib.metadata.distributions(path=[str(site)]))
+    shipped = {_normalized(d.metadata["Name"]): d.version for d in distributions}
+    assert {"pydantic", "pydantic-core", "aws-lambda-powertools", "httpx", "boto3", "botocore", "s3transfer"} <= shipped.keys()
     assert {name: pinned for name, pinned in _locked().items() if name in shipped} == shipped
+    # And the layer is whole: every requirement of every package it ships is met by a package it ships, at a version
+    # the requirement allows, so nothing resolves to the runtime's copy (urllib3, jmespath, python-dateutil...)
+    assert _unmet_requirements(distributions, _layer_requirements()) == []
     # And every function is a plain copy of its handler, without its Makefile
     for function in FUNCTIONS:
         assert (build_dir / function / "app.py").is_file(), function
@@ -776,6 +781,84 @@ def test_sam_build_produces_an_arm64_layer(tmp_path: Path) -> None:
 
 def _normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# The Lambda python3.12 arm64 environment, for evaluating requirement markers.
+LAMBDA_MARKERS = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.0",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "aarch64",
+    "os_name": "posix",
+}
+
+
+def _unmet_requirements(distributions: list[importlib.metadata.Distribution], asked: tuple[str, ...] = ()) -> list[str]:
+    """ "<package> needs <requirement>" for each requirement of a shipped package that no shipped package satisfies.
+    Markers are evaluated for Lambda, with the extras asked for: in ``asked`` (requirements.txt lines such as
+    ``aws-lambda-powertools[tracer]``) or by an applying requirement of another shipped package."""
+    from packaging.requirements import Requirement
+
+    shipped = {_normalized(d.metadata["Name"]): d for d in distributions}
+    extras: dict[str, set[str]] = {}
+    for line in asked:
+        requirement = Requirement(line)
+        extras.setdefault(_normalized(requirement.name), set()).update(requirement.extras)
+
+    def applying(name: str) -> list[Requirement]:
+        environments = [{**LAMBDA_MARKERS, "extra": extra} for extra in ("", *sorted(extras.get(name, ())))]
+        requirements = [Requirement(line) for line in shipped[name].requires or []]
+        return [r for r in requirements if r.marker is None or any(r.marker.evaluate(env) for env in environments)]
+
+    changed = True
+    while changed:  # extras asked for by what applies, until nothing new applies
+        changed = False
+        for name in shipped:
+            for requirement in applying(name):
+                known = extras.setdefault(_normalized(requirement.name), set())
+                if not set(requirement.extras) <= known:
+                    known.update(requirement.extras)
+                    changed = True
+    unmet = []
+    for name in sorted(shipped):
+        for requirement in applying(name):
+            provider = shipped.get(_normalized(requirement.name))
+            if provider is None or not requirement.specifier.contains(provider.version, prereleases=True):
+                unmet.append(f"{name} needs {requirement}")
+    return unmet
+
+
+def _layer_requirements() -> tuple[str, ...]:
+    lines = (REPO_ROOT / "layers/common/requirements.txt").read_text().splitlines()
+    return tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+
+def test_the_wholeness_check_sees_a_stripped_sdk(tmp_path: Path) -> None:
+    # Given a site like the layer the Makefile built before #12: botocore removed, its urllib3 and jmespath left
+    def dist(name: str, version: str, *requires: str) -> None:
+        info = tmp_path / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", *(f"Requires-Dist: {r}" for r in requires)]
+        (info / "METADATA").write_text("\n".join(lines) + "\n")
+
+    dist("aws-xray-sdk", "2.15.0", "botocore>=1.11.3", "wrapt")
+    dist("wrapt", "2.5.2")
+    dist("urllib3", "2.8.0")
+    dist("jmespath", "1.1.0")
+    dist("aws-lambda-powertools", "3.37.0", 'aws-xray-sdk<3.0.0,>=2.8.0; extra == "tracer"', 'pydantic; extra == "parser"')
+    asked = ("aws-lambda-powertools[tracer]>=3.20,<4",)
+    found = list(importlib.metadata.distributions(path=[str(tmp_path)]))
+
+    # Then the missing SDK is reported, and an extra nobody asked for (parser) is not
+    assert _unmet_requirements(found, asked) == ["aws-xray-sdk needs botocore>=1.11.3"]
+    # And a shipped package at a version its dependant does not allow is reported too
+    dist("botocore", "1.43.127", "jmespath<2.0.0,>=0.7.1", "urllib3!=2.2.0,<2,>=1.25.4", 'awscrt==0.38.0; extra == "crt"')
+    assert _unmet_requirements(list(importlib.metadata.distributions(path=[str(tmp_path)])), asked) == [
+        "botocore needs urllib3!=2.2.0,<2,>=1.25.4"
+    ]
 
 
 def _locked() -> dict[str, str]:
