@@ -244,14 +244,21 @@ class Finding:
     request: Request
     decision: str
     calls: list[Call] = field(default_factory=list)
+    # Variables the call's names came from that the template does not give this function.
+    foreign_env: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         tests = sorted({call.test for call in self.calls if call.test})
         local = sorted({f"{call.service}:{call.operation} {json.dumps(call.params, sort_keys=True)}" for call in self.calls})
         where = f"; tests: {', '.join(tests[:3])}{' ...' if len(tests) > 3 else ''}" if tests else ""
+        foreign = (
+            f"; the template does not give {self.request.function} {', '.join(self.foreign_env)}: the test's environment did"
+            if self.foreign_env
+            else ""
+        )
         return (
             f"{self.decision}: function {self.request.function} {self.request.action} on {self.request.resource} "
-            f"(recorded as {local[0]}{' ...' if len(local) > 1 else ''}{where})"
+            f"(recorded as {local[0]}{' ...' if len(local) > 1 else ''}{where}{foreign})"
         )
 
 
@@ -507,7 +514,9 @@ def evaluate(calls: Sequence[Call], deployment: Deployment | None = None) -> Rep
                         exercised_keys.add((request.function, match["policy"], match["statement"], action, resource))
             continue
         decision = result["decision"] or f"Invalid request ({json.dumps(result['error'])})"
-        denied.append(Finding(request, decision, behind[request]))
+        given = deployment.functions[request.function].env
+        foreign = sorted({var for call in behind[request] for var in call.env if var not in given})
+        denied.append(Finding(request, decision, behind[request], foreign))
     exercised: list[Grant] = []
     unexercised: list[Grant] = []
     for grant in output["grants"]:

@@ -122,3 +122,94 @@ def job_event(job_id: str) -> dict[str, Any]:
     event["requestContext"]["path"] = f"/prod/v1/images/jobs/{job_id}"
     event["pathParameters"] = {"job_id": job_id}
     return event
+
+
+# --- Least privilege, by evaluation (issue #12 item 13) -----------------------------------------------------------
+# Every AWS call the functions make in the integration and end-to-end tiers is recorded (devtools/aws_calls.py: in
+# process for the handlers the integration tests call, in the Lambda RIE's child processes for the e2e stacks), and
+# once, when the session ends, evaluated against the roles template.yaml gives the functions (devtools/iam_eval.py).
+# A call the role would refuse fails the run; so does, in a full run of both tiers, a granted action that no test
+# exercised and that tests/iam/unexercised_grants.json does not explain. The report is written to
+# <pytest tmp dir>/aws-calls0/iam-report.txt and summed up at the end of the run.
+RECORDED_TIERS = ("tests/integration/", "tests/e2e/")
+_least_privilege: dict[str, Any] = {}
+
+
+def _recorded_caller() -> Any:
+    from devtools import aws_calls
+
+    if not os.environ.get("PYTEST_CURRENT_TEST", "").startswith(RECORDED_TIERS):
+        return None
+    return aws_calls.in_process_caller()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _aws_call_recorder(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from devtools import aws_calls
+
+    directory = tmp_path_factory.mktemp("aws-calls")
+    aws_calls.propagate_to_thread_pools()
+    aws_calls.install(directory, _recorded_caller)
+    previous = os.environ.get(aws_calls.ENV_VAR)
+    os.environ[aws_calls.ENV_VAR] = str(directory)  # devtools.rie starts the functions' runtimes through the recorder
+    _least_privilege["directory"] = directory
+    yield directory
+    if previous is None:
+        os.environ.pop(aws_calls.ENV_VAR, None)
+    else:
+        os.environ[aws_calls.ENV_VAR] = previous
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        _least_privilege["deselected"] = True
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A full run collects every test module of both recorded tiers and deselects nothing."""
+    collected = {Path(str(item.path)).resolve() for item in session.items}
+    expected = {path.resolve() for tier in RECORDED_TIERS for path in (ROOT / tier).glob("test_*.py")}
+    _least_privilege["full_run"] = bool(expected) and expected <= collected
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    directory = _least_privilege.get("directory")
+    if directory is None:
+        return
+    from devtools import aws_calls, iam_eval
+
+    calls = aws_calls.read_calls(directory)
+    if not calls:
+        return
+    full = bool(_least_privilege.get("full_run")) and not _least_privilege.get("deselected") and exitstatus == 0
+    summary: list[str] = []
+    failed = False
+    try:
+        report = iam_eval.evaluate(calls)
+    except (iam_eval.EvaluatorUnavailable, ValueError) as error:
+        summary.append(f"IAM evaluation could not run: {error}")
+        failed = True
+    else:
+        lines = report.lines()
+        fresh = iam_eval.new_unexercised(report, iam_eval.load_allowlist()) if full else []
+        lines += [f"NEW UNEXERCISED GRANT {grant.function}: {grant.action} on {grant.resource}" for grant in fresh]
+        (directory / "iam-report.txt").write_text("\n".join(lines) + "\n")
+        failed = not report.ok or bool(fresh)
+        summary.append(lines[0])
+        summary += [line for line in lines if line.startswith(("  DENIED", "  UNMAPPED", "NEW UNEXERCISED"))]
+        summary.append(
+            f"{len(report.unexercised)} granted actions no test exercised"
+            + (" (checked against tests/iam/unexercised_grants.json)" if full else " (not checked: not a full run of both tiers)")
+        )
+        summary.append(f"report: {directory / 'iam-report.txt'}")
+    _least_privilege["summary"] = summary
+    if failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    summary = _least_privilege.get("summary")
+    if summary:
+        terminalreporter.section("least privilege (IAM evaluation of the recorded AWS calls)")
+        for line in summary:
+            terminalreporter.line(line)

@@ -105,6 +105,14 @@ def test_a_grant_on_one_key_prefix_is_not_one_on_another(deployment: iam_eval.De
     ]
 
 
+def test_a_denied_call_names_the_variable_the_template_does_not_give_the_function(deployment: iam_eval.Deployment) -> None:
+    call = Call("s3_trigger", "dynamodb", "PutItem", {"TableName": LOCAL_TABLE}, "us-east-1", env={"JOBS_TABLE": LOCAL_TABLE})
+    [finding] = iam_eval.evaluate([call], deployment).denied
+
+    assert finding.foreign_env == ["JOBS_TABLE"]
+    assert "the template does not give s3_trigger JOBS_TABLE" in finding.describe()
+
+
 def test_an_explicit_deny_wins_over_an_allow(template: dict[str, Any]) -> None:
     changed = copy.deepcopy(template)
     changed["Resources"]["WorkerFunction"]["Properties"]["Policies"].append(
