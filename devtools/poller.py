@@ -9,6 +9,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
@@ -18,6 +20,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Invoke = Callable[[dict[str, Any]], Any]
+# The worker's event source mapping in template.yaml, and Lambda's default BatchSize for SQS.
+WORKER_MAPPING = "WorkerJobsQueueMapping"
+SQS_DEFAULT_BATCH_SIZE = 10
+
+
+def template_batch_size(mapping: str = WORKER_MAPPING, template: Path | None = None) -> int:
+    """The BatchSize of ``mapping`` in template.yaml (a number, or a parameter's default): the local event source
+    hands the worker the batches the deployed one would. Read once per process (again if the file changes)."""
+    from devtools.sam_template import TEMPLATE
+
+    path = (template or TEMPLATE).resolve()
+    return _batch_size(path, path.stat().st_mtime_ns, mapping)
+
+
+@lru_cache(maxsize=8)
+def _batch_size(path: Path, modified_ns: int, mapping: str) -> int:
+    from devtools.sam_template import load_template, parameter_values
+
+    template = load_template(path)
+    size = template["Resources"][mapping]["Properties"].get("BatchSize", SQS_DEFAULT_BATCH_SIZE)
+    if isinstance(size, dict) and set(size) == {"Ref"}:
+        size = parameter_values(template)[size["Ref"]]
+    if isinstance(size, dict):
+        raise ValueError(f"{mapping}'s BatchSize is neither a number nor a parameter: {size}")
+    return int(size)
 
 
 def sqs_event(messages: list[dict[str, Any]], *, queue_arn: str, region: str) -> dict[str, Any]:
@@ -64,15 +91,18 @@ def s3_event(bucket: str, key: str, size: int, etag: str, *, region: str, when: 
 
 
 class SqsPoller:
-    """The event source mapping: ``poll_once`` handles one batch; ``run`` loops until ``stop``."""
+    """The event source mapping: ``poll_once`` handles one batch (at most ``batch_size`` messages: by default the
+    template's BatchSize for the worker); ``run`` loops until ``stop``."""
 
-    def __init__(self, sqs: SQSClient, queue_url: str, queue_arn: str, invoke: Invoke, *, region: str, batch_size: int = 5) -> None:
+    def __init__(
+        self, sqs: SQSClient, queue_url: str, queue_arn: str, invoke: Invoke, *, region: str, batch_size: int | None = None
+    ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.queue_arn = queue_arn
         self.invoke = invoke
         self.region = region
-        self.batch_size = batch_size
+        self.batch_size = template_batch_size() if batch_size is None else batch_size
         self.stats = {"batches": 0, "succeeded": 0, "failed": 0}
         self._stop = threading.Event()
 

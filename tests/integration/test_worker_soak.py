@@ -47,7 +47,7 @@ def test_every_message_is_accounted_for_once(job_resources, moto_server, fake_op
         job_resources.queue_arn,
         lambda e: worker.lambda_handler(e, lambda_context),
         region="us-east-1",
-        batch_size=10,
+        batch_size=10,  # the template's is 1; a producer's mapping may batch, and the worker stays correct
     )
     started, idle = time.monotonic(), 0
     while idle < 4 and time.monotonic() - started < TIME_BUDGET_SECONDS:
