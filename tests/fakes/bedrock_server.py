@@ -6,7 +6,11 @@ an ``x-amzn-ErrorType`` header and ``{"message": ...}``. The prompt picks the be
 of ``ERRORS``), ``fail:filtered`` (Stability: a finish reason; Nova/Titan: the output ``error`` field),
 ``fail:malformed``, ``fail:slow`` (sleeps ``SLOW_SECONDS``). Anything else succeeds with PNG/JPEG images drawn
 with Pillow: Nova/Titan at the requested width x height, Stability at the size the project lists for the ratio.
-Requests are recorded with their headers; unsigned requests or a credential scope other than bedrock are 403."""
+Requests are recorded with their headers; unsigned requests or a credential scope other than bedrock are 403.
+
+Model ids as Bedrock takes them: a foundation model id, or a cross-Region inference profile ``<geo>.<model id>``;
+a model in ``profile_only`` refuses its bare id as Bedrock does ("... with on-demand throughput isn't supported"),
+and an id of an unknown geography is "The provided model identifier is invalid"."""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from PIL import Image as PILImage
 from tests.fakes.loopback import LoopbackHTTPServer, QuietHandler
 
 SLOW_SECONDS = 5.0
-# Status codes from the Bedrock runtime API reference (InvokeModel errors).
+# Status codes from the Bedrock runtime API reference (InvokeModel errors), with Bedrock's own messages.
 ERRORS: dict[str, tuple[int, str]] = {
     "ThrottlingException": (429, "Too many requests, please wait before trying again."),
     "ValidationException": (400, "Malformed input request: #/textToImageParams/text: expected maxLength: 512, actual: 600"),
@@ -41,6 +45,12 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ContentFilter": (400, "This request has been blocked by our content filters."),
 }
 # Stability answers at its own resolution per ratio; the fake uses the sizes the project's registry lists.
+# Geographies of Bedrock's cross-Region (system-defined) inference profiles.
+GEOS = ("us", "us-gov", "eu", "apac", "jp", "au", "global")
+ON_DEMAND_MESSAGE = (
+    "Invocation of model ID {model} with on-demand throughput isn\u2019t supported. Retry your request with the ID or ARN "
+    "of an inference profile that contains this model."
+)
 STABILITY_SIZES = {
     "1:1": (1024, 1024),
     "16:9": (1280, 720),
@@ -78,6 +88,8 @@ class FakeBedrock(LoopbackHTTPServer):
         # With credentials, the SigV4 signature is checked as AWS would (403 InvalidSignatureException otherwise).
         self.credentials = Credentials(*credentials) if credentials else None
         self.requests: list[dict[str, Any]] = []
+        # Foundation models this fake serves only through an inference profile (their bare id is refused).
+        self.profile_only: set[str] = set()
         self._lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -90,6 +102,7 @@ class FakeBedrock(LoopbackHTTPServer):
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.profile_only.clear()
             self.max_in_flight = 0
 
     def _enter(self) -> None:
@@ -127,6 +140,13 @@ class FakeBedrock(LoopbackHTTPServer):
                     fake._leave()
 
             def _answer(self, model_id: str, body: dict[str, Any]) -> None:
+                geo, _, base = model_id.partition(".")
+                if geo in GEOS:
+                    model_id = base
+                elif not model_id.startswith(("amazon.", "stability.")):
+                    return self._error(400, "ValidationException", "The provided model identifier is invalid.")
+                elif model_id in fake.profile_only:
+                    return self._error(400, "ValidationException", ON_DEMAND_MESSAGE.format(model=model_id))
                 stability = model_id.startswith("stability.")
                 prompt = body["prompt"] if stability else body["textToImageParams"]["text"]
                 time.sleep(0.2)  # long enough for concurrent calls to overlap

@@ -1,8 +1,10 @@
 """A fake OpenAI Images API on loopback speaking real HTTP, for integration and end-to-end tests.
 
 The prompt picks the behaviour, so tests that only reach it through the API (or the official SDK) can steer it:
-``fail:400``, ``fail:401``, ``fail:429``, ``fail:500``, ``fail:policy``, ``fail:malformed``, ``fail:slow`` (sleeps
-past any sane deadline), ``flaky:N:<anything>`` (500 for the first N requests with that prompt, then success).
+``fail:400``, ``fail:401`` (key refused), ``fail:403`` (model access), ``fail:404`` (no such model), ``fail:quota``
+(429 ``insufficient_quota``), ``fail:429``, ``fail:500``, ``fail:policy`` (DALL-E's refusal), ``fail:moderation`` (GPT
+image models' refusal), ``fail:malformed``, ``fail:slow`` (sleeps past any sane deadline), ``flaky:N:<anything>``
+(500 for the first N requests with that prompt, then success); the error bodies are OpenAI's own.
 Faults for tests/integration/test_faults.py: ``fail:429-bare`` (no Retry-After), ``fail:503``, ``fail:html-502`` (a
 proxy's HTML error page), ``fail:html`` (200 with an HTML body), ``fail:truncated`` (the connection closes halfway
 through the promised body), ``fail:short`` (one image fewer than asked), ``fail:not-image`` (base64 of bytes that
@@ -37,18 +39,51 @@ def png(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def _error(status: int, message: str, code: str | None = None, param: str | None = None, **headers: str):
-    return status, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}, headers
+def _error(
+    status: int, message: str, code: str | None = None, param: str | None = None, kind: str = "invalid_request_error", **headers: str
+):
+    return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}, headers
 
 
+# OpenAI's own error bodies (status, type and code as its API answers them; platform.openai.com/docs/guides/error-codes).
 FAILURES: dict[str, tuple[int, Any, dict[str, str]]] = {
     "fail:400": _error(400, "Invalid size for this model.", "invalid_value", "size"),
-    "fail:401": _error(401, "Incorrect API key provided: sk-fake***1234.", "invalid_api_key"),
-    "fail:429": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded", **{"retry-after": "1"}),
-    "fail:500": _error(500, "The server had an error while processing your request."),
-    "fail:policy": _error(400, "Your request was rejected as a result of our safety system.", "content_policy_violation"),
-    "fail:429-bare": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded"),
-    "fail:503": _error(503, "The engine is currently overloaded, please try again later."),
+    "fail:401": _error(
+        401,
+        "Incorrect API key provided: sk-fake***1234. You can find your API key at https://platform.openai.com/account/api-keys.",
+        "invalid_api_key",
+    ),
+    "fail:403": _error(
+        403,
+        "Your organization must be verified to use the model `gpt-image-1`. Please go to: "
+        "https://platform.openai.com/settings/organization/general and click on Verify Organization. If you just verified, "
+        "it can take up to 15 minutes for access to propagate.",
+    ),
+    "fail:404": _error(404, "The model `dall-e-2` does not exist or you do not have access to it.", "model_not_found"),
+    "fail:quota": _error(
+        429,
+        "You exceeded your current quota, please check your plan and billing details. For more information on this error, "
+        "read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+        "insufficient_quota",
+        kind="insufficient_quota",
+    ),
+    "fail:429": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded", kind="requests", **{"retry-after": "1"}),
+    "fail:500": _error(500, "The server had an error while processing your request. Sorry about that!", kind="server_error"),
+    "fail:policy": _error(
+        400,
+        "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by "
+        "our safety system.",
+        "content_policy_violation",
+    ),
+    "fail:moderation": _error(
+        400,
+        "Your request was rejected by the safety system. If you believe this is an error, contact us at help.openai.com "
+        "and include the request ID req_0123456789abcdef.",
+        "moderation_blocked",
+        kind="image_generation_user_error",
+    ),
+    "fail:429-bare": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded", kind="requests"),
+    "fail:503": _error(503, "The engine is currently overloaded, please try again later.", kind="server_error"),
 }
 HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
 

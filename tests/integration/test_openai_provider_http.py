@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import time
+import urllib.request
 
 import pytest
 from PIL import Image as PILImage
@@ -22,28 +23,66 @@ def invoke(lambda_context, **body):
 
 
 def test_success_sends_the_key_and_asks_for_base64(openai_env, lambda_context) -> None:
-    status, body, _ = invoke(lambda_context, prompt="a fox", model="dall-e-3", size="1792x1024", style="natural")
+    status, body, _ = invoke(lambda_context, prompt="a fox", model="dall-e-3", size="1024x1024", style="natural")
     assert status == 200, body
     (item,) = body["data"]
     assert item["revised_prompt"] == "revised: a fox"
-    assert PILImage.open(io.BytesIO(base64.b64decode(item["b64_json"]))).size == (1792, 1024)
+    assert PILImage.open(io.BytesIO(base64.b64decode(item["b64_json"]))).size == (1024, 1024)
     (sent,) = openai_env.requests
     assert sent["headers"]["Authorization"] == "Bearer sk-test-integration-key"
     assert sent["json"] == {
         "model": "dall-e-3",
         "prompt": "a fox",
         "n": 1,
-        "size": "1792x1024",
+        "size": "1024x1024",
         "style": "natural",
         "response_format": "b64_json",
     }
 
 
 def test_gpt_image_passes_usage_through(openai_env, lambda_context) -> None:
-    status, body, _ = invoke(lambda_context, model="gpt-image-1", size="1024x1024", response_format=None, n=2)
+    status, body, _ = invoke(lambda_context, model="gpt-image-1", size="1024x1024", response_format=None, n=1)
     assert status == 200, body
-    assert len(body["data"]) == 2 and body["usage"]["total_tokens"] == 110
+    assert len(body["data"]) == 1 and body["data"][0]["b64_json"] and body["usage"]["total_tokens"] == 110
     assert "response_format" not in openai_env.requests[0]["json"]
+
+
+def test_gpt_image_models_answer_urls_too(openai_env, lambda_context) -> None:
+    """OpenAI refuses response_format for GPT image models; every image is in S3 here, so a URL is always served."""
+    status, body, _ = invoke(lambda_context, model="gpt-image-1", size="1536x1024", response_format="url", n=2)
+    assert status == 200, body
+    assert [set(item) for item in body["data"]] == [{"url"}, {"url"}] and body["usage"]["total_tokens"] == 110
+    with urllib.request.urlopen(body["data"][0]["url"]) as fetched:
+        assert PILImage.open(io.BytesIO(fetched.read())).size == (1536, 1024)
+    (sent,) = openai_env.requests
+    assert "response_format" not in sent["json"]  # OpenAI would refuse it: the provider is asked for base64 as always
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"model": "gpt-image-1", "size": "1536x1024"},  # b64_json by default: RGBA noise in PNG is 6 MB, 8 MB in base64
+        {"model": "gpt-image-1.5", "size": "auto"},  # "auto" may pick 1536x1024
+        {"model": "gpt-image-1", "size": "1024x1024", "n": 2},
+        {"model": "dall-e-3", "size": "1792x1024"},  # the event asks b64_json
+    ],
+)
+def test_an_answer_that_could_not_fit_is_refused_before_the_provider_is_called(openai_env, lambda_context, fields) -> None:
+    """Lambda answers at most 6 MB: a b64_json request whose worst case cannot fit is a 413 with nothing billed,
+    nothing stored, and the advice to ask for URLs."""
+    event = load_event(
+        "api_generate_b64.json", prompt="a fox", response_format=None if fields["model"] != "dall-e-3" else "b64_json", **fields
+    )
+    response = app.lambda_handler(event, lambda_context)
+    status, body = response["statusCode"], json.loads(response["body"])
+    assert status == 413, body
+    assert (body["error"]["type"], body["error"]["param"], body["error"]["code"]) == (
+        "invalid_request_error",
+        "response_format",
+        "response_too_large",
+    )
+    assert "'url'" in body["error"]["message"] and "6 MB" in body["error"]["message"]
+    assert openai_env.requests == []
 
 
 @pytest.mark.parametrize(
@@ -51,9 +90,14 @@ def test_gpt_image_passes_usage_through(openai_env, lambda_context) -> None:
     [
         ("fail:400", 400, "invalid_value", "size"),
         ("fail:401", 502, "provider_auth_failed", None),
+        ("fail:403", 502, "provider_auth_failed", None),
+        ("fail:404", 502, "provider_model_unavailable", None),
+        ("fail:quota", 502, "provider_quota_exceeded", None),
         ("fail:429", 429, "rate_limit_exceeded", None),
         ("fail:500", 502, "provider_error", None),
-        ("fail:policy", 422, "content_policy_violation", "prompt"),
+        # OpenAI's status for a safety refusal, so the SDKs raise BadRequestError.
+        ("fail:policy", 400, "content_policy_violation", "prompt"),
+        ("fail:moderation", 400, "moderation_blocked", "prompt"),
         ("fail:malformed", 502, "provider_bad_response", None),
     ],
 )
@@ -64,6 +108,9 @@ def test_provider_failures_map_to_our_status_table(openai_env, lambda_context, p
     assert "sk-" not in json.dumps(body)
     if status == 429:
         assert response["multiValueHeaders"]["Retry-After"] == ["1"]
+    # Only what no retry can fix tells the client not to retry (the OpenAI SDKs honour x-should-retry).
+    no_retry = code in ("provider_auth_failed", "provider_model_unavailable", "provider_quota_exceeded")
+    assert (response["multiValueHeaders"].get("x-should-retry") == ["false"]) is no_retry
 
 
 def test_timeout_is_504_within_the_deadline(openai_env, lambda_context) -> None:
@@ -99,7 +146,7 @@ def test_persistent_5xx_gives_up_after_two_retries(openai_env, lambda_context) -
     assert requests_with(openai_env, "fail:500") == 3
 
 
-@pytest.mark.parametrize("prompt", ["fail:400", "fail:401", "fail:policy", "fail:malformed"])
+@pytest.mark.parametrize("prompt", ["fail:400", "fail:401", "fail:403", "fail:404", "fail:quota", "fail:policy", "fail:malformed"])
 def test_permanent_failures_are_not_retried(openai_env, lambda_context, prompt) -> None:
     invoke(lambda_context, prompt=prompt, model="dall-e-2")
     assert requests_with(openai_env, prompt) == 1

@@ -12,7 +12,14 @@ import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 
 from imagegen.deadline import Deadline
-from imagegen.errors import ContentPolicyError, InvalidRequestError, ProviderError, ProviderTimeoutError, RateLimitError
+from imagegen.errors import (
+    ContentPolicyError,
+    InvalidRequestError,
+    ProviderConfigurationError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
 from imagegen.models import STABILITY_SIZES, build_registry
 from imagegen.options import ImageGenerationRequest
 from imagegen.providers.bedrock import BedrockProvider, amazon_body, aspect_ratio, client_error, stability_body, transport_error
@@ -172,6 +179,15 @@ def test_no_time_left_calls_nothing() -> None:
     assert client.calls == []
 
 
+# Bedrock's own messages (InvokeModel): a model offered only through a cross-Region inference profile, and a model
+# whose access is not granted to the account.
+ON_DEMAND = (
+    "Invocation of model ID amazon.nova-canvas-v1:0 with on-demand throughput isn\u2019t supported. Retry your request "
+    "with the ID or ARN of an inference profile that contains this model."
+)
+MODEL_ACCESS = "You don't have access to the model with the specified model ID."
+
+
 def bedrock_error(code: str, message: str, status: int = 400) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, "InvokeModel")
 
@@ -182,20 +198,33 @@ def bedrock_error(code: str, message: str, status: int = 400) -> ClientError:
         ("ThrottlingException", "Too many requests", RateLimitError, "rate_limit_exceeded"),
         ("ValidationException", "Malformed input request", InvalidRequestError, "invalid_value"),
         ("ValidationException", "This request has been blocked by our content filters.", ContentPolicyError, "content_policy_violation"),
-        ("AccessDeniedException", "no access", ProviderError, "provider_auth_failed"),
+        ("AccessDeniedException", MODEL_ACCESS, ProviderConfigurationError, "provider_auth_failed"),
+        ("ValidationException", ON_DEMAND, ProviderConfigurationError, "provider_inference_profile_required"),
+        ("ValidationException", ON_DEMAND.replace("\u2019", "'"), ProviderConfigurationError, "provider_inference_profile_required"),
+        ("ValidationException", "The provided model identifier is invalid.", ProviderConfigurationError, "provider_model_unavailable"),
         ("ModelTimeoutException", "timed out", ProviderTimeoutError, "provider_timeout"),
         ("ServiceUnavailableException", "unavailable", ProviderError, "provider_error"),
         ("InternalServerException", "internal", ProviderError, "provider_error"),
         ("ModelErrorException", "model error", ProviderError, "provider_error"),
-        ("ResourceNotFoundException", "not found", ProviderError, "provider_model_unavailable"),
-        ("UnrecognizedClientException", "bad token", ProviderError, "provider_auth_failed"),
-        ("InvalidSignatureException", "bad signature", ProviderError, "provider_auth_failed"),
+        ("ResourceNotFoundException", "not found", ProviderConfigurationError, "provider_model_unavailable"),
+        ("UnrecognizedClientException", "bad token", ProviderConfigurationError, "provider_auth_failed"),
+        ("InvalidSignatureException", "bad signature", ProviderConfigurationError, "provider_auth_failed"),
+        ("ExpiredTokenException", "The security token included in the request is expired", ProviderError, "provider_auth_failed"),
         ("SomethingNewException", "new", ProviderError, "provider_error"),
     ],
 )
 def test_client_error_table(code: str, message: str, expected: type, our_code: str) -> None:
     error = client_error(bedrock_error(code, message))
     assert type(error) is expected and error.code == our_code
+    # What no retry can fix says so (OpenAI SDKs honour x-should-retry) and fails a job at once.
+    configuration = expected is ProviderConfigurationError
+    assert error.retryable is (not configuration and expected is not InvalidRequestError and expected is not ContentPolicyError)
+    assert (error.headers.get("x-should-retry") == "false") is configuration
+
+
+def test_content_policy_is_400_as_openai_answers_it() -> None:
+    error = client_error(bedrock_error("ValidationException", "This request has been blocked by our content filters."))
+    assert (error.status_code, error.code, error.param) == (400, "content_policy_violation", "prompt")
 
 
 def test_transport_errors() -> None:
@@ -208,3 +237,17 @@ def test_client_errors_raised_by_boto3_are_mapped() -> None:
     client = StubClient(error=bedrock_error("ThrottlingException", "slow down", 429))
     with pytest.raises(RateLimitError):
         BedrockProvider(client).generate(plan(model=NOVA, size="512x512"), Deadline.after(10))
+
+
+def test_an_inference_profile_is_invoked_by_its_own_id_with_the_base_models_body() -> None:
+    """A cross-Region inference profile ``us.<model id>``: Bedrock needs the profile's id as modelId (a model served
+    only through profiles answers "on-demand throughput isn't supported" to its bare id); the body is the model's."""
+    registry = build_registry(openai_enabled=False, default_model=None, bedrock_models=[f"us.{TITAN}", f"eu.{CORE}"])
+    titan = registry.plan(ImageGenerationRequest(prompt="a cat", model=f"us.{TITAN}", size="1173x640"))
+    client = StubClient()
+    BedrockProvider(client, seed=lambda _: 7).generate(titan, Deadline.after(10))
+    (call,) = client.calls
+    assert call["modelId"] == f"us.{TITAN}"
+    assert call["body"] == amazon_body(plan(model=TITAN, size="1173x640"), 1, seed=7)  # cfgScale 8.0: Titan's own
+    core = registry.plan(ImageGenerationRequest(prompt="a cat", model=f"eu.{CORE}", size="1280x720"))
+    assert (core.model.family, core.model.provider_model) == ("stability", f"eu.{CORE}")

@@ -109,3 +109,33 @@ def test_blank_bedrock_settings_mean_off(monkeypatch) -> None:
     monkeypatch.setenv("BEDROCK_MODELS", "")
     monkeypatch.setenv("BEDROCK_ENABLED", "")
     assert [spec.id for spec in registry.deployment_registry(get_settings()).models] == ["local"]
+
+
+def test_bedrock_models_may_name_cross_region_inference_profiles(monkeypatch) -> None:
+    """``<geo>.<model id>`` is served under that id, invoked by that id, with the base model's rules."""
+    monkeypatch.setenv("BEDROCK_MODELS", f"us.{NOVA},global.{SD35},{TITAN}")
+    reg = registry.deployment_registry(get_settings())
+    assert [spec.id for spec in reg.models] == ["local", f"us.{NOVA}", f"global.{SD35}", TITAN]
+    profile = reg.get(f"us.{NOVA}")
+    assert (profile.provider, profile.provider_model) == ("bedrock", f"us.{NOVA}")
+    assert profile.model_copy(update={"id": NOVA, "provider_model": NOVA}) == CATALOG[NOVA]
+    with pytest.raises(InvalidRequestError, match="1024"):
+        reg.plan(ImageGenerationRequest(prompt="p" * 1025, model=f"us.{NOVA}"))
+    with pytest.raises(ModelNotFoundError):
+        reg.get(NOVA)  # the bare id is another model id, not served unless listed
+
+
+@pytest.mark.parametrize("model_id", [f"mars.{NOVA}", "us.dall-e-3", "us.local", f"us.us.{NOVA}", f"us.{NOVA}x"])
+def test_only_bedrock_models_under_a_known_geography_are_profiles(monkeypatch, model_id: str) -> None:
+    monkeypatch.setenv("BEDROCK_MODELS", model_id)
+    with pytest.raises(ValueError, match="unknown models"):
+        registry.deployment_registry(get_settings())
+    with pytest.raises(ValidationError, match="unknown model ids"):
+        RegistryConfig.model_validate({"models": [model_id]})
+
+
+def test_a_registry_document_may_list_inference_profiles() -> None:
+    config = RegistryConfig.model_validate({"models": [{"id": f"eu.{TITAN}", "max_n": 2}], "default_model": f"eu.{TITAN}"})
+    reg = build_registry(openai_enabled=False, default_model=None, config=config)
+    assert [(spec.id, spec.provider_model, spec.max_n) for spec in reg.models] == [(f"eu.{TITAN}", f"eu.{TITAN}", 2)]
+    assert config.providers == frozenset({"bedrock"})

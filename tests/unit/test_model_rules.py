@@ -27,6 +27,8 @@ ACCEPTED = [
     ("gpt-image-1", {"size": "1536x1024", "quality": "low", "n": 10, "output_format": "webp", "output_compression": 50}),
     ("gpt-image-1", {"size": "auto", "background": "transparent", "moderation": "low"}),
     ("gpt-image-1", {"response_format": "b64_json"}),  # what it answers anyway: accepted, unlike OpenAI
+    ("gpt-image-1", {"response_format": "url"}),  # every image is in S3: served as a presigned URL, unlike OpenAI
+    ("gpt-image-2", {"response_format": "url", "size": "3840x2160"}),
     ("gpt-image-1-mini", {"size": "1024x1536", "quality": "auto"}),
     ("gpt-image-1.5", {"prompt": "p" * 32000, "output_format": "jpeg", "background": "opaque"}),
     ("gpt-image-2", {"size": "2048x1152"}),
@@ -48,7 +50,6 @@ REJECTED = [
     ("dall-e-3", {"quality": "high"}, "quality", "'standard', 'hd'"),
     ("dall-e-3", {"prompt": "p" * 4001}, "prompt", "4000"),
     ("dall-e-3", {"background": "opaque"}, "background", "not supported"),
-    ("gpt-image-1", {"response_format": "url"}, "response_format", "'b64_json'"),
     ("gpt-image-1", {"style": "vivid"}, "style", "not supported"),
     ("gpt-image-1", {"size": "1792x1024"}, "size", "'1536x1024'"),
     ("gpt-image-1", {"size": "512x512"}, "size", "'1024x1024'"),
@@ -92,8 +93,20 @@ def test_defaults_follow_the_model() -> None:
     dalle3 = plan(model="dall-e-3")
     assert (dalle3.size, dalle3.n, dalle3.response_format, dalle3.quality) == ("1024x1024", 1, "url", None)
     gpt = plan(model="gpt-image-1")
-    assert gpt.response_format == "b64_json"
+    assert gpt.response_format == "b64_json"  # OpenAI's answer for GPT image models, what SDK users read
     assert gpt.output_format == "png"
+
+
+def test_every_model_serves_url() -> None:
+    registry = build_registry(openai_enabled=True, default_model=None, bedrock_enabled=True, azure_deployments={"gpt-image-1": "img"})
+    assert [spec.id for spec in registry.models if "url" not in spec.response_formats] == []
+    assert {spec.id: spec.default_response_format for spec in registry.models if spec.default_response_format != "url"} == {
+        "gpt-image-1": "b64_json",
+        "gpt-image-1-mini": "b64_json",
+        "gpt-image-1.5": "b64_json",
+        "gpt-image-2": "b64_json",
+        "azure/gpt-image-1": "b64_json",
+    }
 
 
 def test_seed_quality_maps_to_gpt_image_levels() -> None:

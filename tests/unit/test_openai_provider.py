@@ -11,7 +11,7 @@ import pytest
 from imagegen import errors
 from imagegen.models import build_registry
 from imagegen.options import ImageGenerationRequest
-from imagegen.providers.openai import build_request_body, parse_images, status_error
+from imagegen.providers.openai import build_request_body, parse_images, retry_delay, status_error
 
 REGISTRY = build_registry(openai_enabled=True, default_model=None)
 
@@ -48,25 +48,61 @@ def error_payload(message: str, code: str | None = None, param: str | None = Non
     return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
 
 
+# Bodies as OpenAI sends them (error codes: platform.openai.com/docs/guides/error-codes).
+QUOTA = {
+    "error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota",
+        "param": None,
+        "code": "insufficient_quota",
+    }
+}
+UNVERIFIED = error_payload("Your organization must be verified to use the model `gpt-image-1`.")
+NO_MODEL = error_payload("The model `gpt-image-9` does not exist or you do not have access to it.", "model_not_found")
+
+
 @pytest.mark.parametrize(
     ("status", "payload", "headers", "expected", "our_status"),
     [
         (400, error_payload("bad size", "invalid_value", "size"), None, errors.InvalidRequestError, 400),
-        (400, error_payload("Your request was rejected", "content_policy_violation"), None, errors.ContentPolicyError, 422),
-        (400, error_payload("blocked", "moderation_blocked"), None, errors.ContentPolicyError, 422),
-        (401, error_payload("Incorrect API key provided: sk-abc***"), None, errors.ProviderError, 502),
-        (403, error_payload("no access"), None, errors.ProviderError, 502),
+        # OpenAI's own status for a safety refusal: the SDKs raise BadRequestError.
+        (400, error_payload("Your request was rejected", "content_policy_violation"), None, errors.ContentPolicyError, 400),
+        (400, error_payload("blocked", "moderation_blocked"), None, errors.ContentPolicyError, 400),
+        (401, error_payload("Incorrect API key provided: sk-abc***"), None, errors.ProviderConfigurationError, 502),
+        (403, UNVERIFIED, None, errors.ProviderConfigurationError, 502),
         (429, error_payload("slow down", "rate_limit_exceeded"), {"retry-after": "7"}, errors.RateLimitError, 429),
-        (429, error_payload("quota", "insufficient_quota"), None, errors.ProviderError, 502),
+        (429, QUOTA, None, errors.ProviderConfigurationError, 502),
         (500, error_payload("oops"), None, errors.ProviderError, 502),
         (503, b"<html>busy</html>", None, errors.ProviderError, 502),
-        (404, error_payload("no such model"), None, errors.ProviderError, 502),
+        (404, NO_MODEL, None, errors.ProviderConfigurationError, 502),
     ],
 )
 def test_status_table(status, payload, headers, expected, our_status) -> None:
     error = status_error(response(status, payload, headers))
     assert type(error) is expected
     assert error.status_code == our_status
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "code"),
+    [
+        (401, error_payload("Incorrect API key provided: sk-abc***", "invalid_api_key"), "provider_auth_failed"),
+        (403, UNVERIFIED, "provider_auth_failed"),
+        (404, NO_MODEL, "provider_model_unavailable"),
+        (429, QUOTA, "provider_quota_exceeded"),
+    ],
+)
+def test_failures_no_retry_can_fix_say_so_and_are_not_retried(status: int, payload: object, code: str) -> None:
+    upstream = response(status, payload)
+    error = status_error(upstream)
+    assert (error.code, error.retryable, error.headers) == (code, False, {"x-should-retry": "false"})
+    assert retry_delay(upstream, error, 0) is None
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_transient_failures_stay_retryable_without_the_header(status: int) -> None:
+    error = status_error(response(status, error_payload("busy", "rate_limit_exceeded" if status == 429 else None)))
+    assert error.retryable and "x-should-retry" not in error.headers
 
 
 def test_400_passes_param_through() -> None:

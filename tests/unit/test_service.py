@@ -1,4 +1,5 @@
-"""The service with in-memory fakes: keys, metadata, url vs b64, the 6 MB guard, all-or-nothing storage."""
+"""The service with in-memory fakes: keys, metadata, url vs b64, the 6 MB guard (before the provider is called),
+all-or-nothing storage."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 
 import pytest
 
+from imagegen import service as service_module
 from imagegen.deadline import Deadline
 from imagegen.errors import PayloadTooLargeError, ProviderError, StorageError
 from imagegen.models import build_registry
@@ -15,17 +17,26 @@ from imagegen.options import ImageGenerationRequest
 from imagegen.providers.base import ProviderImage, ProviderResult
 from imagegen.providers.local import LocalProvider, draw
 from imagegen.service import ImageService, sniff_format
-from imagegen.settings import Settings
-from tests.fakes.memory_store import InMemoryStore
+from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings
+from tests.fakes.memory_store import InMemoryStore as _InMemoryStore
 
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
+
+
+class InMemoryStore(_InMemoryStore):
+    """The shared fake, taking the deadline ImageStore.put_all takes."""
+
+    def put_all(self, objects, metadata, *, deadline=None) -> None:
+        super().put_all(objects, metadata)
 
 
 class FixedProvider:
     def __init__(self, result: ProviderResult) -> None:
         self.result = result
+        self.calls = 0
 
     def generate(self, plan, deadline):
+        self.calls += 1
         return self.result
 
 
@@ -72,21 +83,88 @@ def test_b64_answer_is_the_stored_bytes() -> None:
     assert base64.b64decode(response.data[0].b64_json) == stored == draw("a fox", 256, 256, 0)
 
 
-def test_b64_past_the_lambda_limit_is_413_and_stores_nothing() -> None:
+def test_b64_that_cannot_fit_at_worst_is_413_before_the_provider_is_called() -> None:
+    """1536x1024 PNG from a GPT image model: RGBA noise takes 6 MB, 8 MB in base64, above Lambda's 6 MB answer."""
+    store = InMemoryStore()
+    provider = FixedProvider(ProviderResult((ProviderImage(draw("x", 256, 256)),)))
+    with pytest.raises(PayloadTooLargeError) as caught:
+        generate(make_service(provider=provider, store=store, openai=True), model="gpt-image-1", size="1536x1024")
+    error = caught.value
+    assert (error.status_code, error.param, error.code) == (413, "response_format", "response_too_large")
+    assert "'url'" in error.message and "6 MB" in error.message and "8.2 MB" in error.message and "4.05 bytes" in error.message
+    assert provider.calls == 0 and store.objects == {}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"model": "gpt-image-1", "size": "auto"},  # "auto" may pick 1536x1024
+        {"model": "gpt-image-1", "size": "1024x1024", "n": 2},
+        {"model": "dall-e-3", "size": "1792x1024", "response_format": "b64_json"},
+    ],
+)
+def test_every_b64_request_is_planned_at_its_worst(fields) -> None:
+    provider = FixedProvider(ProviderResult((ProviderImage(draw("x", 256, 256)),)))
+    with pytest.raises(PayloadTooLargeError):
+        generate(make_service(provider=provider, openai=True), **fields)
+    assert provider.calls == 0
+
+
+def test_the_same_request_as_url_is_served_for_gpt_image_models() -> None:
+    images = tuple(ProviderImage(draw("x", 256, 256, seed)) for seed in range(2))
+    service = make_service(provider=FixedProvider(ProviderResult(images)), openai=True)
+    response = generate(service, model="gpt-image-1", size="1536x1024", n=2, response_format="url")
+    assert [bool(item.url) and item.b64_json is None for item in response.data] == [True, True]
+
+
+def test_plan_limit_is_the_callers(monkeypatch) -> None:
+    service = make_service(openai=True)
+    request = ImageGenerationRequest(prompt="x", model="gpt-image-1", size="1536x1024")
+    with pytest.raises(PayloadTooLargeError):
+        service.plan(request)
+    assert service.plan(request, max_response_bytes=None).response_format == "b64_json"  # results to S3 only
+    with pytest.raises(PayloadTooLargeError):
+        service.plan(ImageGenerationRequest(prompt="x", model="gpt-image-1"), max_response_bytes=LAMBDA_SYNC_RESPONSE_LIMIT // 2)
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, dict]] = []
+        self.metrics: list[str] = []
+
+
+@pytest.fixture
+def recorded(monkeypatch) -> Recorded:
+    seen = Recorded()
+    monkeypatch.setattr(service_module.logger, "error", lambda message, extra=None, **_: seen.errors.append((message, extra or {})))
+    real_add = service_module.metrics.add_metric
+    monkeypatch.setattr(
+        service_module.metrics, "add_metric", lambda name, **kwargs: (seen.metrics.append(name), real_add(name=name, **kwargs))
+    )
+    return seen
+
+
+def test_an_image_above_its_bound_is_a_logged_bug_but_still_answered(recorded: Recorded) -> None:
+    """The provider has billed: the images are stored and answered, never refused; the bound is what was wrong."""
+    png = draw("x", 256, 256) + bytes(64 * 1024)  # above the local model's bound for 256x256, the answer still fits
+    store = InMemoryStore()
+    response = generate(
+        make_service(provider=FixedProvider(ProviderResult((ProviderImage(png),))), store=store), size="256x256", response_format="b64_json"
+    )
+    assert base64.b64decode(response.data[0].b64_json) == png
+    assert len(store.objects) == 1
+    assert [extra["model"] for message, extra in recorded.errors if "worst-case bound" in message] == ["local"]
+
+
+def test_a_billed_answer_too_big_for_base64_is_delivered_as_urls(recorded: Recorded) -> None:
     big = draw("x", 256, 256) + b"\0" * (5 * 1024 * 1024)
     store = InMemoryStore()
     service = make_service(provider=FixedProvider(ProviderResult((ProviderImage(big),))), store=store)
-    with pytest.raises(PayloadTooLargeError) as caught:
-        generate(service, size="256x256", response_format="b64_json")
-    assert caught.value.status_code == 413 and caught.value.param == "response_format"
-    assert "'url'" in caught.value.message
-    assert store.objects == {}
-
-
-def test_same_image_as_url_is_fine() -> None:
-    big = draw("x", 256, 256) + b"\0" * (5 * 1024 * 1024)
-    service = make_service(provider=FixedProvider(ProviderResult((ProviderImage(big),))))
-    assert generate(service, size="256x256").data[0].url
+    response = generate(service, size="256x256", response_format="b64_json")
+    (item,) = response.data
+    assert item.b64_json is None and item.url == "https://bucket.example/images/2026/11/25/req-1/0.png?ttl=900"
+    assert len(store.objects) == 1
+    assert "B64AnswerAsUrls" in recorded.metrics
 
 
 def test_storage_failure_surfaces_as_storage_error() -> None:

@@ -6,8 +6,9 @@ follows the exception's *type*, never its message text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 
@@ -19,6 +20,8 @@ class ImageGenError(Exception):
     default_code: ClassVar[str | None] = None
     # A permanent error does not go away on retry (bad options, policy); a transient one may.
     retryable: ClassVar[bool] = False
+    # Headers every answer of this error carries (a caller's own headers are added to them).
+    default_headers: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
     def __init__(
         self,
@@ -32,7 +35,7 @@ class ImageGenError(Exception):
         self.message = message
         self.param = param
         self.code = code or self.default_code
-        self.headers = headers or {}
+        self.headers = {**self.default_headers, **(headers or {})}
 
     def body(self) -> dict[str, Any]:
         """The OpenAI error envelope."""
@@ -88,7 +91,10 @@ class UnprocessableError(ImageGenError):
 
 
 class ContentPolicyError(ImageGenError):
-    status_code = 422
+    """The provider's safety system refused the prompt or the output: 400, as OpenAI answers it (the SDKs raise
+    BadRequestError)."""
+
+    status_code = 400
     error_type = "invalid_request_error"
     default_code = "content_policy_violation"
 
@@ -107,6 +113,16 @@ class ProviderError(ImageGenError):
     error_type = "api_error"
     default_code = "provider_error"
     retryable = True
+
+
+class ProviderConfigurationError(ProviderError):
+    """The provider refused this *deployment*, not the request: its key or role refused, its account out of quota, the
+    model not enabled or not invocable as configured. No retry can help until the operator acts, so the answer says
+    ``x-should-retry: false`` (the OpenAI SDKs honour it) and the worker records the job failed at once."""
+
+    default_code = "provider_misconfigured"
+    retryable = False
+    default_headers = MappingProxyType({"x-should-retry": "false"})
 
 
 class ProviderTimeoutError(ImageGenError):

@@ -7,6 +7,7 @@ Numbers follow the OpenAI Images API reference (openai-openapi ``CreateImageRequ
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
@@ -21,6 +22,24 @@ ProviderName = Literal["local", "openai", "bedrock", "azure"]
 # on Bedrock, Amazon's image models (Nova Canvas, Titan v2) share one body and Stability's models another.
 ModelFamily = Literal["local", "dall-e", "gpt-image", "amazon-image", "stability"]
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+# The most bytes an image can take per pixel in each format, for worst-case content (uniform random noise) at the
+# heaviest settings (PNG: 8-bit, deflate falling back to stored blocks; JPEG: quality 100, no chroma subsampling,
+# standard Huffman tables; WebP: lossless, or lossy at quality 100), measured with Pillow by
+# tests/unit/test_worst_case_bounds.py. Opaque images are RGB; a model that can draw a transparent background answers
+# RGBA. (Adversarial content can do worse, e.g. JPEG of noise of pure 0/255 values: ~4.8; an image model draws
+# neither, and an image above its bound is still delivered: imagegen.service.)
+OPAQUE_BYTES_PER_PIXEL: Mapping[OutputFormat, float] = {"png": 3.05, "jpeg": 4.2, "webp": 3.2}
+TRANSPARENT_BYTES_PER_PIXEL: Mapping[OutputFormat, float] = {"png": 4.05, "jpeg": 4.2, "webp": 4.05}
+# Per image, on top: headers, ancillary chunks and metadata a provider adds (colour profiles, EXIF, C2PA manifests).
+IMAGE_OVERHEAD_BYTES = 64 * 1024
+
+
+def _pixels(size: str) -> int:
+    match = _SIZE.match(size)
+    if match is None:
+        raise ValueError(f"{size!r} is not WIDTHxHEIGHT")
+    return int(match[1]) * int(match[2])
 
 
 class CustomSizeRule(BaseModel):
@@ -74,6 +93,10 @@ class ModelSpec(BaseModel):
     default_size: str = "1024x1024"
     # Size "auto" leaves the choice to the provider; providers that need pixels draw this one.
     auto_size: str = "1024x1024"
+    # The largest size "auto" may give (None: auto_size), for the worst case of an answer.
+    auto_max_size: str | None = None
+    # A provider that draws at its own resolution whatever the size asked: at most this many pixels per image.
+    max_output_pixels: int | None = None
     max_n: int = 10
     max_prompt_chars: int
     # Accepted request quality -> the value sent to the provider.
@@ -87,6 +110,23 @@ class ModelSpec(BaseModel):
     supports_compression: bool = False
     backgrounds: tuple[str, ...] = ()
     moderations: tuple[str, ...] = ()
+    # Worst-case bytes per pixel per output format, plus a fixed overhead per image: what a base64 answer is planned
+    # with before the provider is called. None: by the backgrounds the model can draw (RGBA if transparent, else RGB).
+    max_bytes_per_pixel: Mapping[OutputFormat, float] | None = None
+    image_overhead_bytes: int = IMAGE_OVERHEAD_BYTES
+
+    @model_validator(mode="after")
+    def _bounds_for_every_format(self) -> ModelSpec:
+        missing = [fmt for fmt in (*self.output_formats, self.native_format) if fmt not in self.bytes_per_pixel]
+        if missing:
+            raise ValueError(f"{self.id}: no worst-case bytes per pixel for {missing}")
+        return self
+
+    @property
+    def bytes_per_pixel(self) -> Mapping[OutputFormat, float]:
+        if self.max_bytes_per_pixel is not None:
+            return self.max_bytes_per_pixel
+        return TRANSPARENT_BYTES_PER_PIXEL if "transparent" in self.backgrounds else OPAQUE_BYTES_PER_PIXEL
 
 
 class GenerationPlan(BaseModel):
@@ -108,6 +148,22 @@ class GenerationPlan(BaseModel):
     background: str | None
     moderation: str | None
     user: str | None
+
+    @property
+    def max_pixels(self) -> int:
+        """The most pixels one image of this plan can have: the size asked, the largest "auto" may pick, or the
+        provider's own resolution."""
+        spec = self.model
+        if spec.max_output_pixels is not None:
+            return spec.max_output_pixels
+        if self.size == "auto":
+            return _pixels(spec.auto_max_size or spec.auto_size)
+        return self.width * self.height
+
+    @property
+    def max_image_bytes(self) -> int:
+        """The most bytes one image of this plan can take, from the model's worst-case bounds."""
+        return math.ceil(self.model.bytes_per_pixel[self.output_format] * self.max_pixels) + self.model.image_overhead_bytes
 
 
 def _allowed(values: Iterable[str]) -> str:
@@ -140,8 +196,10 @@ def _gpt_image(
         sizes=_GPT_IMAGE_SIZES,
         custom_sizes=custom_sizes,
         max_prompt_chars=32_000,
+        auto_max_size="1536x1024",
         qualities=_GPT_IMAGE_QUALITIES,
-        response_formats=("b64_json",),
+        # OpenAI answers GPT image models in base64 only (and so is our default, what SDK users read); every image is
+        # in S3 anyway, so "url" is served too.
         default_response_format="b64_json",
         output_formats=("png", "jpeg", "webp"),
         supports_compression=True,
@@ -160,6 +218,9 @@ LOCAL_MODEL = ModelSpec(
     qualities={quality: quality for quality in ("standard", "hd", "low", "medium", "high", "auto")},
     styles=("vivid", "natural"),
     output_formats=("png",),
+    # Its own output (flat cells, deflate): at most ~0.03 bytes per pixel, checked for every size by the tests.
+    max_bytes_per_pixel={"png": 0.1},
+    image_overhead_bytes=8 * 1024,
 )
 
 OPENAI_MODELS = (
@@ -218,6 +279,8 @@ def _stability(model_id: str) -> ModelSpec:
         max_n=4,
         max_prompt_chars=10_000,
         output_formats=("png", "jpeg"),
+        # Stability draws about 1 to 1.5 megapixels at the ratio asked, whatever our size says.
+        max_output_pixels=1536 * 1024,
     )
 
 
@@ -364,11 +427,15 @@ def _check_background(spec: ModelSpec, request: ImageGenerationRequest) -> str |
 
 
 def _bedrock_models(ids: Sequence[str]) -> tuple[ModelSpec, ...]:
-    known = {spec.id: spec for spec in BEDROCK_MODELS}
-    unknown = [model_id for model_id in ids if model_id not in known]
+    specs = {model_id: catalog_spec(model_id) for model_id in dict.fromkeys(ids)}
+    unknown = [model_id for model_id, spec in specs.items() if spec is None or spec.provider != "bedrock"]
     if unknown:
-        raise ValueError(f"BEDROCK_MODELS lists unknown models {unknown}; Bedrock models are {sorted(known)}")
-    return tuple(known[model_id] for model_id in dict.fromkeys(ids))
+        known = sorted(spec.id for spec in BEDROCK_MODELS)
+        raise ValueError(
+            f"BEDROCK_MODELS lists unknown models {unknown}; Bedrock models are {known}, each also as a cross-Region "
+            f"inference profile '<geo>.<model id>' with geo one of {list(BEDROCK_GEO_PREFIXES)}"
+        )
+    return tuple(spec for spec in specs.values() if spec is not None)
 
 
 AZURE_PREFIX = "azure/"
@@ -390,6 +457,28 @@ def azure_models(deployments: Mapping[str, str]) -> tuple[ModelSpec, ...]:
 # Every model this code can serve; a deployment serves all of a provider's, or the ones its registry document lists.
 CATALOG: Mapping[str, ModelSpec] = {spec.id: spec for spec in (LOCAL_MODEL, *OPENAI_MODELS, *BEDROCK_MODELS)}
 
+# Bedrock's cross-Region (system-defined) inference profiles are named "<geo>.<model id>" (us.stability.sd3-5-large-v1:0);
+# a model that Bedrock offers only through a profile must be invoked by the profile's id.
+BEDROCK_GEO_PREFIXES = ("us", "us-gov", "eu", "apac", "jp", "au", "global")
+
+
+def bedrock_base_id(model_id: str) -> str:
+    """The foundation model of a Bedrock id: ``us.amazon.nova-canvas-v1:0`` -> ``amazon.nova-canvas-v1:0``."""
+    geo, _, base = model_id.partition(".")
+    return base if geo in BEDROCK_GEO_PREFIXES and base else model_id
+
+
+def catalog_spec(model_id: str) -> ModelSpec | None:
+    """The catalog entry of ``model_id``; a Bedrock inference profile id is served and invoked under its own id, with
+    the rules of the base model's entry. None when the catalog has no such model."""
+    spec = CATALOG.get(model_id)
+    if spec is not None:
+        return spec
+    base = CATALOG.get(bedrock_base_id(model_id))
+    if base is None or base.provider != "bedrock" or base.id == model_id:
+        return None
+    return base.model_copy(update={"id": model_id, "provider_model": model_id})
+
 
 class ModelChoice(BaseModel):
     """One entry of a deployment's registry document: a catalog id, optionally with tighter limits."""
@@ -403,7 +492,8 @@ class ModelChoice(BaseModel):
     default_size: str | None = None
 
     def spec(self) -> ModelSpec:
-        base = CATALOG[self.id]
+        base = catalog_spec(self.id)
+        assert base is not None  # RegistryConfig checks every id
         update: dict[str, object] = {}
         if self.max_n is not None:
             update["max_n"] = self.max_n
@@ -430,13 +520,14 @@ class RegistryConfig(BaseModel):
     @model_validator(mode="after")
     def _known_models(self) -> RegistryConfig:
         ids = [choice.id for choice in self.models]
-        unknown = [model_id for model_id in ids if model_id not in CATALOG]
+        unknown = [model_id for model_id in ids if catalog_spec(model_id) is None]
         if unknown:
-            raise ValueError(f"unknown model ids {unknown}; the catalog has {sorted(CATALOG)}")
+            raise ValueError(f"unknown model ids {unknown}; the catalog has {sorted(CATALOG)} (Bedrock's also as '<geo>.<model id>')")
         if len(set(ids)) != len(ids):
             raise ValueError(f"a model is listed twice: {ids}")
         for choice in self.models:
-            base = CATALOG[choice.id]
+            base = catalog_spec(choice.id)
+            assert base is not None  # checked above
             if choice.max_n is not None and choice.max_n > base.max_n and base.provider != "bedrock":
                 raise ValueError(f"{choice.id}: max_n {choice.max_n} is above the model's own limit {base.max_n}")
             if choice.default_size is not None and choice.default_size not in base.sizes:
@@ -447,7 +538,7 @@ class RegistryConfig(BaseModel):
 
     @property
     def providers(self) -> frozenset[str]:
-        return frozenset(CATALOG[choice.id].provider for choice in self.models)
+        return frozenset(spec.provider for choice in self.models if (spec := catalog_spec(choice.id)) is not None)
 
 
 def build_registry(

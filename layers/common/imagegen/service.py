@@ -43,17 +43,24 @@ def b64_answer_bytes(image_sizes: Iterable[int]) -> int:
     return sum(4 * -(-size // 3) for size in image_sizes) + _RESPONSE_OVERHEAD_BYTES
 
 
-def check_b64_answer(image_sizes: Iterable[int], *, limit: int = LAMBDA_SYNC_RESPONSE_LIMIT, can_use_url: bool = True) -> None:
-    """A 413 before anything is written when a base64 answer could not leave the Lambda."""
-    size = b64_answer_bytes(image_sizes)
-    if size > limit:
-        advice = "use response_format 'url'" if can_use_url else "ask for fewer or smaller images"
-        raise PayloadTooLargeError(
-            f"The images would make a {size / 2**20:.1f} MB base64 answer, above the {limit / 2**20:.0f} MB limit of a "
-            f"synchronous Lambda response; {advice}.",
-            param="response_format" if can_use_url else "n",
-            code="response_too_large",
-        )
+def check_b64_plan(plan: GenerationPlan, *, limit: int) -> None:
+    """A 413 before the provider is called (nothing billed, nothing written) when the base64 answer of ``plan`` could
+    pass ``limit`` for the worst content its model can draw."""
+    if plan.response_format != "b64_json":
+        return
+    worst = b64_answer_bytes([plan.max_image_bytes] * plan.n)
+    if worst <= limit:
+        return
+    images = f"{plan.n} {plan.output_format} image{'s' if plan.n > 1 else ''}"
+    size = f"size '{plan.size}'" + (f" ({plan.max_pixels} pixels at most)" if plan.size == "auto" or plan.model.max_output_pixels else "")
+    raise PayloadTooLargeError(
+        f"A b64_json answer of {images} at {size} from model '{plan.model.id}' can reach {worst / 2**20:.1f} MB "
+        f"(at worst {plan.model.bytes_per_pixel[plan.output_format]:g} bytes per pixel, and base64 adds a third), above "
+        f"the {limit / 2**20:.0f} MB limit of a synchronous Lambda response. Nothing was generated: use response_format "
+        "'url' (the same images, as presigned S3 URLs), or ask for fewer or smaller images.",
+        param="response_format",
+        code="response_too_large",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,7 @@ class ImageService:
             created=generation.created,
             usage=generation.usage,
             data={obj.key: obj.data for obj in generation.objects},
+            max_response_bytes=max_response_bytes,
         )
 
     def produce(
@@ -100,10 +108,11 @@ class ImageService:
         request_id: str,
         deadline: Deadline,
         when: dt.datetime | None = None,
-        max_response_bytes: int | None = None,
+        max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
     ) -> Generation:
-        """Plan, call the provider, and store every image (all or nothing). ``when`` dates the keys, so a retried
-        job writes the same keys again instead of new ones."""
+        """Plan (against ``max_response_bytes``: None when the answer is never sent synchronously), call the provider,
+        and store every image (all or nothing). ``when`` dates the keys, so a retried job writes the same keys again
+        instead of new ones. Once the provider has answered, nothing refuses its images."""
         plan = self.plan(request, max_response_bytes=max_response_bytes)
         now = when or self.clock()
         logger.info(
@@ -118,11 +127,9 @@ class ImageService:
             },
         )
         result = self._call_provider(plan, deadline)
-        if plan.response_format == "b64_json" and max_response_bytes is not None:
-            sizes = (len(image.data) for image in result.images)
-            check_b64_answer(sizes, limit=max_response_bytes, can_use_url="url" in plan.model.response_formats)
+        _check_worst_case(plan, result)
         objects = tuple(_stored(request_id, index, image.data, now) for index, image in enumerate(result.images))
-        self.store.put_all(objects, _metadata(plan, request_id))
+        self.store.put_all(objects, _metadata(plan, request_id), deadline=deadline)
         # Per model on its own EMF record: one worker batch may hold several models.
         with single_metric(name="ImagesGenerated", unit=MetricUnit.Count, value=len(objects), namespace=metrics.namespace) as metric:
             metric.add_dimension(name="model", value=plan.model.id)
@@ -136,9 +143,13 @@ class ImageService:
 
     def plan(self, request: ImageGenerationRequest, *, max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT) -> GenerationPlan:
         """``request`` checked against its model's rules, and against every limit known before a provider is called
-        (nothing is billed for an answer that could not be delivered); ``max_response_bytes`` None: no answer size
-        limit (the results go to S3 only)."""
-        return self.registry.plan(request)
+        (nothing is billed for an answer that could not be delivered): a b64_json answer must fit in
+        ``max_response_bytes`` for the worst content the model can draw. None: no answer size limit (the results go
+        to S3 only)."""
+        plan = self.registry.plan(request)
+        if max_response_bytes is not None:
+            check_b64_plan(plan, limit=max_response_bytes)
+        return plan
 
     def _call_provider(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
         """The provider call, measured: latency always, failures counted by provider and error code."""
@@ -165,22 +176,50 @@ class ImageService:
         created: int,
         usage: Usage | None = None,
         data: Mapping[str, bytes] | None = None,
+        max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
     ) -> ImagesResponse:
         """The OpenAI answer for stored images: URLs presigned now, or base64 of the bytes (read from S3 when
-        ``data`` does not have them, e.g. when a finished job is polled)."""
+        ``data`` does not have them, e.g. when a finished job is polled or a request replayed).
+
+        Planning refuses a base64 request whose worst case cannot fit, so stored images always fit unless a model's
+        bound is wrong. Then the images, billed and stored, are still delivered: as presigned URLs (an error is
+        logged and ``B64AnswerAsUrls`` counted), never as a refusal or an answer Lambda would cut."""
+        if response_format == "b64_json" and max_response_bytes is not None:
+            size = b64_answer_bytes(image.bytes for image in images)
+            if size > max_response_bytes:
+                logger.error(
+                    "bug: a stored generation's base64 answer is above the synchronous limit; answered as URLs",
+                    extra={"answer_bytes": size, "limit": max_response_bytes, "images": len(images)},
+                )
+                metrics.add_metric(name="B64AnswerAsUrls", unit=MetricUnit.Count, value=1)
+                response_format = "url"
         if response_format == "url":
             items = [
                 Image(url=self.store.presign(image.key, self.settings.presign_ttl_seconds), revised_prompt=image.revised_prompt)
                 for image in images
             ]
         else:
-            check_b64_answer(image.bytes for image in images)
             payloads = {image.key: (data or {}).get(image.key) or self.store.get(image.key) for image in images}
             items = [
                 Image(b64_json=base64.b64encode(payloads[image.key]).decode("ascii"), revised_prompt=image.revised_prompt)
                 for image in images
             ]
         return ImagesResponse(created=created, data=items, usage=usage)
+
+
+def _check_worst_case(plan: GenerationPlan, result: ProviderResult) -> None:
+    """An image above its model's worst-case bound means the bound is wrong (a bug here, not the caller's fault): it
+    is logged and counted (``WorstCaseBoundExceeded``), and the billed images are kept and answered all the same."""
+    bound = plan.max_image_bytes
+    over = [len(image.data) for image in result.images if len(image.data) > bound]
+    if not over:
+        return
+    logger.error(
+        "bug: the provider answered an image above the model's worst-case bound",
+        extra={"model": plan.model.id, "size": plan.size, "output_format": plan.output_format, "bound": bound, "largest": max(over)},
+    )
+    with single_metric(name="WorstCaseBoundExceeded", unit=MetricUnit.Count, value=len(over), namespace=metrics.namespace) as metric:
+        metric.add_dimension(name="model", value=plan.model.id)
 
 
 def _stored(request_id: str, index: int, data: bytes, now: dt.datetime) -> StoredObject:

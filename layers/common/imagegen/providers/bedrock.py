@@ -31,11 +31,12 @@ from imagegen.errors import (
     ContentPolicyError,
     ImageGenError,
     InvalidRequestError,
+    ProviderConfigurationError,
     ProviderError,
     ProviderTimeoutError,
     RateLimitError,
 )
-from imagegen.models import GenerationPlan
+from imagegen.models import GenerationPlan, bedrock_base_id
 from imagegen.observability import logger, tracer
 from imagegen.providers.base import ProviderImage, ProviderResult
 
@@ -81,7 +82,7 @@ def amazon_body(plan: GenerationPlan, count: int, seed: int) -> dict[str, Any]:
             "numberOfImages": count,
             "width": plan.width,
             "height": plan.height,
-            "cfgScale": CFG_SCALE.get(plan.model.provider_model, DEFAULT_CFG_SCALE),
+            "cfgScale": CFG_SCALE.get(bedrock_base_id(plan.model.provider_model), DEFAULT_CFG_SCALE),
             "seed": seed,
             "quality": plan.quality or "standard",
         },
@@ -108,27 +109,50 @@ def _content_policy(message: str) -> ContentPolicyError:
 
 
 def _credentials_refused(_: str) -> ImageGenError:
-    return ProviderError(
+    return ProviderConfigurationError(
         "Amazon Bedrock refused this deployment's AWS credentials. This is not a problem with your request; contact the operator.",
         code="provider_auth_failed",
     )
 
 
-# Bedrock's error code -> our error. ValidationException is also how Nova/Titan refuse a prompt or an output on
-# content grounds; its message ("... blocked by our content filters") is the only signal, checked in client_error.
+def _needs_inference_profile(message: str) -> ImageGenError:
+    return ProviderConfigurationError(
+        "Amazon Bedrock serves this model only through a cross-Region inference profile: the deployment must list it as "
+        f"'<geo>.<model id>' (for example 'us.<model id>') in BEDROCK_MODELS. Bedrock said: {message} This is not a "
+        "problem with your request; contact the operator.",
+        code="provider_inference_profile_required",
+    )
+
+
+def _unknown_model_id(message: str) -> ImageGenError:
+    return ProviderConfigurationError(
+        f"Amazon Bedrock does not know this deployment's model id ({message}): check the region and BEDROCK_MODELS. "
+        "This is not a problem with your request; contact the operator.",
+        code="provider_model_unavailable",
+    )
+
+
+# Bedrock's error code -> our error. Failures only the operator can fix are ProviderConfigurationError (502 with
+# x-should-retry: false, never retried). ValidationException is also how Nova/Titan refuse a prompt or an output on
+# content grounds, how Bedrock asks for an inference profile and how it refuses an unknown model id: its message is
+# the only signal, checked in client_error.
 _CLIENT_ERRORS: Mapping[str, Callable[[str], ImageGenError]] = {
     "ThrottlingException": lambda _: RateLimitError("Amazon Bedrock is throttling this deployment; retry later."),
     "ServiceQuotaExceededException": lambda _: RateLimitError("This deployment has reached its Amazon Bedrock quota; retry later."),
     "ModelNotReadyException": lambda _: RateLimitError("The Amazon Bedrock model is not ready yet; retry later."),
     "ValidationException": lambda message: InvalidRequestError(f"Amazon Bedrock refused the request: {message}"),
-    "AccessDeniedException": lambda _: ProviderError(
+    "AccessDeniedException": lambda _: ProviderConfigurationError(
         "This deployment may not invoke the model on Amazon Bedrock (IAM or model access is not set up). This is not a "
         "problem with your request; contact the operator.",
         code="provider_auth_failed",
     ),
     # The role's credentials themselves were refused (not the model access): the deployment is misconfigured too.
-    **dict.fromkeys(("UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException"), _credentials_refused),
-    "ResourceNotFoundException": lambda _: ProviderError(
+    **dict.fromkeys(("UnrecognizedClientException", "InvalidSignatureException"), _credentials_refused),
+    # Session credentials that expired: a later call (a fresh container, refreshed credentials) can succeed.
+    "ExpiredTokenException": lambda _: ProviderError(
+        "Amazon Bedrock refused this deployment's expired AWS credentials; try again.", code="provider_auth_failed"
+    ),
+    "ResourceNotFoundException": lambda _: ProviderConfigurationError(
         "Amazon Bedrock does not offer the model in this deployment's region; contact the operator.", code="provider_model_unavailable"
     ),
     "ModelTimeoutException": lambda _: ProviderTimeoutError("The Amazon Bedrock model took too long to draw the image."),
@@ -137,14 +161,26 @@ _CLIENT_ERRORS: Mapping[str, Callable[[str], ImageGenError]] = {
     "ServiceUnavailableException": lambda _: ProviderError("Amazon Bedrock is unavailable; try again later."),
 }
 CONTENT_FILTER_MARKERS = ("content filters", "blocked by our", "responsible ai")
+# "Invocation of model ID ... with on-demand throughput isn't supported. Retry your request with the ID or ARN of an
+# inference profile that contains this model." (Bedrock writes a typographic apostrophe: matched without it.)
+INFERENCE_PROFILE_MARKERS = ("with on-demand throughput isn", "id or arn of an inference profile")
+UNKNOWN_MODEL_MARKERS = ("provided model identifier is invalid",)
+_VALIDATION_MESSAGES: tuple[tuple[tuple[str, ...], Callable[[str], ImageGenError]], ...] = (
+    (CONTENT_FILTER_MARKERS, lambda message: _content_policy(message)),
+    (INFERENCE_PROFILE_MARKERS, _needs_inference_profile),
+    (UNKNOWN_MODEL_MARKERS, _unknown_model_id),
+)
 
 
 def client_error(exc: ClientError) -> ImageGenError:
     """The one table from a Bedrock error to ours (unknown codes: 502)."""
     code = str(exc.response.get("Error", {}).get("Code", ""))
     message = _message(exc)
-    if code == "ValidationException" and any(marker in message.lower() for marker in CONTENT_FILTER_MARKERS):
-        return _content_policy(message)
+    if code == "ValidationException":
+        lowered = message.lower()
+        for markers, make_error in _VALIDATION_MESSAGES:
+            if any(marker in lowered for marker in markers):
+                return make_error(message)
     make = _CLIENT_ERRORS.get(code)
     if make is not None:
         return make(message)
@@ -158,7 +194,7 @@ def transport_error(exc: BotoCoreError) -> ImageGenError:
     if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
         return ProviderError("Amazon Bedrock could not be reached.", code="provider_unreachable")
     if isinstance(exc, NoCredentialsError):
-        return ProviderError(
+        return ProviderConfigurationError(
             "This deployment has no AWS credentials for Amazon Bedrock; contact the operator.", code="provider_auth_failed"
         )
     return ProviderError("Amazon Bedrock could not be called.")
@@ -186,7 +222,7 @@ def parse_amazon(payload: Mapping[str, Any], expected: int) -> tuple[ProviderIma
 
 def parse_stability(payload: Mapping[str, Any]) -> ProviderImage:
     """``{"images": [b64], "finish_reasons": [null | "Filter reason: ..."], "seeds": [...]}``: a reason means the
-    image was filtered (a 422, never an empty success)."""
+    image was filtered (a content-policy 400, never an empty success)."""
     reasons = payload.get("finish_reasons") or []
     reason = next((reason for reason in reasons if reason), None) if isinstance(reasons, list) else None
     if reason:

@@ -24,6 +24,7 @@ from imagegen.errors import (
     ContentPolicyError,
     ImageGenError,
     InvalidRequestError,
+    ProviderConfigurationError,
     ProviderError,
     ProviderTimeoutError,
     RateLimitError,
@@ -132,14 +133,24 @@ def status_error(response: httpx.Response) -> ImageGenError:
     if status == 400:
         param = error.get("param") if isinstance(error.get("param"), str) else None
         return InvalidRequestError(message, param=param, code=code)
+    # What no retry can fix until the operator acts: a configuration error (x-should-retry: false, never retried).
     if status in (401, 403):
-        return ProviderError(
+        return ProviderConfigurationError(
             f"The image provider refused this server's credentials (HTTP {status}): the deployment's provider API key "
-            "is wrong or lacks access. This is not a problem with your request; contact the operator.",
+            "is wrong or lacks access to the model. This is not a problem with your request; contact the operator.",
             code="provider_auth_failed",
         )
+    if status == 404:
+        return ProviderConfigurationError(
+            "The image provider does not offer this deployment's model or endpoint (HTTP 404): the model is not enabled "
+            "for its account, or the deployment or base URL is wrong. This is not a problem with your request; contact "
+            "the operator.",
+            code="provider_model_unavailable",
+        )
     if status == 429 and code == "insufficient_quota":
-        return ProviderError("The provider account of this deployment has run out of quota.", code="provider_quota_exceeded")
+        return ProviderConfigurationError(
+            "The provider account of this deployment has run out of quota; contact the operator.", code="provider_quota_exceeded"
+        )
     if status == 429:
         return RateLimitError(
             "The image provider is rate limiting this deployment; retry after the time in Retry-After.",
@@ -167,6 +178,8 @@ def retry_delay(response: httpx.Response | None, error: ImageGenError, attempt: 
     """Seconds to wait before trying again, or None when another attempt cannot help. Like the OpenAI SDK:
     connection failures, 408, 409, 429 (not out-of-quota) and 5xx retry, honouring Retry-After; else exponential
     backoff with jitter."""
+    if not error.retryable:
+        return None
     if response is not None:
         status = response.status_code
         if not (status in (408, 409) or status >= 500 or isinstance(error, RateLimitError)):
