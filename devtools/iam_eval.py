@@ -90,6 +90,17 @@ class Deployment:
     def principal(self, role: FunctionRole) -> str:
         return f"arn:{self.partition}:sts::{self.account}:assumed-role/{role.role_name}/{role.name}"
 
+    def context(self, role: FunctionRole) -> dict[str, str]:
+        """The global condition keys AWS sets on every request a function's role session makes from the deployed
+        function: its region, TLS (the SDK's endpoints are HTTPS), and who the principal is."""
+        return {
+            "aws:RequestedRegion": self.region,
+            "aws:SecureTransport": "true",
+            "aws:PrincipalArn": f"arn:{self.partition}:iam::{self.account}:role/{role.role_name}",
+            "aws:PrincipalAccount": self.account,
+            "aws:PrincipalType": "AssumedRole",
+        }
+
 
 def _physical(logical_id: str, resource: Mapping[str, Any], resolve: Any, stack: str, region: str, account: str) -> dict[str, Any]:
     """What Ref and Fn::GetAtt give for a resource once CloudFormation has created it."""
@@ -235,6 +246,8 @@ class Request:
     function: str
     action: str
     resource: str
+    # Request context keys of this request beyond the ones every request of the role has (Deployment.context).
+    context: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -364,10 +377,12 @@ def requests_for(call: Call, deployment: Deployment, names: NameMap) -> list[Req
         profile_prefix = next((p for p in rules["inference_profile_prefixes"] if model.startswith(p)), None)
         if profile_prefix is None:
             return [Request(function, a, f"arn:aws:bedrock:{region}::foundation-model/{model}") for a in actions]
-        foundation = model[len(profile_prefix) :]
-        return [Request(function, a, f"arn:aws:bedrock:{region}:{account}:inference-profile/{model}") for a in actions] + [
-            Request(function, a, f"arn:aws:bedrock:{region}::foundation-model/{foundation}") for a in actions
-        ]
+        # Through a profile Bedrock authorizes the profile, then the foundation model in the region the call is
+        # routed to, with the profile's ARN in bedrock:InferenceProfileArn (only this region is checked here).
+        profile = f"arn:aws:bedrock:{region}:{account}:inference-profile/{model}"
+        foundation = f"arn:aws:bedrock:{region}::foundation-model/{model[len(profile_prefix) :]}"
+        via_profile = (("bedrock:InferenceProfileArn", profile),)
+        return [Request(function, a, profile) for a in actions] + [Request(function, a, foundation, via_profile) for a in actions]
     raise Unmapped(f"{action}: no rule for the resources of service {prefix!r} (add one to devtools/iam_eval.py)")
 
 
@@ -498,7 +513,7 @@ def evaluate(calls: Sequence[Call], deployment: Deployment | None = None) -> Rep
             "action": request.action,
             "resource": request.resource,
             "accountId": deployment.account,
-            "context": {},
+            "context": {**deployment.context(deployment.functions[request.function]), **dict(request.context)},
         }
         for index, request in enumerate(ordered)
     ]

@@ -218,3 +218,57 @@ def test_the_rie_runs_the_runtime_through_the_recorder_only_when_asked(tmp_path:
     recorded, env = rie.runtime_command(config, environ={aws_calls.ENV_VAR: str(tmp_path)})
     assert recorded[1:] == [str(Path(aws_calls.__file__).resolve()), "app.lambda_handler"]
     assert env[aws_calls.ENV_VAR] == str(tmp_path)
+
+
+def one_role(policy: dict[str, Any], region: str = "us-east-1") -> iam_eval.Deployment:
+    """A deployment of one function, api, whose role has only ``policy``."""
+    role = iam_eval.FunctionRole("api", "ApiFunction", "imagegen-api", "ApiRole", "imagegen-api-role", (("only", policy),), {})
+    return iam_eval.Deployment("123456789012", region, "aws", {"api": role}, {})
+
+
+def test_conditions_are_judged_with_the_context_of_the_deployed_functions_requests() -> None:
+    # aws:RequestedRegion is the function's region; aws:SecureTransport is true (the SDK speaks HTTPS to AWS).
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "bedrock:InvokeModel",
+                "Resource": "arn:*:bedrock:*::foundation-model/amazon.nova-canvas-v1:0",
+                "Condition": {"StringEquals": {"aws:RequestedRegion": "us-east-1"}, "Bool": {"aws:SecureTransport": "true"}},
+            }
+        ],
+    }
+    call = Call("api", "bedrock", "InvokeModel", {"modelId": "amazon.nova-canvas-v1:0"}, "us-east-1")
+
+    assert iam_eval.evaluate([call], one_role(policy)).ok
+    assert [f.decision for f in iam_eval.evaluate([call], one_role(policy, region="eu-west-1")).denied] == ["ImplicitlyDenied"]
+
+
+def test_a_call_through_an_inference_profile_needs_the_profile_and_its_model_with_the_profile_condition() -> None:
+    # The policy AWS documents for cross-Region inference: the profile, and its foundation model in any region only
+    # when reached through that profile (bedrock:InferenceProfileArn).
+    profile = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.stability.sd3-5-large-v1:0"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "bedrock:InvokeModel", "Resource": profile},
+            {
+                "Effect": "Allow",
+                "Action": "bedrock:InvokeModel",
+                "Resource": "arn:aws:bedrock:*::foundation-model/stability.sd3-5-large-v1:0",
+                "Condition": {"StringEquals": {"bedrock:InferenceProfileArn": profile}},
+            },
+        ],
+    }
+    deployment = one_role(policy)
+    call = Call("api", "bedrock", "InvokeModel", {"modelId": "us.stability.sd3-5-large-v1:0"}, "us-east-1")
+
+    requests = iam_eval.requests_for(call, deployment, iam_eval.NameMap(deployment, []))
+    assert [(r.resource, dict(r.context)) for r in requests] == [
+        (profile, {}),
+        ("arn:aws:bedrock:us-east-1::foundation-model/stability.sd3-5-large-v1:0", {"bedrock:InferenceProfileArn": profile}),
+    ]
+    assert iam_eval.evaluate([call], deployment).ok
+    direct = Call("api", "bedrock", "InvokeModel", {"modelId": "stability.sd3-5-large-v1:0"}, "us-east-1")
+    assert [f.decision for f in iam_eval.evaluate([direct], deployment).denied] == ["ImplicitlyDenied"]
