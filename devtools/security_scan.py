@@ -34,7 +34,8 @@ DEFAULT_CHECKOV = REPO_ROOT / ".venv-tools" / "bin" / "checkov"
 # checkov's placeholder when a `checkov:skip=` carries no reason.
 NO_COMMENT = "No comment provided"
 # The transformed template is scanned as these deployments get it: the defaults (AuthMode ApiKey, no optional
-# grant), and AuthMode IAM with every conditional grant switched on (secrets, Bedrock models, the registry).
+# grant), and AuthMode IAM with every conditional grant switched on (secrets, Bedrock models and profiles, the
+# registry, reserved concurrency).
 DEPLOYMENTS: dict[str, dict[str, str]] = {
     "defaults": {},
     "AuthMode IAM, every optional grant": {
@@ -43,8 +44,10 @@ DEPLOYMENTS: dict[str, dict[str, str]] = {
         "AzureOpenAIEndpoint": "https://example.openai.azure.com",
         "AzureOpenAIDeployments": '{"gpt-image-1": "gpt-image-1"}',
         "AzureOpenAIApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:imagegen-azure-AbCdEf",
-        "BedrockModels": "amazon.nova-canvas-v1:0,amazon.titan-image-generator-v2:0,stability.sd3-5-large-v1:0",
+        # Foundation models and cross-Region inference profiles (their grants differ)
+        "BedrockModels": "amazon.nova-canvas-v1:0,us.amazon.titan-image-generator-v2:0,global.stability.sd3-5-large-v1:0",
         "ModelRegistryParameter": "/imagegen/models",
+        "ApiReservedConcurrency": "50",
     },
 }
 

@@ -612,33 +612,18 @@ def test_the_azure_api_version_parameter_defaults_to_the_codes_default(template:
     assert template["Parameters"]["AzureOpenAIApiVersion"]["Default"] == AZURE_OPENAI_DEFAULT_API_VERSION
 
 
-def test_every_function_invokes_exactly_the_served_bedrock_models_and_reads_only_the_registry_parameter(
-    template: dict[str, Any], resources: dict[str, Any]
+def test_every_function_reads_only_the_registry_parameter_and_invokes_bedrock_only_when_configured(
+    resources: dict[str, Any],
 ) -> None:
-    # Given the Bedrock models the code knows
-    from imagegen.models import BEDROCK_MODELS
-
-    conditions = template["Conditions"]
     for name in GENERATORS:
         variables = _props(resources, name)["Environment"]["Variables"]
         assert variables["BEDROCK_MODELS"]["Fn::If"][0] == "HasBedrock", name
         assert variables["MODEL_REGISTRY_PARAMETER"]["Fn::If"][0] == "HasModelRegistryParameter", name
         branches = {p["Fn::If"][0]: p["Fn::If"] for p in _props(resources, name)["Policies"] if "Fn::If" in p}
-        # Then bedrock:InvokeModel is granted only with BedrockModels set, on one foundation-model ARN per served model
+        # bedrock:InvokeModel only with BedrockModels set (what it allows: test_bedrock_grants_...)
         _, bedrock, no_bedrock = branches["HasBedrock"]
         assert no_bedrock == {"Ref": "AWS::NoValue"}
-        (invoke,) = bedrock["Statement"]
-        assert (invoke["Effect"], invoke["Action"]) == ("Allow", "bedrock:InvokeModel"), name
-        arns = {}
-        for entry in invoke["Resource"]:
-            condition, arn, otherwise = entry["Fn::If"]
-            assert otherwise == {"Ref": "AWS::NoValue"}
-            arns[condition] = arn["Fn::Sub"]
-        for spec in BEDROCK_MODELS:
-            (condition,) = (c for c, arn in arns.items() if arn.endswith(f"::foundation-model/{spec.id}"))
-            assert arns[condition] == f"arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}::foundation-model/{spec.id}"
-            assert f",{spec.id}," in json.dumps(conditions[condition]), condition
-        assert len(arns) == len(BEDROCK_MODELS)
+        assert {action for statement in bedrock["Statement"] for action in _actions(statement)} == {"bedrock:InvokeModel"}
         # And ssm:GetParameter only with a registry parameter, on exactly that parameter
         _, ssm, no_ssm = branches["HasModelRegistryParameter"]
         assert no_ssm == {"Ref": "AWS::NoValue"}
@@ -650,6 +635,147 @@ def test_every_function_invokes_exactly_the_served_bedrock_models_and_reads_only
                 "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${ModelRegistryParameter}"},
             }
         ], name
+
+
+# What the deployment's pseudo parameters are, for evaluating its policies.
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::URLSuffix": "amazonaws.com"}
+
+
+def _pseudo_resolved(node: Any) -> Any:
+    """``node`` with Ref and Fn::Sub of pseudo parameters replaced by PSEUDO's values (what CloudFormation does)."""
+    if isinstance(node, list):
+        return [_pseudo_resolved(item) for item in node]
+    if isinstance(node, dict):
+        if set(node) == {"Ref"} and node["Ref"] in PSEUDO:
+            return PSEUDO[node["Ref"]]
+        if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+            return re.sub(r"\$\{(AWS::[A-Za-z]+)\}", lambda match: PSEUDO[match.group(1)], node["Fn::Sub"])
+        return {key: _pseudo_resolved(value) for key, value in node.items()}
+    return node
+
+
+def _arn_like(pattern: str, arn: str) -> bool:
+    """IAM's ARN match: segment by segment (partition, service, region, account, resource), ``*`` and ``?`` as
+    wildcards that do not span a segment."""
+    import fnmatch
+
+    left, right = pattern.split(":", 5), arn.split(":", 5)
+    return len(left) == len(right) == 6 and all(fnmatch.fnmatchcase(r, p) for p, r in zip(left, right, strict=True))
+
+
+def _allows(statements: list[dict[str, Any]], action: str, resource: str, context: dict[str, str]) -> bool:
+    """IAM's answer for an identity policy of Allow statements (there is no Deny here): some statement matches the
+    action, the resource and every condition (a condition on a key the request lacks does not match)."""
+    import fnmatch
+
+    operators = {
+        "StringEquals": lambda pattern, value: pattern == value,
+        "StringLike": lambda pattern, value: fnmatch.fnmatchcase(value, pattern),
+        "ArnLike": _arn_like,
+    }
+    for statement in statements:
+        assert statement["Effect"] == "Allow" and not {"NotAction", "NotResource"} & set(statement)
+        if not any(fnmatch.fnmatchcase(action, a) for a in _as_list(statement["Action"])):
+            continue
+        if not any(_arn_like(pattern, resource) for pattern in _as_list(statement["Resource"])):
+            continue
+        conditions = statement.get("Condition", {})
+        if all(
+            key in context and any(operators[operator](str(pattern), context[key]) for pattern in _as_list(patterns))
+            for operator, keys in conditions.items()
+            for key, patterns in keys.items()
+        ):
+            return True
+    return False
+
+
+def _role_policy(document: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    role = document["Resources"][f"{function}Role"]["Properties"]
+    return [_pseudo_resolved(statement) for statement in _role_statements(role.get("Policies", []))]
+
+
+def test_bedrock_grants_exactly_the_served_models_and_inference_profiles(template: dict[str, Any]) -> None:
+    from imagegen.models import BEDROCK_MODELS
+
+    region, account = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
+
+    def model(where: str, model_id: str) -> str:
+        return f"arn:aws:bedrock:{where}::foundation-model/{model_id}"
+
+    def profile(profile_id: str, where: str = region) -> str:
+        return f"arn:aws:bedrock:{where}:{account}:inference-profile/{profile_id}"
+
+    here = {"aws:RequestedRegion": region}
+    # Given a deployment serving one model directly and one through US and one through the global profile
+    served = "amazon.nova-canvas-v1:0,us.stability.sd3-5-large-v1:0,global.stability.stable-image-ultra-v1:1"
+    document = sam_transform(template, {"BedrockModels": served})
+    for name in GENERATORS:
+        policy = _role_policy(document, name)
+        assert document["Resources"][name]["Properties"]["Environment"]["Variables"]["BEDROCK_MODELS"] == served
+
+        # Then the calls AWS documents for each succeed: the model itself in this region; a profile's call is
+        # authorized on the profile in this region and on the model where the profile routes it (any region of the
+        # geography, or no named region for a global profile), with the profile's ARN in bedrock:InferenceProfileArn
+        sd35 = profile("us.stability.sd3-5-large-v1:0")
+        ultra = profile("global.stability.stable-image-ultra-v1:1")
+        allowed = [
+            (model(region, "amazon.nova-canvas-v1:0"), here),
+            (sd35, here),
+            (model(region, "stability.sd3-5-large-v1:0"), {**here, "bedrock:InferenceProfileArn": sd35}),
+            (model("us-west-2", "stability.sd3-5-large-v1:0"), {"aws:RequestedRegion": "us-west-2", "bedrock:InferenceProfileArn": sd35}),
+            (ultra, here),
+            (model("", "stability.stable-image-ultra-v1:1"), {"aws:RequestedRegion": "unspecified", "bedrock:InferenceProfileArn": ultra}),
+        ]
+        for resource, context in allowed:
+            assert _allows(policy, "bedrock:InvokeModel", resource, context), (name, resource, context)
+        # And nothing else: no other model or profile, a served model not in another region, a profile's model not
+        # directly nor through another profile, no other action
+        denied = [
+            ("bedrock:InvokeModel", model(region, "amazon.titan-image-generator-v2:0"), here),
+            ("bedrock:InvokeModel", model("us-west-2", "amazon.nova-canvas-v1:0"), {"aws:RequestedRegion": "us-west-2"}),
+            ("bedrock:InvokeModel", model(region, "stability.sd3-5-large-v1:0"), here),
+            ("bedrock:InvokeModel", profile("eu.stability.sd3-5-large-v1:0"), here),
+            ("bedrock:InvokeModel", profile("us.stability.sd3-5-large-v1:0", "us-west-2"), {"aws:RequestedRegion": "us-west-2"}),
+            (
+                "bedrock:InvokeModel",
+                model("eu-west-1", "stability.sd3-5-large-v1:0"),
+                {"aws:RequestedRegion": "eu-west-1", "bedrock:InferenceProfileArn": profile("eu.stability.sd3-5-large-v1:0")},
+            ),
+            ("bedrock:InvokeModelWithResponseStream", model(region, "amazon.nova-canvas-v1:0"), here),
+            ("bedrock:CreateInferenceProfile", profile("us.stability.sd3-5-large-v1:0"), here),
+        ]
+        for action, resource, context in denied:
+            assert not _allows(policy, action, resource, context), (name, action, resource, context)
+
+    # And every Bedrock model the code knows can be served either way
+    for spec in BEDROCK_MODELS:
+        document = sam_transform(template, {"BedrockModels": f"{spec.id},eu.{spec.id}"})
+        policy = _role_policy(document, "WorkerFunction")
+        eu = profile(f"eu.{spec.id}")
+        assert _allows(policy, "bedrock:InvokeModel", model(region, spec.id), here), spec.id
+        assert _allows(policy, "bedrock:InvokeModel", eu, here), spec.id
+        assert _allows(policy, "bedrock:InvokeModel", model("eu-west-3", spec.id), {"bedrock:InferenceProfileArn": eu}), spec.id
+    # And without BedrockModels no Bedrock call at all
+    policy = _role_policy(sam_transform(template), "ApiFunction")
+    assert not _allows(policy, "bedrock:InvokeModel", model(region, "amazon.nova-canvas-v1:0"), here)
+    assert not [s for s in policy if any(a.startswith("bedrock:") for a in _as_list(s["Action"]))]
+
+
+def test_the_policy_evaluation_matches_arns_by_segment() -> None:
+    # IAM: a wildcard matches within one ARN segment and may match an empty one; it never spans a colon
+    assert _arn_like("arn:*:bedrock:*::foundation-model/*", "arn:aws:bedrock:::foundation-model/m")
+    assert _arn_like("arn:*:bedrock:*:*:inference-profile/us.m", "arn:aws-us-gov:bedrock:us-gov-west-1:1:inference-profile/us.m")
+    assert not _arn_like("arn:*:bedrock:*::foundation-model/m", "arn:aws:bedrock:us-east-1:123456789012:foundation-model/m")
+    assert not _arn_like("arn:aws:bedrock:*", "arn:aws:bedrock:us-east-1::foundation-model/m")
+    statement = {"Effect": "Allow", "Action": "bedrock:Invoke*", "Resource": "arn:aws:bedrock:*::foundation-model/*"}
+    conditioned = {**statement, "Condition": {"ArnLike": {"bedrock:InferenceProfileArn": ["arn:*:bedrock:*:*:inference-profile/p"]}}}
+    resource = "arn:aws:bedrock:us-east-1::foundation-model/m"
+    assert _allows([statement], "bedrock:InvokeModel", resource, {})
+    assert not _allows([statement], "bedrock:ListFoundationModels", resource, {})
+    assert not _allows([conditioned], "bedrock:InvokeModel", resource, {})  # the key is absent: no match
+    assert _allows(
+        [conditioned], "bedrock:InvokeModel", resource, {"bedrock:InferenceProfileArn": "arn:aws:bedrock:eu-west-1:1:inference-profile/p"}
+    )
 
 
 def test_no_function_gets_wildcards_on_s3_dynamodb_or_sqs(resources: dict[str, Any]) -> None:
