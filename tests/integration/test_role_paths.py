@@ -154,3 +154,21 @@ def test_every_bedrock_model_the_template_grants_generates_through_the_worker(
 
     assert done["status"] == "succeeded", done
     assert [request["model"] for request in bedrock_env.requests] == [model]
+
+
+PROFILE = "us.stability.sd3-5-large-v1:0"  # a cross-Region inference profile (BedrockModels takes its id)
+
+
+@pytest.mark.parametrize("through", ["api", "worker"])
+def test_a_bedrock_model_served_through_an_inference_profile_is_invoked_by_the_profiles_id(
+    bedrock_env, job_resources, worker_poller, monkeypatch, through, lambda_context
+) -> None:
+    monkeypatch.setenv("BEDROCK_MODELS", PROFILE)
+    if through == "api":
+        event = load_event("api_generate_url.json", prompt="a lighthouse", model=PROFILE, size="1024x1024", n=1)
+        status, body = call_api(event, lambda_context)
+        assert status == 200, body
+    else:
+        done = run_job(async_event(prompt="a queued lighthouse", model=PROFILE, size="1024x1024", n=1), worker_poller, lambda_context)
+        assert done["status"] == "succeeded", done
+    assert [request["model"] for request in bedrock_env.requests] == [PROFILE]
