@@ -25,10 +25,13 @@ Nothing here is imported by the product code; ``install`` patches botocore only 
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -67,6 +70,7 @@ class Call:
     presign: bool = False
     env: dict[str, str] = field(default_factory=dict)
     test: str | None = None
+    at: float = 0.0  # time.time() of the call: tells which test a call from a child process belongs to
 
     @classmethod
     def from_json(cls, line: str) -> Call:
@@ -135,6 +139,7 @@ class Recorder:
                 presign=bool((context or {}).get("is_presign_request")),
                 env=naming_env(_flat_values(picked), os.environ),
                 test=os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0] or None,
+                at=time.time(),
             )
             self.write(call)
         except Exception as error:  # a recorder bug must not change what the code under test does
@@ -231,14 +236,35 @@ def install_in_process(directory: Path | str) -> Recorder:
     return install(directory, in_process_caller)
 
 
+TIMELINE = "tests.jsonl"
+
+
+def mark_test(directory: Path | str, nodeid: str) -> None:
+    """Note that test ``nodeid`` starts now (a call with no test of its own is given the test running then)."""
+    with (Path(directory) / TIMELINE).open("a", encoding="utf-8") as timeline:
+        timeline.write(json.dumps({"at": time.time(), "test": nodeid}) + "\n")
+
+
 def read_calls(directory: Path | str) -> list[Call]:
-    """Every call recorded under ``directory``, from all processes."""
+    """Every call recorded under ``directory``, from all processes; a call a child process made is given the test
+    that was running when it was made (``mark_test``)."""
     calls: list[Call] = []
     for path in sorted(Path(directory).glob("calls-*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 calls.append(Call.from_json(line))
-    return calls
+    timeline_file = Path(directory) / TIMELINE
+    if not timeline_file.is_file():
+        return calls
+    marks = [json.loads(line) for line in timeline_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    starts = [mark["at"] for mark in marks]
+    placed: list[Call] = []
+    for call in calls:
+        index = bisect.bisect_right(starts, call.at) - 1
+        if call.test is None and call.at and index >= 0:
+            call = dataclasses.replace(call, test=marks[index]["test"])
+        placed.append(call)
+    return placed
 
 
 def _run_runtime(argv: list[str]) -> None:

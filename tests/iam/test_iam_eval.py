@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -272,3 +273,21 @@ def test_a_call_through_an_inference_profile_needs_the_profile_and_its_model_wit
     assert iam_eval.evaluate([call], deployment).ok
     direct = Call("api", "bedrock", "InvokeModel", {"modelId": "stability.sd3-5-large-v1:0"}, "us-east-1")
     assert [f.decision for f in iam_eval.evaluate([direct], deployment).denied] == ["ImplicitlyDenied"]
+
+
+def test_a_call_from_a_child_process_is_given_the_test_running_when_it_was_made(tmp_path: Path) -> None:
+    recorder = aws_calls.Recorder(tmp_path, lambda: Caller("worker"))
+    aws_calls.mark_test(tmp_path, "tests/e2e/test_a.py::test_one")
+    first = time.time()
+    time.sleep(0.01)
+    aws_calls.mark_test(tmp_path, "tests/e2e/test_a.py::test_two")
+    second = time.time()
+    recorder.write(Call("worker", "s3", "PutObject", {}, "us-east-1", at=first))
+    recorder.write(Call("worker", "s3", "PutObject", {}, "us-east-1", at=second + 1))
+    recorder.write(Call("api", "s3", "PutObject", {}, "us-east-1", test="tests/integration/test_b.py::test_own", at=second))
+
+    assert [call.test for call in aws_calls.read_calls(tmp_path)] == [
+        "tests/e2e/test_a.py::test_one",
+        "tests/e2e/test_a.py::test_two",
+        "tests/integration/test_b.py::test_own",
+    ]
