@@ -3,7 +3,9 @@ generates it and writes ``results/<same key>``. A malformed object is answered i
 
 Queueing, not generating here, gives request objects the worker's retries, dead-letter queue and concurrency cap.
 The notification filters on the ``requests/`` prefix and ``.json`` suffix; nothing here writes under ``requests/``.
-A queue that cannot be reached raises: Lambda retries the event twice, then parks it in the trigger's DLQ."""
+An object above the API's body limit (MAX_REQUEST_BYTES, from the event's size, before reading it) or one S3 will not
+give (NoSuchKey, AccessDenied) is answered with a failed manifest. Only a transient failure (the queue or S3
+unreachable) raises: Lambda retries the event twice, then parks it in the trigger's DLQ."""
 
 from __future__ import annotations
 
@@ -33,7 +35,9 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
         created = dt.datetime.fromisoformat(record.event_time.replace("Z", "+00:00"))
         # S3 puts a sequencer on every ObjectCreated record; a hand-written event may only have the ETag
         written = record.s3.get_object.get("sequencer") or record.s3.get_object.get("eTag")
-        job = jobs.queue_request_object(key, created=created, sequencer=written)
+        # The object's size as written: an oversized one is answered without being read
+        size = record.s3.get_object.get("size")
+        job = jobs.queue_request_object(key, created=created, sequencer=written, size=int(size) if size is not None else None)
         logger.info("request object handled", extra={"key": key, "job_id": job.id, "status": job.status})
         handled[key] = {"id": job.id, "status": job.status}
     return {"jobs": handled}

@@ -29,7 +29,10 @@ from imagegen.errors import (
     ImageGenError,
     InvalidRequestError,
     JobNotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
     QueueError,
+    StorageError,
     UnprocessableError,
     invalid_request_from,
 )
@@ -432,9 +435,12 @@ class JobService:
         if self.queue is not None and receipt_handle is not None:
             self.queue.come_back_in(receipt_handle, seconds)
 
-    def queue_request_object(self, key: str, *, created: dt.datetime, sequencer: str | None) -> Job:
+    def queue_request_object(self, key: str, *, created: dt.datetime, sequencer: str | None, size: int | None = None) -> Job:
         """One request object under ``requests/``: queued as a job whose manifest goes to ``results/<same relative
-        key>``. A malformed object is answered there at once (``failed``), never queued nor retried.
+        key>``. A malformed object is answered there at once (``failed``), never queued nor retried; so is one larger
+        than the API's body limit (``size``, from the notification, is checked before anything is read, and what is
+        read is checked again) and one S3 will not give (gone, or access denied): S3 invokes the trigger
+        asynchronously, so an error would be retried twice and parked in its dead-letter queue, to no avail.
 
         The job id is the object's ``id`` (or its key), a hash of the key and the notification's ``sequencer`` (or
         ETag): a duplicate notification of one write is one job (the worker acknowledges a finished id), another
@@ -450,8 +456,21 @@ class JobService:
         except ValueError as exc:
             logger.warning("request object key cannot name its manifest; ignored", extra={"key": key, "reason": str(exc)})
             return _failed(job, InvalidRequestError(f"The object key cannot name its manifest: {exc}", param="key"), job.updated)
+        limit = self.images.settings.max_request_bytes
+        if size is not None and size > limit:
+            return self._record(job, failed=_too_large(size, limit), manifest_key=manifest_key)
         try:
-            request = ImageJobRequest.model_validate_json(self.images.store.get(key))
+            body = self.images.store.get(key)
+        except StorageError as error:
+            unreadable = _unreadable(error)
+            if unreadable is None:
+                raise  # transient (throttled, unreachable): the event is retried
+            logger.warning("request object unreadable; answered as failed", extra={"key": key, "code": unreadable.code})
+            return self._record(job, failed=unreadable, manifest_key=manifest_key)
+        if len(body) > limit:  # rewritten larger since the notification
+            return self._record(job, failed=_too_large(len(body), limit), manifest_key=manifest_key)
+        try:
+            request = ImageJobRequest.model_validate_json(body)
         except ValidationError as exc:
             return self._record(job, failed=invalid_request_from(exc.errors()), manifest_key=manifest_key)
         job = job.model_copy(update={"id": _object_job_id(relative, request.id, sequencer), "model": request.model})
@@ -480,6 +499,39 @@ class JobService:
         if self.table is not None:
             self.table.save(done)
         return done
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"The request object is {size} bytes; request objects may be at most {limit} bytes, as request bodies (MAX_REQUEST_BYTES)."
+    )
+
+
+# GetObject errors no retry of the event can cure: the object is gone, the trigger may not read it (a KMS key it
+# cannot use, a bucket policy; and S3 answers AccessDenied for a missing key to a role without s3:ListBucket), or it
+# is archived.
+_UNREADABLE: dict[str, Callable[[], ImageGenError]] = {
+    "NoSuchKey": lambda: InvalidRequestError(
+        "The request object was deleted before it could be read.", param="key", code="request_object_not_found"
+    ),
+    "AccessDenied": lambda: PermissionDeniedError(
+        "The S3 trigger may not read this request object (AccessDenied: its KMS key, a bucket policy, or the object is gone).",
+        param="key",
+        code="request_object_unreadable",
+    ),
+    "InvalidObjectState": lambda: InvalidRequestError(
+        "The request object is archived (its storage class must be restored before it can be read).",
+        param="key",
+        code="request_object_archived",
+    ),
+}
+
+
+def _unreadable(error: StorageError) -> ImageGenError | None:
+    cause = error.__cause__
+    code = cause.response.get("Error", {}).get("Code") if isinstance(cause, ClientError) else None
+    make = _UNREADABLE.get(code or "")
+    return make() if make is not None else None
 
 
 def _retry_after_seconds(error: ImageGenError) -> int | None:
