@@ -336,7 +336,8 @@ def requests_for(call: Call, deployment: Deployment, names: NameMap) -> list[Req
             return [Request(function, a, f"arn:aws:s3:::{bucket}/{key}") for a in actions for key in params["Delete"]]
         if isinstance(params.get("Key"), str):
             return [Request(function, a, f"arn:aws:s3:::{bucket}/{params['Key']}") for a in actions]
-        return [Request(function, a, f"arn:aws:s3:::{bucket}") for a in actions]
+        listing = (("s3:prefix", params["Prefix"]),) if isinstance(params.get("Prefix"), str) else ()
+        return [Request(function, a, f"arn:aws:s3:::{bucket}", listing) for a in actions]
     if prefix == "dynamodb":
         if "TransactItems" in params:
             out = []

@@ -221,9 +221,9 @@ def test_the_rie_runs_the_runtime_through_the_recorder_only_when_asked(tmp_path:
     assert env[aws_calls.ENV_VAR] == str(tmp_path)
 
 
-def one_role(policy: dict[str, Any], region: str = "us-east-1") -> iam_eval.Deployment:
-    """A deployment of one function, api, whose role has only ``policy``."""
-    role = iam_eval.FunctionRole("api", "ApiFunction", "imagegen-api", "ApiRole", "imagegen-api-role", (("only", policy),), {})
+def one_role(policy: dict[str, Any], region: str = "us-east-1", env: dict[str, str] | None = None) -> iam_eval.Deployment:
+    """A deployment of one function, api, whose role has only ``policy`` (and whose template gives it ``env``)."""
+    role = iam_eval.FunctionRole("api", "ApiFunction", "imagegen-api", "ApiRole", "imagegen-api-role", (("only", policy),), env or {})
     return iam_eval.Deployment("123456789012", region, "aws", {"api": role}, {})
 
 
@@ -291,3 +291,25 @@ def test_a_call_from_a_child_process_is_given_the_test_running_when_it_was_made(
         "tests/e2e/test_a.py::test_two",
         "tests/integration/test_b.py::test_own",
     ]
+
+
+def test_a_listing_is_judged_on_the_bucket_with_its_prefix() -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": "arn:aws:s3:::deployed-bucket",
+                "Condition": {"StringLike": {"s3:prefix": "results/*"}},
+            }
+        ],
+    }
+    deployment = one_role(policy, env={"IMAGES_BUCKET": "deployed-bucket"})
+
+    def listing(prefix: str) -> Call:
+        return Call("api", "s3", "ListObjectsV2", {"Bucket": "local", "Prefix": prefix}, "us-east-1", env={"IMAGES_BUCKET": "local"})
+
+    assert iam_eval.evaluate([listing("results/x")], deployment).ok
+    [denied] = iam_eval.evaluate([listing("images/x")], deployment).denied
+    assert (denied.request.action, denied.request.resource) == ("s3:ListBucket", "arn:aws:s3:::deployed-bucket")
