@@ -694,56 +694,78 @@ def _role_policy(document: dict[str, Any], function: str) -> list[dict[str, Any]
     return [_pseudo_resolved(statement) for statement in _role_statements(role.get("Policies", []))]
 
 
+REGION, ACCOUNT = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
+HERE = {"aws:RequestedRegion": REGION}
+# A deployment serving one model directly, one through its US profile and one through its global profile.
+BEDROCK_SERVED = "amazon.nova-canvas-v1:0,us.stability.sd3-5-large-v1:0,global.stability.stable-image-ultra-v1:1"
+
+
+def _model(where: str, model_id: str) -> str:
+    return f"arn:aws:bedrock:{where}::foundation-model/{model_id}"
+
+
+def _profile(profile_id: str, where: str = REGION) -> str:
+    return f"arn:aws:bedrock:{where}:{ACCOUNT}:inference-profile/{profile_id}"
+
+
+def _bedrock_calls() -> tuple[list[tuple[str, str, dict[str, str]]], list[tuple[str, str, dict[str, str]]]]:
+    """(allowed, denied) calls for BEDROCK_SERVED, as (action, resource, request context). Allowed: what AWS documents
+    for each: the model itself in this region; a profile's call is authorized on the profile in this region and on
+    the model where the profile routes it (any region of its geography, or no named region for a global profile),
+    with the profile's ARN in bedrock:InferenceProfileArn. Denied: any other model or profile, a served model in
+    another region, a profile's model directly or through another profile, another action."""
+    sd35, ultra = _profile("us.stability.sd3-5-large-v1:0"), _profile("global.stability.stable-image-ultra-v1:1")
+    invoke = "bedrock:InvokeModel"
+    allowed = [
+        (invoke, _model(REGION, "amazon.nova-canvas-v1:0"), HERE),
+        (invoke, sd35, HERE),
+        (invoke, _model(REGION, "stability.sd3-5-large-v1:0"), {**HERE, "bedrock:InferenceProfileArn": sd35}),
+        (
+            invoke,
+            _model("us-west-2", "stability.sd3-5-large-v1:0"),
+            {"aws:RequestedRegion": "us-west-2", "bedrock:InferenceProfileArn": sd35},
+        ),
+        (invoke, ultra, HERE),
+        (
+            invoke,
+            _model("", "stability.stable-image-ultra-v1:1"),
+            {"aws:RequestedRegion": "unspecified", "bedrock:InferenceProfileArn": ultra},
+        ),
+    ]
+    eu_sd35 = _profile("eu.stability.sd3-5-large-v1:0")
+    denied = [
+        (invoke, _model(REGION, "amazon.titan-image-generator-v2:0"), HERE),
+        (invoke, _model("us-west-2", "amazon.nova-canvas-v1:0"), {"aws:RequestedRegion": "us-west-2"}),
+        (invoke, _model(REGION, "stability.sd3-5-large-v1:0"), HERE),
+        (invoke, eu_sd35, HERE),
+        (invoke, _profile("us.stability.sd3-5-large-v1:0", "us-west-2"), {"aws:RequestedRegion": "us-west-2"}),
+        (
+            invoke,
+            _model("eu-west-1", "stability.sd3-5-large-v1:0"),
+            {"aws:RequestedRegion": "eu-west-1", "bedrock:InferenceProfileArn": eu_sd35},
+        ),
+        ("bedrock:InvokeModelWithResponseStream", _model(REGION, "amazon.nova-canvas-v1:0"), HERE),
+        ("bedrock:CreateInferenceProfile", sd35, HERE),
+    ]
+    return allowed, denied
+
+
+def _bedrock_statements(document: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    return [s for s in _role_policy(document, function) if any(a.startswith("bedrock:") for a in _as_list(s["Action"]))]
+
+
 def test_bedrock_grants_exactly_the_served_models_and_inference_profiles(template: dict[str, Any]) -> None:
     from imagegen.models import BEDROCK_MODELS
 
-    region, account = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
-
-    def model(where: str, model_id: str) -> str:
-        return f"arn:aws:bedrock:{where}::foundation-model/{model_id}"
-
-    def profile(profile_id: str, where: str = region) -> str:
-        return f"arn:aws:bedrock:{where}:{account}:inference-profile/{profile_id}"
-
-    here = {"aws:RequestedRegion": region}
-    # Given a deployment serving one model directly and one through US and one through the global profile
-    served = "amazon.nova-canvas-v1:0,us.stability.sd3-5-large-v1:0,global.stability.stable-image-ultra-v1:1"
-    document = sam_transform(template, {"BedrockModels": served})
+    # Given the deployment serving BEDROCK_SERVED
+    document = sam_transform(template, {"BedrockModels": BEDROCK_SERVED})
+    allowed, denied = _bedrock_calls()
     for name in GENERATORS:
         policy = _role_policy(document, name)
-        assert document["Resources"][name]["Properties"]["Environment"]["Variables"]["BEDROCK_MODELS"] == served
-
-        # Then the calls AWS documents for each succeed: the model itself in this region; a profile's call is
-        # authorized on the profile in this region and on the model where the profile routes it (any region of the
-        # geography, or no named region for a global profile), with the profile's ARN in bedrock:InferenceProfileArn
-        sd35 = profile("us.stability.sd3-5-large-v1:0")
-        ultra = profile("global.stability.stable-image-ultra-v1:1")
-        allowed = [
-            (model(region, "amazon.nova-canvas-v1:0"), here),
-            (sd35, here),
-            (model(region, "stability.sd3-5-large-v1:0"), {**here, "bedrock:InferenceProfileArn": sd35}),
-            (model("us-west-2", "stability.sd3-5-large-v1:0"), {"aws:RequestedRegion": "us-west-2", "bedrock:InferenceProfileArn": sd35}),
-            (ultra, here),
-            (model("", "stability.stable-image-ultra-v1:1"), {"aws:RequestedRegion": "unspecified", "bedrock:InferenceProfileArn": ultra}),
-        ]
-        for resource, context in allowed:
-            assert _allows(policy, "bedrock:InvokeModel", resource, context), (name, resource, context)
-        # And nothing else: no other model or profile, a served model not in another region, a profile's model not
-        # directly nor through another profile, no other action
-        denied = [
-            ("bedrock:InvokeModel", model(region, "amazon.titan-image-generator-v2:0"), here),
-            ("bedrock:InvokeModel", model("us-west-2", "amazon.nova-canvas-v1:0"), {"aws:RequestedRegion": "us-west-2"}),
-            ("bedrock:InvokeModel", model(region, "stability.sd3-5-large-v1:0"), here),
-            ("bedrock:InvokeModel", profile("eu.stability.sd3-5-large-v1:0"), here),
-            ("bedrock:InvokeModel", profile("us.stability.sd3-5-large-v1:0", "us-west-2"), {"aws:RequestedRegion": "us-west-2"}),
-            (
-                "bedrock:InvokeModel",
-                model("eu-west-1", "stability.sd3-5-large-v1:0"),
-                {"aws:RequestedRegion": "eu-west-1", "bedrock:InferenceProfileArn": profile("eu.stability.sd3-5-large-v1:0")},
-            ),
-            ("bedrock:InvokeModelWithResponseStream", model(region, "amazon.nova-canvas-v1:0"), here),
-            ("bedrock:CreateInferenceProfile", profile("us.stability.sd3-5-large-v1:0"), here),
-        ]
+        assert document["Resources"][name]["Properties"]["Environment"]["Variables"]["BEDROCK_MODELS"] == BEDROCK_SERVED
+        # Then the calls AWS documents for them are allowed, and nothing else
+        for action, resource, context in allowed:
+            assert _allows(policy, action, resource, context), (name, resource, context)
         for action, resource, context in denied:
             assert not _allows(policy, action, resource, context), (name, action, resource, context)
 
@@ -751,14 +773,44 @@ def test_bedrock_grants_exactly_the_served_models_and_inference_profiles(templat
     for spec in BEDROCK_MODELS:
         document = sam_transform(template, {"BedrockModels": f"{spec.id},eu.{spec.id}"})
         policy = _role_policy(document, "WorkerFunction")
-        eu = profile(f"eu.{spec.id}")
-        assert _allows(policy, "bedrock:InvokeModel", model(region, spec.id), here), spec.id
-        assert _allows(policy, "bedrock:InvokeModel", eu, here), spec.id
-        assert _allows(policy, "bedrock:InvokeModel", model("eu-west-3", spec.id), {"bedrock:InferenceProfileArn": eu}), spec.id
+        eu = _profile(f"eu.{spec.id}")
+        assert _allows(policy, "bedrock:InvokeModel", _model(REGION, spec.id), HERE), spec.id
+        assert _allows(policy, "bedrock:InvokeModel", eu, HERE), spec.id
+        assert _allows(policy, "bedrock:InvokeModel", _model("eu-west-3", spec.id), {"bedrock:InferenceProfileArn": eu}), spec.id
     # And without BedrockModels no Bedrock call at all
-    policy = _role_policy(sam_transform(template), "ApiFunction")
-    assert not _allows(policy, "bedrock:InvokeModel", model(region, "amazon.nova-canvas-v1:0"), here)
-    assert not [s for s in policy if any(a.startswith("bedrock:") for a in _as_list(s["Action"]))]
+    assert _bedrock_statements(sam_transform(template), "ApiFunction") == []
+
+
+def test_a_real_iam_evaluator_agrees_on_the_bedrock_grants(template: dict[str, Any]) -> None:
+    # The same calls through @cloud-copilot/iam-simulate (devtools/iam_eval.py), which knows Bedrock's resource types
+    from devtools import iam_eval
+
+    document = sam_transform(template, {"BedrockModels": BEDROCK_SERVED})
+    allowed, denied = _bedrock_calls()
+    # It takes no foundation-model ARN without a region (a global profile's destination): that one is left to _allows
+    calls = [(call, True) for call in allowed if ":bedrock:::" not in call[1]] + [(call, False) for call in denied]
+    roles = {name: [("bedrock", {"Version": "2012-10-17", "Statement": _bedrock_statements(document, name)})] for name in GENERATORS}
+    requests = [
+        {
+            "id": f"{name}/{index}",
+            "role": name,
+            "principal": f"arn:aws:sts::{ACCOUNT}:assumed-role/{name}Role/{name}",
+            "action": action,
+            "resource": resource,
+            "accountId": ACCOUNT,
+            "context": context,
+        }
+        for name in GENERATORS
+        for index, ((action, resource, context), _) in enumerate(calls)
+    ]
+    try:
+        output = iam_eval.simulate(roles, requests)
+    except iam_eval.EvaluatorUnavailable as missing:
+        pytest.skip(f"the IAM evaluator is not available: {missing}")
+    decisions = {result["id"]: result["decision"] for result in output["results"]}
+    for name in GENERATORS:
+        for index, ((action, resource, context), expected) in enumerate(calls):
+            assert decisions[f"{name}/{index}"] == ("Allowed" if expected else "ImplicitlyDenied"), (name, action, resource, context)
 
 
 def test_the_policy_evaluation_matches_arns_by_segment() -> None:
