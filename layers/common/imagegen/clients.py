@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
@@ -41,22 +43,63 @@ def _session() -> boto3.session.Session:
     return session
 
 
+# Timeouts and retry budgets of the S3, DynamoDB and SQS calls. They must fit in what a synchronous request has
+# left: API Gateway's 29 s, of which settings.response_margin_seconds (2.5 s by default) is kept for storing and
+# answering after the provider. Per attempt: a connect timeout, and a read timeout (the longest silence between two
+# socket reads or writes, not a bound on a whole upload: ImageStore.put_all bounds the writes by the request's
+# deadline). S3's guidance for small objects is to retry a GET or PUT that has not answered after 2 s; DynamoDB
+# answers in milliseconds, so 1 s of silence is a stall. "standard" retries back off up to 1 s, then 2 s.
+# Worst case of one call (every attempt stalled): S3 3 x (1 + 2) + 3 = 12 s; DynamoDB and SQS 2 x (1 + 1) + 1 = 5 s.
+S3_TIMEOUTS = Config(connect_timeout=1.0, read_timeout=2.0, retries={"mode": "standard", "total_max_attempts": 3})
+DYNAMODB_TIMEOUTS = Config(connect_timeout=1.0, read_timeout=1.0, retries={"mode": "standard", "total_max_attempts": 2})
+SQS_TIMEOUTS = DYNAMODB_TIMEOUTS
+# Presigned URLs name the bucket's regional virtual host, https://<bucket>.s3.<region>.amazonaws.com/<key>, in every
+# region: without "virtual", botocore signs the global host <bucket>.s3.amazonaws.com, which a bucket created less
+# than a day ago answers with a redirect and regions launched after March 2019 (ap-east-1, me-central-1, ...) refuse;
+# without "us_east_1_regional_endpoint", us-east-1 gets the global host too. SigV4: the only signature S3 takes in
+# every region, and the credential scope names the bucket's region (the function's: the template keeps them together).
+S3_REGIONAL = Config(s3={"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"})
+# A configured endpoint (AWS_ENDPOINT_URL_S3) on an IP address or localhost is a local S3 server: path style there,
+# as botocore does by default for any configured endpoint (no wildcard DNS needed on loopback).
+S3_LOCAL = Config(s3={"addressing_style": "path"})
+
+
 @lru_cache(maxsize=1)
 def s3_client() -> S3Client:
-    """SigV4 (needed for presigned URLs outside us-east-1), the function's own region, standard retries.
+    """The function's own region, SigV4, regional virtual-hosted URLs; bounded timeouts and standard retries.
     The endpoint comes from boto3's environment (``AWS_ENDPOINT_URL_S3`` points local runs at loopback)."""
-    config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=16)
-    return _session().client("s3", config=config)
+    session = _session()
+    client = session.client("s3", config=_s3_config(S3_REGIONAL))
+    if _is_local_endpoint(client.meta.endpoint_url):
+        client = session.client("s3", config=_s3_config(S3_LOCAL))
+    return client
+
+
+def _s3_config(addressing: Config) -> Config:
+    return S3_TIMEOUTS.merge(Config(signature_version="s3v4", max_pool_connections=16)).merge(addressing)
+
+
+def _is_local_endpoint(endpoint_url: str) -> bool:
+    host = urlsplit(endpoint_url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=1)
 def dynamodb_client() -> DynamoDBClient:
-    return _session().client("dynamodb", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    """The jobs and idempotency tables: bounded timeouts, one retry (DYNAMODB_TIMEOUTS)."""
+    return _session().client("dynamodb", config=DYNAMODB_TIMEOUTS)
 
 
 @lru_cache(maxsize=1)
 def sqs_client() -> SQSClient:
-    return _session().client("sqs", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+    """The jobs queue (send, and the worker's visibility changes): bounded like DynamoDB (SQS_TIMEOUTS)."""
+    return _session().client("sqs", config=SQS_TIMEOUTS)
 
 
 @lru_cache(maxsize=1)

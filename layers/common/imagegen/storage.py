@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import io
 import re
+import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagegen.errors import StorageError
+from imagegen.deadline import Deadline
+from imagegen.errors import StorageError, StorageTimeoutError
 from imagegen.observability import logger, tracer
+from imagegen.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -33,16 +38,61 @@ def image_key(request_id: str, index: int, extension: str, when: dt.datetime) ->
     return f"images/{when:%Y/%m/%d}/{safe_id}/{index}.{extension}"
 
 
+# Of the margin kept after the provider's deadline (settings.response_margin_seconds), the share the writes of one
+# request may use, and the share their clean-up may take after a give-up; the rest is left for answering.
+WRITE_SHARE = 0.6
+CLEANUP_SHARE = 0.2
+DEFAULT_MARGIN_SECONDS: float = Settings.model_fields["response_margin_seconds"].default
+# Writes of one request (at most 10) plus room for writes abandoned by earlier requests (they end within the S3
+# client's timeouts, imagegen.clients.S3_TIMEOUTS) so that a stall does not leave the next request without threads.
+MAX_WORKERS = 32
+
+
+class UploadAbandoned(Exception):
+    """Raised by an upload's body when its request has given up on it (never reaches a caller)."""
+
+
+class _Upload(io.BytesIO):
+    """The body of one put. Once the request gives up, reading it raises, so a write still being sent is cut off
+    before S3 has the whole body (S3 stores an object only when all of it has arrived)."""
+
+    def __init__(self, data: bytes, abandoned: threading.Event) -> None:
+        super().__init__(data)
+        self._abandoned = abandoned
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._abandoned.is_set():
+            raise UploadAbandoned("the request gave up on this write")
+        return super().read(size)
+
+
 class ImageStore:
-    def __init__(self, client: S3Client, bucket: str, *, max_workers: int = 10) -> None:
+    def __init__(
+        self, client: S3Client, bucket: str, *, max_workers: int = MAX_WORKERS, margin_seconds: float = DEFAULT_MARGIN_SECONDS
+    ) -> None:
         self._client = client
         self._bucket = bucket
+        self._margin = margin_seconds
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="s3-put")
 
     @tracer.capture_method(capture_response=False)
-    def put_all(self, objects: Sequence[StoredObject], metadata: Mapping[str, str]) -> None:
-        """Write every object concurrently; if any write fails, delete the ones that succeeded and raise."""
-        futures = [self._pool.submit(self._put, obj, metadata) for obj in objects]
+    def put_all(self, objects: Sequence[StoredObject], metadata: Mapping[str, str], *, deadline: Deadline | None = None) -> None:
+        """Write every object concurrently; if any write fails, delete the ones that succeeded and raise.
+
+        With a ``deadline`` (the provider's: the request's end less the margin), the writes may take until the
+        deadline plus their share of the margin. Past that, nothing of the request is kept: writes not started are
+        cancelled, writes being sent are cut off, the written ones are deleted, a write that completes later is
+        deleted when it does, and StorageTimeoutError (504) is raised."""
+        abandoned = threading.Event()
+        futures = [self._pool.submit(self._put, obj, metadata, abandoned) for obj in objects]
+        timeout = None if deadline is None else max(0.0, deadline.remaining() + WRITE_SHARE * self._margin)
+        done, pending = wait(futures, timeout=timeout)
+        if pending:
+            self._abandon(objects, futures, abandoned)
+            raise StorageTimeoutError(
+                f"Storing the images did not finish before the request deadline ({len(pending)} of {len(objects)} "
+                "writes unanswered); nothing was kept. Try again, or use Prefer: respond-async."
+            )
         outcomes = [future.exception() for future in futures]
         failures = [failure for failure in outcomes if failure is not None]
         if failures:
@@ -55,15 +105,39 @@ class ImageStore:
                 f"Storing the images failed ({len(failures)} of {len(objects)} writes); nothing was kept. Try again."
             ) from failures[0]
 
-    def _put(self, obj: StoredObject, metadata: Mapping[str, str]) -> None:
+    def _put(self, obj: StoredObject, metadata: Mapping[str, str], abandoned: threading.Event) -> None:
         self._client.put_object(
             Bucket=self._bucket,
             Key=obj.key,
-            Body=obj.data,
+            Body=_Upload(obj.data, abandoned),
             ContentType=obj.content_type,
             ServerSideEncryption="AES256",
             Metadata=dict(metadata),
         )
+
+    def _abandon(self, objects: Sequence[StoredObject], futures: Sequence[Future[None]], abandoned: threading.Event) -> None:
+        """Give up on a request's writes: none of them may stay (see put_all)."""
+        abandoned.set()
+        written: list[str] = []
+        for obj, future in zip(objects, futures, strict=True):
+            if future.cancel():
+                continue
+            if future.done():
+                if future.exception() is None:
+                    written.append(obj.key)
+            else:
+                future.add_done_callback(functools.partial(self._delete_late_write, obj.key))
+        if written:
+            cleanup = self._pool.submit(self.delete, written)
+            if not wait([cleanup], timeout=CLEANUP_SHARE * self._margin).done:
+                logger.warning("clean-up of abandoned images continues after the answer", extra={"keys": written})
+        logger.warning("gave up storing images at the deadline", extra={"keys": [obj.key for obj in objects]})
+
+    def _delete_late_write(self, key: str, future: Future[None]) -> None:
+        """A write that completed after its request gave up on it: remove it."""
+        if not future.cancelled() and future.exception() is None:
+            logger.warning("deleting an image written after its request gave up", extra={"key": key})
+            self.delete([key])
 
     def delete(self, keys: Sequence[str]) -> None:
         """Best effort: a failed clean-up is logged (the bucket's lifecycle rule expires it later)."""
