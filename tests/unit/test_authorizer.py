@@ -48,8 +48,7 @@ def test_missing_key_is_unauthorized(lambda_context) -> None:
 def test_a_random_key_costs_one_quiet_invocation(lambda_context, caplog: pytest.LogCaptureFixture) -> None:
     # Random well-formed keys each miss the authorizer's cache, so each is an invocation; at the INFO level a
     # deployment runs at (LogLevel's default) none of them writes a log line that CloudWatch Logs would bill
-    from imagegen.observability import logger
-
+    logger = app.logger
     event = {**json.loads((EVENTS / "authorizer_token.json").read_text()), "authorizationToken": "Bearer " + "r4nd0m" * 6}
     level = logger.log_level
     logger.setLevel("INFO")
@@ -60,3 +59,15 @@ def test_a_random_key_costs_one_quiet_invocation(lambda_context, caplog: pytest.
         logger.setLevel(level)
     assert policy["usageIdentifierKey"] == "r4nd0m" * 6  # the usage plan refuses it (403), not this function
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO] == []
+
+
+def test_a_cold_start_imports_neither_the_xray_sdk_nor_an_aws_client() -> None:
+    # What each new execution environment of a flood pays before its first answer: the authorizer calls no AWS API.
+    # (Powertools' package import touches botocore's top-level module for its user agent: microseconds.)
+    import subprocess
+    import sys
+
+    heavy = ("aws_xray_sdk", "botocore.session", "botocore.client", "boto3")
+    script = f"import sys, functions.authorizer.app; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert completed.stdout.strip() == "[]"
