@@ -321,7 +321,8 @@ def test_a_request_object_failing_transiently_is_retried_by_the_queue(openai_job
     assert (result["status"], result["attempts"]) == ("succeeded", 2)
 
 
-def test_malformed_request_object_gets_an_error_manifest_at_once(job_resources, local_s3, s3, lambda_context) -> None:
+def test_malformed_request_object_gets_an_error_manifest_at_once(job_resources, local_s3, s3, lambda_context, monkeypatch) -> None:
+    monkeypatch.delenv("JOBS_TABLE")  # the trigger as deployed: the queue, no table
     name = f"broken-{uuid.uuid4().hex[:6]}.json"
     s3.put_object(Bucket=local_s3.bucket, Key=f"requests/{name}", Body=b'{"prompt": "a fox", "n": "many"}')
     event = json.loads((EVENTS / "s3_put.json").read_text())
