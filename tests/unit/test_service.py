@@ -13,7 +13,7 @@ from imagegen import service as service_module
 from imagegen.deadline import Deadline
 from imagegen.errors import PayloadTooLargeError, ProviderError, StorageError
 from imagegen.models import build_registry
-from imagegen.options import ImageGenerationRequest
+from imagegen.options import ImageGenerationRequest, StoredImage
 from imagegen.providers.base import ProviderImage, ProviderResult
 from imagegen.providers.local import LocalProvider, draw
 from imagegen.service import ImageService, sniff_format
@@ -195,3 +195,12 @@ def test_sniff_format(data: bytes, expected: tuple[str, str]) -> None:
 def test_non_image_bytes_from_a_provider_are_502() -> None:
     with pytest.raises(ProviderError):
         sniff_format(b"<html>")
+
+
+def test_a_stored_generation_too_big_for_base64_is_read_back_as_urls(recorded: Recorded) -> None:
+    """A finished job polled, or an idempotent replay: the images are in S3 whatever their size, so they can always be
+    fetched (a base64 answer Lambda could not send would be a 502 from API Gateway, the paid images lost)."""
+    images = [StoredImage(key=f"images/2026/11/25/job/{index}.png", content_type="image/png", bytes=3 * 2**20) for index in range(2)]
+    response = make_service().answer(images, response_format="b64_json", created=1)
+    assert [item.url for item in response.data] == [f"https://bucket.example/{image.key}?ttl=900" for image in images]
+    assert "B64AnswerAsUrls" in recorded.metrics
