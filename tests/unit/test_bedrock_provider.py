@@ -209,7 +209,7 @@ def bedrock_error(code: str, message: str, status: int = 400) -> ClientError:
         ("ResourceNotFoundException", "not found", ProviderConfigurationError, "provider_model_unavailable"),
         ("UnrecognizedClientException", "bad token", ProviderConfigurationError, "provider_auth_failed"),
         ("InvalidSignatureException", "bad signature", ProviderConfigurationError, "provider_auth_failed"),
-        ("ExpiredTokenException", "The security token included in the request is expired", ProviderError, "provider_auth_failed"),
+        ("ExpiredTokenException", "The security token included in the request is expired", ProviderError, "provider_credentials_expired"),
         ("SomethingNewException", "new", ProviderError, "provider_error"),
     ],
 )

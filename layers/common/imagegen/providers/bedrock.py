@@ -150,7 +150,7 @@ _CLIENT_ERRORS: Mapping[str, Callable[[str], ImageGenError]] = {
     **dict.fromkeys(("UnrecognizedClientException", "InvalidSignatureException"), _credentials_refused),
     # Session credentials that expired: a later call (a fresh container, refreshed credentials) can succeed.
     "ExpiredTokenException": lambda _: ProviderError(
-        "Amazon Bedrock refused this deployment's expired AWS credentials; try again.", code="provider_auth_failed"
+        "Amazon Bedrock refused this deployment's expired AWS credentials; try again.", code="provider_credentials_expired"
     ),
     "ResourceNotFoundException": lambda _: ProviderConfigurationError(
         "Amazon Bedrock does not offer the model in this deployment's region; contact the operator.", code="provider_model_unavailable"
