@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -85,3 +87,43 @@ def test_message_validation_errors_map_like_the_api(body: str, param: str | None
         ImageJobRequest.model_validate_json(body)
     error = invalid_request_from(caught.value.errors())
     assert (error.param, error.code, error.status_code) == (param, code, 400)
+
+
+def test_an_idempotency_key_names_one_job_per_caller() -> None:
+    from imagegen.jobs import idempotent_job_id
+    from imagegen.options import JOB_ID_PATTERN
+
+    first = idempotent_job_id("key-aaaa", "order-1")
+    assert re.fullmatch(JOB_ID_PATTERN, first)
+    assert first == idempotent_job_id("key-aaaa", "order-1")
+    assert first != idempotent_job_id("key-bbbb", "order-1") != idempotent_job_id("key-aaaa", "order-2")
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there", "new\nline"])
+def test_a_malformed_idempotency_key_is_a_400_naming_the_header(key: str) -> None:
+    from imagegen.errors import InvalidRequestError
+    from imagegen.jobs import idempotent_job_id
+
+    with pytest.raises(InvalidRequestError) as caught:
+        idempotent_job_id("key-aaaa", key)
+    assert (caught.value.status_code, caught.value.param) == (400, "Idempotency-Key")
+
+
+def test_the_request_hash_ignores_spelling_and_order_but_not_content() -> None:
+    from imagegen.jobs import request_hash
+    from imagegen.options import ImageGenerationRequest
+
+    camel = ImageGenerationRequest.model_validate({"prompt": "a fox", "responseFormat": "url", "n": 2})
+    snake = ImageGenerationRequest.model_validate({"n": 2, "response_format": "url", "prompt": "a fox"})
+    other = ImageGenerationRequest.model_validate({"n": 2, "response_format": "url", "prompt": "a wolf"})
+    assert request_hash(camel) == request_hash(snake) != request_hash(other)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"), [({"Retry-After": "20"}, 20), ({"Retry-After": "2.5"}, 3), ({}, None), ({"Retry-After": "soon"}, None)]
+)
+def test_the_worker_waits_the_providers_retry_after(headers: dict[str, str], expected: int | None) -> None:
+    from imagegen.errors import RateLimitError
+    from imagegen.jobs import _retry_after_seconds
+
+    assert _retry_after_seconds(RateLimitError("limited", headers=headers)) == expected

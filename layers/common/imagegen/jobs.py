@@ -344,7 +344,7 @@ class JobService:
             )
         unsent = existing.status == "queued" and existing.attempts == 0 and not existing.enqueued
         if not unsent:
-            return existing, True
+            return self._as_read(existing), True
         taken = existing.model_copy(update={"lease_until": job.lease_until, "updated": job.updated})
         if (existing.lease_until or 0) >= _seconds(now) or not self.table.take_over(taken, now=now):
             raise ConflictError(
@@ -365,19 +365,23 @@ class JobService:
         data = None
         if job.status == "succeeded":
             data = self.images.answer(job.images, response_format=job.response_format, created=job.created).data
-        status, error = job.status, job.error
-        if status == "running" and job.lease_until is not None and job.lease_until < _seconds(self.clock()):
-            status, error = "failed", abandoned_run_error(job)
+        job = self._as_read(job)
         return JobView(
             id=job.id,
-            status=status,
+            status=job.status,
             created=job.created,
             updated=job.updated,
             model=job.model,
             data=data,
             usage=job.usage,
-            error=error,
+            error=job.error,
         )
+
+    def _as_read(self, job: Job) -> Job:
+        """The job as its owner is told about it: still ``running`` after its lease, it has failed."""
+        if job.status == "running" and job.lease_until is not None and job.lease_until < _seconds(self.clock()):
+            return job.model_copy(update={"status": "failed", "error": abandoned_run_error(job)})
+        return job
 
     def run_message(
         self,
