@@ -61,3 +61,24 @@ def test_request_object_in_s3_gets_a_results_manifest(local_stack, s3) -> None:
     assert result["status"] == "succeeded" and len(result["images"]) == 1
     data = s3.get_object(Bucket=local_stack.bucket, Key=result["images"][0]["key"])["Body"].read()
     assert PILImage.open(io.BytesIO(data)).size == (256, 256)
+
+
+def test_a_retried_async_post_with_an_idempotency_key_gets_the_same_job(local_stack) -> None:
+    # The retry a client makes after a timeout or a dropped connection (reproduced through make local before the fix)
+    key = f"e2e-{uuid.uuid4()}"
+    body = {"prompt": f"a lighthouse {key}", "model": "local", "size": "256x256"}
+    headers = {"Prefer": "respond-async", "Idempotency-Key": key}
+    first = httpx.post(f"{local_stack.base_url}/v1/images/generations", json=body, headers=headers, timeout=30)
+    again = httpx.post(f"{local_stack.base_url}/v1/images/generations", json=body, headers=headers, timeout=30)
+    assert (first.status_code, again.status_code) == (202, 202), (first.text, again.text)
+    assert again.json()["id"] == first.json()["id"] and again.headers["Location"] == first.headers["Location"]
+    assert (first.headers["Idempotent-Replayed"], again.headers["Idempotent-Replayed"]) == ("false", "true")
+    # And the same key with another body is refused
+    other = httpx.post(f"{local_stack.base_url}/v1/images/generations", json={**body, "size": "512x512"}, headers=headers, timeout=30)
+    assert (other.status_code, other.json()["error"]["code"]) == (422, "idempotency_key_reused")
+
+    def finished():
+        job = httpx.get(f"{local_stack.base_url}{first.headers['Location']}", timeout=30).json()
+        return job if job["status"] in ("succeeded", "failed") else None
+
+    assert wait_for(finished)["status"] == "succeeded"
