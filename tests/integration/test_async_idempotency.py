@@ -153,3 +153,19 @@ def test_a_retry_after_the_queue_refused_queues_at_once(job_resources, sqs, monk
     status, accepted, _ = call_api(keyed_post(key, prompt="a fox", size="256x256"), lambda_context)
     assert (status, accepted["status"]) == (202, "queued")
     assert messages_in(sqs, job_resources.queue_url) == 1
+
+
+def test_a_job_queued_but_not_marked_so_is_still_accepted(job_resources, sqs, monkeypatch, lambda_context) -> None:
+    # Given a table that fails the write marking the job queued, after its message was sent
+    from imagegen.errors import QueueError
+
+    def unavailable(self, job):
+        raise QueueError("The jobs table is unavailable; try again.")
+
+    key = f"order-{uuid.uuid4()}"
+    with monkeypatch.context() as flaky_table:
+        flaky_table.setattr(jobs_module.JobTable, "settle_submit", unavailable)
+        status, accepted, _ = call_api(keyed_post(key, prompt="a fox", size="256x256"), lambda_context)
+    # Then the client is told the truth (the job is queued), not a 502 that would make it retry
+    assert (status, accepted["status"]) == (202, "queued")
+    assert messages_in(sqs, job_resources.queue_url) == 1

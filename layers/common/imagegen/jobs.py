@@ -16,6 +16,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -320,11 +321,15 @@ class JobService:
         except QueueError as error:
             if idempotency_key is None:
                 self.table.save(_failed(job, error, seconds))
-            else:  # the key's retry queues it at once, instead of finding a failed job
-                self.table.settle_submit(job.model_copy(update={"lease_until": 0}))
+            else:  # the key's retry queues it at once, instead of finding a failed job (or, failing that, after the lease)
+                with suppress(QueueError):
+                    self.table.settle_submit(job.model_copy(update={"lease_until": 0}))
             raise
         if idempotency_key is not None:
-            self.table.settle_submit(job.model_copy(update={"enqueued": True}))
+            try:
+                self.table.settle_submit(job.model_copy(update={"enqueued": True}))
+            except QueueError:  # queued all the same: answer it; a retry after the lease may queue a duplicate, run once
+                logger.warning("the job was queued but could not be marked so", extra={"job_id": job.id})
         return job, False
 
     def _existing_submit(self, job: Job, *, now: dt.datetime) -> tuple[Job, bool]:
