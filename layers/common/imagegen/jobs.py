@@ -107,7 +107,7 @@ class JobTable:
 
     def take_over(self, job: Job, *, now: dt.datetime) -> bool:
         """Put ``job`` (with a lease of its own) over an Idempotency-Key submit whose creator went away before its
-        message was sent: only while no worker has touched it, it is not queued and its creator's lease has passed.
+        message was sent: only while no worker has touched it, it is not marked sent and its creator's lease has passed.
         One retry wins; False for the others (and for a job that is no longer such a submit)."""
         return self._put_if(job, _UNSENT + " AND lease_until < :now", {":now": {"N": str(_seconds(now))}})
 
