@@ -152,3 +152,11 @@ def test_auto_is_planned_with_the_largest_size_it_may_pick() -> None:
 def test_stability_is_planned_at_its_own_resolution_not_the_size_asked() -> None:
     small = REGISTRY.plan(ImageGenerationRequest(prompt="x", model="stability.sd3-5-large-v1:0", size="1280x720"))
     assert small.max_pixels == 1536 * 1024 > 1280 * 720
+
+
+def test_a_model_drawing_transparent_backgrounds_cannot_be_given_rgb_bounds() -> None:
+    spec = CATALOG["gpt-image-1"]
+    with pytest.raises(ValueError, match="must be RGBA's"):
+        ModelSpec.model_validate({**spec.model_dump(), "bytes_per_pixel": OPAQUE_BYTES_PER_PIXEL})
+    with pytest.raises(ValueError, match="no worst-case bytes per pixel for \\['webp'\\]"):
+        ModelSpec.model_validate({**spec.model_dump(), "bytes_per_pixel": {"png": 4.05, "jpeg": 4.2}})

@@ -111,22 +111,21 @@ class ModelSpec(BaseModel):
     backgrounds: tuple[str, ...] = ()
     moderations: tuple[str, ...] = ()
     # Worst-case bytes per pixel per output format, plus a fixed overhead per image: what a base64 answer is planned
-    # with before the provider is called. None: by the backgrounds the model can draw (RGBA if transparent, else RGB).
-    max_bytes_per_pixel: Mapping[OutputFormat, float] | None = None
+    # with before the provider is called (RGB bounds unless the model can draw a transparent background).
+    bytes_per_pixel: Mapping[OutputFormat, float] = Field(default_factory=lambda: dict(OPAQUE_BYTES_PER_PIXEL))
     image_overhead_bytes: int = IMAGE_OVERHEAD_BYTES
 
     @model_validator(mode="after")
     def _bounds_for_every_format(self) -> ModelSpec:
-        missing = [fmt for fmt in (*self.output_formats, self.native_format) if fmt not in self.bytes_per_pixel]
+        formats = tuple(dict.fromkeys((*self.output_formats, self.native_format)))
+        missing = [fmt for fmt in formats if fmt not in self.bytes_per_pixel]
         if missing:
             raise ValueError(f"{self.id}: no worst-case bytes per pixel for {missing}")
+        if "transparent" in self.backgrounds:
+            light = [fmt for fmt in formats if self.bytes_per_pixel[fmt] < TRANSPARENT_BYTES_PER_PIXEL[fmt]]
+            if light:
+                raise ValueError(f"{self.id}: draws transparent backgrounds, so its {light} bounds must be RGBA's")
         return self
-
-    @property
-    def bytes_per_pixel(self) -> Mapping[OutputFormat, float]:
-        if self.max_bytes_per_pixel is not None:
-            return self.max_bytes_per_pixel
-        return TRANSPARENT_BYTES_PER_PIXEL if "transparent" in self.backgrounds else OPAQUE_BYTES_PER_PIXEL
 
 
 class GenerationPlan(BaseModel):
@@ -188,6 +187,7 @@ def _gpt_image(
     custom_sizes: CustomSizeRule | None = None,
     backgrounds: tuple[str, ...] = ("transparent", "opaque", "auto"),
 ) -> ModelSpec:
+    rgba = "transparent" in backgrounds
     return ModelSpec(
         id=model_id,
         provider="openai",
@@ -205,6 +205,7 @@ def _gpt_image(
         supports_compression=True,
         backgrounds=backgrounds,
         moderations=("low", "auto"),
+        bytes_per_pixel=TRANSPARENT_BYTES_PER_PIXEL if rgba else OPAQUE_BYTES_PER_PIXEL,
     )
 
 
@@ -219,7 +220,7 @@ LOCAL_MODEL = ModelSpec(
     styles=("vivid", "natural"),
     output_formats=("png",),
     # Its own output (flat cells, deflate): at most ~0.03 bytes per pixel, checked for every size by the tests.
-    max_bytes_per_pixel={"png": 0.1},
+    bytes_per_pixel={"png": 0.1},
     image_overhead_bytes=8 * 1024,
 )
 
