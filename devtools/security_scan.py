@@ -44,8 +44,8 @@ DEPLOYMENTS: dict[str, dict[str, str]] = {
         "AzureOpenAIEndpoint": "https://example.openai.azure.com",
         "AzureOpenAIDeployments": '{"gpt-image-1": "gpt-image-1"}',
         "AzureOpenAIApiKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:imagegen-azure-AbCdEf",
-        # Foundation models and cross-Region inference profiles (their grants differ)
-        "BedrockModels": "amazon.nova-canvas-v1:0,us.amazon.titan-image-generator-v2:0,global.stability.sd3-5-large-v1:0",
+        "BedrockModels": "amazon.nova-canvas-v1:0,amazon.titan-image-generator-v2:0",
+        "BedrockInferenceProfiles": "us.stability.sd3-5-large-v1:0,global.stability.stable-image-ultra-v1:1",
         "ModelRegistryParameter": "/imagegen/models",
         "ApiReservedConcurrency": "50",
     },

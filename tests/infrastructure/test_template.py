@@ -617,13 +617,14 @@ def test_every_function_reads_only_the_registry_parameter_and_invokes_bedrock_on
 ) -> None:
     for name in GENERATORS:
         variables = _props(resources, name)["Environment"]["Variables"]
-        assert variables["BEDROCK_MODELS"]["Fn::If"][0] == "HasBedrock", name
         assert variables["MODEL_REGISTRY_PARAMETER"]["Fn::If"][0] == "HasModelRegistryParameter", name
         branches = {p["Fn::If"][0]: p["Fn::If"] for p in _props(resources, name)["Policies"] if "Fn::If" in p}
-        # bedrock:InvokeModel only with BedrockModels set (what it allows: test_bedrock_grants_...)
-        _, bedrock, no_bedrock = branches["HasBedrock"]
-        assert no_bedrock == {"Ref": "AWS::NoValue"}
-        assert {action for statement in bedrock["Statement"] for action in _actions(statement)} == {"bedrock:InvokeModel"}
+        # bedrock:InvokeModel only with BedrockModels or BedrockInferenceProfiles set (what it allows:
+        # test_bedrock_grants_...)
+        for condition in ("HasBedrockModels", "HasBedrockProfiles"):
+            _, bedrock, no_bedrock = branches[condition]
+            assert no_bedrock == {"Ref": "AWS::NoValue"}
+            assert {action for statement in bedrock["Statement"] for action in _actions(statement)} == {"bedrock:InvokeModel"}
         # And ssm:GetParameter only with a registry parameter, on exactly that parameter
         _, ssm, no_ssm = branches["HasModelRegistryParameter"]
         assert no_ssm == {"Ref": "AWS::NoValue"}
@@ -697,7 +698,10 @@ def _role_policy(document: dict[str, Any], function: str) -> list[dict[str, Any]
 REGION, ACCOUNT = PSEUDO["AWS::Region"], PSEUDO["AWS::AccountId"]
 HERE = {"aws:RequestedRegion": REGION}
 # A deployment serving one model directly, one through its US profile and one through its global profile.
-BEDROCK_SERVED = "amazon.nova-canvas-v1:0,us.stability.sd3-5-large-v1:0,global.stability.stable-image-ultra-v1:1"
+BEDROCK_DEPLOYMENT = {
+    "BedrockModels": "amazon.nova-canvas-v1:0",
+    "BedrockInferenceProfiles": "us.stability.sd3-5-large-v1:0,global.stability.stable-image-ultra-v1:1",
+}
 
 
 def _model(where: str, model_id: str) -> str:
@@ -709,7 +713,7 @@ def _profile(profile_id: str, where: str = REGION) -> str:
 
 
 def _bedrock_calls() -> tuple[list[tuple[str, str, dict[str, str]]], list[tuple[str, str, dict[str, str]]]]:
-    """(allowed, denied) calls for BEDROCK_SERVED, as (action, resource, request context). Allowed: what AWS documents
+    """(allowed, denied) calls for BEDROCK_DEPLOYMENT, as (action, resource, request context). Allowed: what AWS documents
     for each: the model itself in this region; a profile's call is authorized on the profile in this region and on
     the model where the profile routes it (any region of its geography, or no named region for a global profile),
     with the profile's ARN in bedrock:InferenceProfileArn. Denied: any other model or profile, a served model in
@@ -757,35 +761,48 @@ def _bedrock_statements(document: dict[str, Any], function: str) -> list[dict[st
 def test_bedrock_grants_exactly_the_served_models_and_inference_profiles(template: dict[str, Any]) -> None:
     from imagegen.models import BEDROCK_MODELS
 
-    # Given the deployment serving BEDROCK_SERVED
-    document = sam_transform(template, {"BedrockModels": BEDROCK_SERVED})
+    # Given the deployment serving BEDROCK_DEPLOYMENT: the code gets both lists as one
+    document = sam_transform(template, BEDROCK_DEPLOYMENT)
     allowed, denied = _bedrock_calls()
     for name in GENERATORS:
         policy = _role_policy(document, name)
-        assert document["Resources"][name]["Properties"]["Environment"]["Variables"]["BEDROCK_MODELS"] == BEDROCK_SERVED
+        served = ",".join(BEDROCK_DEPLOYMENT.values())
+        assert document["Resources"][name]["Properties"]["Environment"]["Variables"]["BEDROCK_MODELS"] == served
         # Then the calls AWS documents for them are allowed, and nothing else
         for action, resource, context in allowed:
             assert _allows(policy, action, resource, context), (name, resource, context)
         for action, resource, context in denied:
             assert not _allows(policy, action, resource, context), (name, action, resource, context)
+        # And every ARN granted is one of those calls' (none names nothing, which the least-privilege evaluation
+        # would list as a grant no test exercises)
+        for statement in _bedrock_statements(document, name):
+            for pattern in _as_list(statement["Resource"]):
+                assert any(_arn_like(pattern, resource) for _, resource, _ in allowed), (name, pattern)
 
-    # And every Bedrock model the code knows can be served either way
+    # And every Bedrock model the code knows can be served either way, alone or together
     for spec in BEDROCK_MODELS:
-        document = sam_transform(template, {"BedrockModels": f"{spec.id},eu.{spec.id}"})
+        document = sam_transform(template, {"BedrockModels": spec.id, "BedrockInferenceProfiles": f"eu.{spec.id}"})
         policy = _role_policy(document, "WorkerFunction")
         eu = _profile(f"eu.{spec.id}")
         assert _allows(policy, "bedrock:InvokeModel", _model(REGION, spec.id), HERE), spec.id
         assert _allows(policy, "bedrock:InvokeModel", eu, HERE), spec.id
         assert _allows(policy, "bedrock:InvokeModel", _model("eu-west-3", spec.id), {"bedrock:InferenceProfileArn": eu}), spec.id
-    # And without BedrockModels no Bedrock call at all
-    assert _bedrock_statements(sam_transform(template), "ApiFunction") == []
+    for alone in ({"BedrockModels": "amazon.nova-canvas-v1:0"}, {"BedrockInferenceProfiles": "us.amazon.nova-canvas-v1:0"}):
+        document = sam_transform(template, alone)
+        assert document["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]["BEDROCK_MODELS"] == next(
+            iter(alone.values())
+        )
+    # And without either no Bedrock call at all
+    document = sam_transform(template)
+    assert _bedrock_statements(document, "ApiFunction") == []
+    assert "BEDROCK_MODELS" not in document["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
 
 
 def test_a_real_iam_evaluator_agrees_on_the_bedrock_grants(template: dict[str, Any]) -> None:
     # The same calls through @cloud-copilot/iam-simulate (devtools/iam_eval.py), which knows Bedrock's resource types
     from devtools import iam_eval
 
-    document = sam_transform(template, {"BedrockModels": BEDROCK_SERVED})
+    document = sam_transform(template, BEDROCK_DEPLOYMENT)
     allowed, denied = _bedrock_calls()
     # It takes no foundation-model ARN without a region (a global profile's destination): that one is left to _allows
     calls = [(call, True) for call in allowed if ":bedrock:::" not in call[1]] + [(call, False) for call in denied]
