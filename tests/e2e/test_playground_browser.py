@@ -305,7 +305,7 @@ def card(model_id: str, **capabilities: Any) -> dict[str, Any]:
         "max_n": 10,
         "max_prompt_chars": 32000,
         "styles": [],
-        "response_formats": ["b64_json"],
+        "response_formats": ["url", "b64_json"],
         "default_response_format": "b64_json",
         "output_formats": ["png"],
     }

@@ -33,15 +33,15 @@ def invoke(lambda_context, **body):
 
 
 def test_b64_success_posts_to_the_deployment_with_api_key(azure_env, lambda_context) -> None:
-    status, body, _ = invoke(lambda_context, prompt="a fox", model="azure/dall-e-3", size="1792x1024", style="natural")
+    status, body, _ = invoke(lambda_context, prompt="a fox", model="azure/dall-e-3", size="1024x1024", style="natural")
     assert status == 200, body
     (item,) = body["data"]
-    assert PILImage.open(io.BytesIO(base64.b64decode(item["b64_json"]))).size == (1792, 1024)
+    assert PILImage.open(io.BytesIO(base64.b64decode(item["b64_json"]))).size == (1024, 1024)
     (sent,) = azure_env.requests
     assert sent["path"] == "/openai/deployments/my-dalle3/images/generations?api-version=2024-10-21"
     assert sent["headers"]["api-key"] == "azure-test-integration-key"
     assert "Authorization" not in sent["headers"]
-    assert sent["json"] == {"prompt": "a fox", "n": 1, "size": "1792x1024", "style": "natural", "response_format": "b64_json"}
+    assert sent["json"] == {"prompt": "a fox", "n": 1, "size": "1024x1024", "style": "natural", "response_format": "b64_json"}
 
 
 def test_url_success_stores_a_real_png(azure_env, lambda_context, monkeypatch) -> None:
@@ -58,7 +58,7 @@ def test_url_success_stores_a_real_png(azure_env, lambda_context, monkeypatch) -
 
 
 def test_gpt_image_deployment(azure_env, lambda_context) -> None:
-    status, body, _ = invoke(lambda_context, prompt="a fox", model="azure/gpt-image-1", response_format=None, n=2)
+    status, body, _ = invoke(lambda_context, prompt="a fox", model="azure/gpt-image-1", response_format="url", n=2)
     assert status == 200, body
     assert len(body["data"]) == 2
     assert azure_env.requests[0]["path"].startswith("/openai/deployments/img/images/generations?")

@@ -37,7 +37,7 @@ def test_openai_style_is_unchanged() -> None:
 def test_azure_models_keep_openai_limits_under_their_own_ids() -> None:
     dalle, gpt = azure_models({"dall-e-3": "d3", "gpt-image-1": "img"})
     assert (dalle.id, dalle.provider, dalle.provider_model, dalle.max_n) == ("azure/dall-e-3", "azure", "d3", 1)
-    assert gpt.id == "azure/gpt-image-1" and gpt.response_formats == ("b64_json",)
+    assert gpt.id == "azure/gpt-image-1" and gpt.response_formats == ("url", "b64_json")
     assert REGISTRY.default_model == "azure/dall-e-3"
     both = build_registry(openai_enabled=True, default_model=None, azure_deployments={"dall-e-3": "d3"})
     assert {"dall-e-3", "azure/dall-e-3"} <= {spec.id for spec in both.models}
