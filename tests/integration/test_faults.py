@@ -179,3 +179,44 @@ def test_clean_up_failing_too_still_answers_a_clean_502(faulty_s3, local_s3, s3,
     assert status == 502
     assert_openai_error(body, 502, "storage_error")
     assert [key.rsplit("/", 1)[1] for key in stored_for(s3, local_s3.bucket, request_id)] == ["1.png", "2.png"]
+
+
+# --- S3 slower than the request's deadline ---------------------------------------------------------------------
+
+
+def test_a_stalled_put_is_a_504_before_the_lambda_ends_leaving_nothing(faulty_s3, local_s3, s3, lambda_context) -> None:
+    # 4 s left: the provider's deadline is 1.5 s away (2.5 s margin); S3 never answers the write of image 1
+    lambda_context.remaining_millis = 4000
+    event = load_event("api_generate_url.json", n=3, size="256x256")
+    request_id = event["requestContext"]["requestId"]
+    faulty_s3.inject("PUT", rf"/{request_id}/1\.png", mode="stall")
+    started = time.monotonic()
+    status, body, _ = invoke(lambda_context, event)
+    elapsed = time.monotonic() - started
+    assert status == 504, body
+    assert_openai_error(body, 504, "storage_timeout")
+    assert elapsed < 4.0  # answered while the Lambda (and API Gateway) still wait for it
+    assert stored_for(s3, local_s3.bucket, request_id) == []  # 0 and 2 were written, then deleted before the answer
+    faulty_s3.release()
+    time.sleep(0.5)
+    assert stored_for(s3, local_s3.bucket, request_id) == []
+
+
+def test_a_write_stored_but_answered_after_the_give_up_is_deleted(faulty_s3, local_s3, s3, lambda_context) -> None:
+    """S3 stores image 0 at once, but its answer trickles in (no silence long enough for the SDK's read timeout),
+    so the write is still unanswered at the deadline. It is deleted with the written ones before the 504, and
+    again when its answer finally arrives."""
+    lambda_context.remaining_millis = 4000
+    event = load_event("api_generate_url.json", n=2, size="256x256", responseFormat="b64_json")
+    request_id = event["requestContext"]["requestId"]
+    faulty_s3.inject("PUT", rf"/{request_id}/0\.png", mode="drip", seconds=5.0)
+    status, body, _ = invoke(lambda_context, event)
+    assert status == 504, body
+    assert_openai_error(body, 504, "storage_timeout")
+    assert stored_for(s3, local_s3.bucket, request_id) == []
+    ends = time.monotonic() + 10
+    while not faulty_s3.requests("PUT", rf"/{request_id}/0\.png") and time.monotonic() < ends:
+        time.sleep(0.1)
+    assert [entry[2] for entry in faulty_s3.requests("PUT", rf"/{request_id}/0\.png")] == [200]  # S3 had stored it
+    time.sleep(0.5)
+    assert stored_for(s3, local_s3.bucket, request_id) == []

@@ -116,27 +116,31 @@ class ImageStore:
         )
 
     def _abandon(self, objects: Sequence[StoredObject], futures: Sequence[Future[None]], abandoned: threading.Event) -> None:
-        """Give up on a request's writes: none of them may stay (see put_all)."""
+        """Give up on a request's writes: none of them may stay (see put_all). A write still unanswered may already
+        be stored (S3 answers after storing), so it is deleted now with the written ones, and again when it ends
+        (it may land in between). What can remain: a write S3 stores after both deletes, e.g. an attempt the SDK
+        timed out on but S3 completed later; no answer, job or idempotency record names it, and the bucket's
+        lifecycle rule expires it."""
         abandoned.set()
-        written: list[str] = []
+        keys: list[str] = []
         for obj, future in zip(objects, futures, strict=True):
             if future.cancel():
                 continue
-            if future.done():
-                if future.exception() is None:
-                    written.append(obj.key)
-            else:
+            if not future.done():
                 future.add_done_callback(functools.partial(self._delete_late_write, obj.key))
-        if written:
-            cleanup = self._pool.submit(self.delete, written)
+                keys.append(obj.key)
+            elif future.exception() is None:
+                keys.append(obj.key)
+        if keys:
+            cleanup = self._pool.submit(self.delete, keys)
             if not wait([cleanup], timeout=CLEANUP_SHARE * self._margin).done:
-                logger.warning("clean-up of abandoned images continues after the answer", extra={"keys": written})
+                logger.warning("clean-up of abandoned images continues after the answer", extra={"keys": keys})
         logger.warning("gave up storing images at the deadline", extra={"keys": [obj.key for obj in objects]})
 
     def _delete_late_write(self, key: str, future: Future[None]) -> None:
-        """A write that completed after its request gave up on it: remove it."""
-        if not future.cancelled() and future.exception() is None:
-            logger.warning("deleting an image written after its request gave up", extra={"key": key})
+        """A write that ended after its request gave up on it: whatever its outcome, S3 may hold it; remove it."""
+        if not future.cancelled():
+            logger.warning("deleting an image whose write ended after its request gave up", extra={"key": key})
             self.delete([key])
 
     def delete(self, keys: Sequence[str]) -> None:
