@@ -199,9 +199,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         failed = True
     else:
         lines = report.lines()
-        fresh = iam_eval.new_unexercised(report, iam_eval.load_allowlist())
+        allowlist = iam_eval.load_allowlist()
+        fresh = iam_eval.new_unexercised(report, allowlist)
         checked = "" if full else " (not enforced: not a full run of both tiers)"
         lines += [f"NEW UNEXERCISED GRANT{checked} {grant.function}: {grant.action} on {grant.resource}" for grant in fresh]
+        stale = iam_eval.stale_allowlist(report, allowlist)
+        lines += [f"STALE ALLOW-LIST ENTRY (no such grant now) {entry.function}: {entry.action} on {entry.resource}" for entry in stale]
         (directory / "iam-report.txt").write_text("\n".join(lines) + "\n")
         failed = not report.ok or (full and bool(fresh))
         summary.append(lines[0])

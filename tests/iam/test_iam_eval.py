@@ -313,3 +313,10 @@ def test_a_listing_is_judged_on_the_bucket_with_its_prefix() -> None:
     assert iam_eval.evaluate([listing("results/x")], deployment).ok
     [denied] = iam_eval.evaluate([listing("images/x")], deployment).denied
     assert (denied.request.action, denied.request.resource) == ("s3:ListBucket", "arn:aws:s3:::deployed-bucket")
+
+
+def test_an_allow_list_entry_that_explains_no_grant_is_stale(deployment: iam_eval.Deployment) -> None:
+    report = iam_eval.evaluate([s3_call("api", "PutObject", "images/x.png")], deployment)
+    gone = iam_eval.AllowedUnexercised("worker", "sqs:PurgeQueue", "*", "a grant the template no longer has")
+
+    assert iam_eval.stale_allowlist(report, [*iam_eval.load_allowlist(), gone]) == [gone]

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters import base as parameters_base
 
 from functions.api import app as api
-from tests.conftest import job_event, load_event
+from tests.conftest import clear_caches, job_event, load_event
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +43,20 @@ def async_event(**body: Any) -> dict[str, Any]:
     return event
 
 
+def fresh_container() -> None:
+    """What a function's own container starts with: nothing read yet (in process the API and the worker would
+    otherwise share the registry, keys and clients one of them read)."""
+    clear_caches()
+    parameters.clear_caches()
+    parameters_base.DEFAULT_PROVIDERS.clear()
+
+
 def run_job(event: dict[str, Any], worker_poller: Any, lambda_context: Any) -> dict[str, Any]:
     status, accepted = call_api(event, lambda_context)
     assert status == 202, accepted
+    fresh_container()  # the worker
     worker_poller.drain()
+    fresh_container()  # the API again
     status, done = call_api(job_event(accepted["id"]), lambda_context)
     assert status == 200, done
     return done
@@ -101,18 +111,33 @@ def test_the_worker_sends_the_openai_key_it_read_from_secrets_manager(
     assert sent["headers"]["Authorization"] == f"Bearer {openai_key_in_secrets_manager}"
 
 
-def test_the_api_sends_the_azure_key_it_read_from_secrets_manager(aws_config, local_s3, fake_openai, monkeypatch, lambda_context) -> None:
+@pytest.fixture
+def azure_key_in_secrets_manager(aws_config: Any, local_s3: Any, fake_openai: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Azure OpenAI served with its key only in Secrets Manager, as deployed (AzureOpenAIApiKeySecretArn)."""
     arn, value = new_secret(aws_config, "azure-openai-api-key")
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", fake_openai.base_url.removesuffix("/v1"))
     monkeypatch.setenv("AZURE_OPENAI_API_KEY_SECRET_ARN", arn)
-    monkeypatch.setenv("AZURE_OPENAI_DEPLOYMENTS", json.dumps({"dall-e-3": "my-dalle3"}))
+    monkeypatch.setenv("AZURE_OPENAI_DEPLOYMENTS", json.dumps({"dall-e-3": "my-dalle3", "dall-e-2": "my-dalle2"}))
     fake_openai.requests.clear()
+    return value
 
+
+def test_the_api_sends_the_azure_key_it_read_from_secrets_manager(azure_key_in_secrets_manager, fake_openai, lambda_context) -> None:
     status, body = call_api(load_event("api_generate_b64.json", prompt="a fox", model="azure/dall-e-3", size="1024x1024"), lambda_context)
 
     assert status == 200, body
     (sent,) = fake_openai.requests
-    assert sent["headers"]["api-key"] == value
+    assert sent["headers"]["api-key"] == azure_key_in_secrets_manager
+
+
+def test_the_worker_sends_the_azure_key_it_read_from_secrets_manager(
+    azure_key_in_secrets_manager, job_resources, worker_poller, fake_openai, lambda_context
+) -> None:
+    done = run_job(async_event(prompt="a queued fox", model="azure/dall-e-2", size="256x256"), worker_poller, lambda_context)
+
+    assert done["status"] == "succeeded", done
+    (sent,) = fake_openai.requests
+    assert sent["headers"]["api-key"] == azure_key_in_secrets_manager
 
 
 @pytest.fixture
@@ -156,19 +181,21 @@ def test_every_bedrock_model_the_template_grants_generates_through_the_worker(
     assert [request["model"] for request in bedrock_env.requests] == [model]
 
 
-PROFILE = "us.stability.sd3-5-large-v1:0"  # a cross-Region inference profile (BedrockModels takes its id)
+# Cross-Region inference profiles (template.yaml's BedrockInferenceProfiles; the code takes them in BEDROCK_MODELS).
+PROFILES = ("us.amazon.nova-canvas-v1:0", "us.stability.stable-image-core-v1:1", "us.stability.sd3-5-large-v1:0")
 
 
 @pytest.mark.parametrize("through", ["api", "worker"])
+@pytest.mark.parametrize("profile", PROFILES)
 def test_a_bedrock_model_served_through_an_inference_profile_is_invoked_by_the_profiles_id(
-    bedrock_env, job_resources, worker_poller, monkeypatch, through, lambda_context
+    bedrock_env, job_resources, worker_poller, monkeypatch, through, profile, lambda_context
 ) -> None:
-    monkeypatch.setenv("BEDROCK_MODELS", PROFILE)
+    monkeypatch.setenv("BEDROCK_MODELS", profile)
     if through == "api":
-        event = load_event("api_generate_url.json", prompt="a lighthouse", model=PROFILE, size="1024x1024", n=1)
+        event = load_event("api_generate_url.json", prompt="a lighthouse", model=profile, size="1024x1024", n=1)
         status, body = call_api(event, lambda_context)
         assert status == 200, body
     else:
-        done = run_job(async_event(prompt="a queued lighthouse", model=PROFILE, size="1024x1024", n=1), worker_poller, lambda_context)
+        done = run_job(async_event(prompt="a queued lighthouse", model=profile, size="1024x1024", n=1), worker_poller, lambda_context)
         assert done["status"] == "succeeded", done
-    assert [request["model"] for request in bedrock_env.requests] == [PROFILE]
+    assert [request["model"] for request in bedrock_env.requests] == [profile]
