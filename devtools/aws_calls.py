@@ -250,9 +250,13 @@ def read_calls(directory: Path | str) -> list[Call]:
     that was running when it was made (``mark_test``)."""
     calls: list[Call] = []
     for path in sorted(Path(directory).glob("calls-*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
                 calls.append(Call.from_json(line))
+            except (ValueError, TypeError) as error:  # a process killed in the middle of a line
+                print(f"aws_calls: {path.name}:{number} is not a call ({error}); skipped", file=sys.stderr)
     timeline_file = Path(directory) / TIMELINE
     if not timeline_file.is_file():
         return calls

@@ -320,3 +320,11 @@ def test_an_allow_list_entry_that_explains_no_grant_is_stale(deployment: iam_eva
     gone = iam_eval.AllowedUnexercised("worker", "sqs:PurgeQueue", "*", "a grant the template no longer has")
 
     assert iam_eval.stale_allowlist(report, [*iam_eval.load_allowlist(), gone]) == [gone]
+
+
+def test_a_line_cut_short_by_a_killed_process_is_skipped(tmp_path: Path) -> None:
+    aws_calls.Recorder(tmp_path, lambda: Caller("api")).write(Call("api", "s3", "PutObject", {}, "us-east-1"))
+    with (tmp_path / "calls-1.jsonl").open("a") as log:
+        log.write('{"function": "worker", "serv')
+
+    assert [call.function for call in aws_calls.read_calls(tmp_path)] == ["api"]
