@@ -226,10 +226,12 @@ class Sites:
 
     @classmethod
     def install(cls, python: str) -> Sites:
-        drop = ("boto3", "botocore", "s3transfer")  # as layers/common/Makefile does: the Lambda runtime ships them
+        # The layer ships boto3 and botocore at the lock's versions (layers/common/Makefile), ahead of the runtime's; a
+        # naive deployment uses the runtime's.
+        drop = ("boto3", "botocore", "s3transfer")
         return cls(
-            layer=pip_target("layer-cp312", python, layer_requirements(), drop=drop),
-            layer_src=pip_target("layer-cp312-nopyc", python, layer_requirements(), drop=drop, compile_=False),
+            layer=pip_target("layer-cp312", python, layer_requirements()),
+            layer_src=pip_target("layer-cp312-nopyc", python, layer_requirements(), compile_=False),
             runtime=pip_target("runtime-cp312", python, RUNTIME_PACKAGES),
             naive=pip_target("naive-cp312", python, NAIVE_PACKAGES, drop=drop),
         )

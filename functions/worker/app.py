@@ -15,8 +15,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagegen.deadline import Deadline
+from imagegen.errors import ImageGenError
 from imagegen.jobs import get_job_service
-from imagegen.observability import logger, metrics, tracer
+from imagegen.observability import count_bug, logger, metrics, tracer
 
 # A batch whose every message hit a transient error is reported item by item, not as a function error: the
 # Errors alarm is for bugs.
@@ -26,14 +27,21 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 def record_handler(record: SQSRecord) -> None:
     jobs = get_job_service()
     attributes = record.attributes
-    jobs.run_message(
-        record.body,
-        message_id=record.message_id,
-        sent_at=dt.datetime.fromtimestamp(int(attributes.sent_timestamp) / 1000, dt.UTC),
-        receive_count=int(attributes.approximate_receive_count),
-        deadline=Deadline.from_context(processor.lambda_context, margin_seconds=jobs.images.settings.response_margin_seconds),
-        receipt_handle=record.receipt_handle,
-    )
+    try:
+        jobs.run_message(
+            record.body,
+            message_id=record.message_id,
+            sent_at=dt.datetime.fromtimestamp(int(attributes.sent_timestamp) / 1000, dt.UTC),
+            receive_count=int(attributes.approximate_receive_count),
+            deadline=Deadline.from_context(processor.lambda_context, margin_seconds=jobs.images.settings.response_margin_seconds),
+            receipt_handle=record.receipt_handle,
+        )
+    except ImageGenError:
+        raise  # an answer of ours: recorded (or to be retried) by run_message
+    except Exception:
+        logger.exception("unhandled error running a job message", extra={"message_id": record.message_id})
+        count_bug()  # the message fails and comes back; InternalErrorsAlarm sees the bug
+        raise
 
 
 @logger.inject_lambda_context(clear_state=True)

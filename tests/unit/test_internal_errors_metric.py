@@ -9,7 +9,7 @@ import pytest
 
 from functions.api import app
 from imagegen.observability import INTERNAL_ERRORS_METRIC
-from tests.conftest import load_event
+from tests.conftest import EVENTS, load_event
 
 pytestmark = pytest.mark.unit
 
@@ -51,3 +51,23 @@ def test_a_client_error_counts_no_internal_error(metrics_on, lambda_context, cap
     response = app.lambda_handler(load_event("api_generate_invalid.json"), lambda_context)
     assert response["statusCode"] == 400
     assert INTERNAL_ERRORS_METRIC not in emitted_metrics(capsys.readouterr().out)
+
+
+def test_a_bug_in_the_worker_fails_the_message_and_counts_an_internal_error(metrics_on, monkeypatch, lambda_context, capsys) -> None:
+    from functions.worker import app as worker
+
+    class BrokenJobs:
+        images = type("Images", (), {"settings": type("Settings", (), {"response_margin_seconds": 2.5})()})()
+
+        def run_message(self, *_: object, **__: object) -> None:
+            raise KeyError("a bug")
+
+    monkeypatch.setattr(worker, "get_job_service", BrokenJobs)
+    event = json.loads((EVENTS / "sqs.json").read_text())
+    response = worker.lambda_handler(event, lambda_context)
+    # Every message of the batch fails (and comes back), and each bug is counted
+    messages = [record["messageId"] for record in event["Records"]]
+    assert [item["itemIdentifier"] for item in response["batchItemFailures"]] == messages
+    record = emitted_metrics(capsys.readouterr().out)[INTERNAL_ERRORS_METRIC]
+    assert record["service"] == "imagegen"
+    assert len(messages) == 2 and record[INTERNAL_ERRORS_METRIC] == [1.0, 1.0]

@@ -422,7 +422,9 @@ class JobService:
         job = job.model_copy(update={"model": request.model or job.model})
         manifest_key = request.result_key
         try:
-            generation = self.images.produce(request, request_id=job_id, deadline=deadline, when=sent_at)
+            # No answer-size limit: the results go to S3 and the manifest; a job submitted through the API was checked
+            # against the synchronous limit when it was accepted (its GET is a synchronous answer).
+            generation = self.images.produce(request, request_id=job_id, deadline=deadline, when=sent_at, max_response_bytes=None)
         except ImageGenError as error:
             if error.retryable and receive_count < self.max_receive_count:
                 self.table.save(job.model_copy(update={"status": "queued", "error": ErrorDetail(**error.body()["error"])}))
