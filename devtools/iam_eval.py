@@ -11,13 +11,15 @@ deployed function would have, by a real IAM policy evaluator.
   ImagesBucket``...). Regions and accounts are the deployment's. A name no variable gave is itself a finding.
 - The evaluator is @cloud-copilot/iam-simulate (npm, run by node from ``.venv/iam-simulate``, installed from
   devtools/iam_simulate's lock on first use): identity policies with Action/NotAction, Resource/NotResource,
-  wildcards, every condition operator and explicit Deny; it also rejects an action AWS does not have and a
-  resource ARN of a type the action does not take.
+  wildcards, every condition operator and explicit Deny, and the template's own bucket and queue policies as
+  resource policies; it also rejects an action AWS does not have and a resource ARN of a type the action does
+  not take. Conditions see the context AWS sets on the deployed function's requests (``Deployment.context``).
 - Calls of the local event source mapping (devtools.poller.SqsPoller) are evaluated against the role of the
   function the template maps that queue to, as Lambda's pollers use it.
 
-What it cannot see: resource policies and SCPs of a real account, KMS key policies, and the Bedrock destination
-regions of an inference profile (only the profile and the deployment region's foundation model are checked).
+What it cannot see: a real account's SCPs, RCPs and permission boundaries, KMS key policies, Bedrock model access
+(not IAM), and the destination regions of an inference profile (only the profile and the deployment region's
+foundation model are checked).
 
     python -m devtools.iam_eval <calls directory>    # prints the report
 """
@@ -86,6 +88,14 @@ class Deployment:
     functions: Mapping[str, FunctionRole]
     # queue ARN -> function (code directory) fed by its event source mapping
     event_sources: Mapping[str, str]
+    # bucket or queue ARN -> its resource policy (AWS::S3::BucketPolicy, AWS::SQS::QueuePolicy)
+    resource_policies: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+
+    def resource_policy(self, resource: str) -> dict[str, Any] | None:
+        """The policy of the bucket an object or bucket ARN is in, or of the queue an ARN names."""
+        if resource.startswith("arn:aws:s3:::"):
+            resource = resource.split("/", 1)[0]
+        return self.resource_policies.get(resource)
 
     def principal(self, role: FunctionRole) -> str:
         return f"arn:{self.partition}:sts::{self.account}:assumed-role/{role.role_name}/{role.name}"
@@ -233,7 +243,18 @@ def load_deployment(
             logical = target.get("Ref") if isinstance(target, dict) else None
             if logical in by_logical:
                 event_sources[str(resolve(props["EventSourceArn"]))] = by_logical[logical]
-    return Deployment(account=account, region=region, partition="aws", functions=functions, event_sources=event_sources)
+    policies: dict[str, dict[str, Any]] = {}
+    queue_arns = {entry["Ref"]: entry["Arn"] for entry in translator.values() if isinstance(entry, dict) and "QueueUrl" in entry}
+    for resource in resources.values():
+        props = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::S3::BucketPolicy":
+            policies[f"arn:aws:s3:::{resolve(props['Bucket'])}"] = resolve(props["PolicyDocument"])
+        elif resource.get("Type") == "AWS::SQS::QueuePolicy":
+            for url in resolve(props["Queues"]):
+                policies[queue_arns[url]] = resolve(props["PolicyDocument"])
+    return Deployment(
+        account=account, region=region, partition="aws", functions=functions, event_sources=event_sources, resource_policies=policies
+    )
 
 
 # --- calls -> IAM requests ---------------------------------------------------------------------------------------
@@ -521,6 +542,7 @@ def evaluate(calls: Sequence[Call], deployment: Deployment | None = None) -> Rep
             "resource": request.resource,
             "accountId": deployment.account,
             "context": {**deployment.context(deployment.functions[request.function]), **dict(request.context)},
+            "resourcePolicy": deployment.resource_policy(request.resource),
         }
         for index, request in enumerate(ordered)
     ]

@@ -2,7 +2,8 @@
 //
 // stdin:  {"roles": {"<role>": [{"name": "<policy>", "policy": {...}}]},
 //          "requests": [{"id": "...", "role": "<role>", "principal": "<arn>", "action": "svc:Action",
-//                        "resource": "<arn>", "accountId": "<12 digits>", "context": {...}}]}
+//                        "resource": "<arn>", "accountId": "<12 digits>", "context": {...},
+//                        "resourcePolicy": {...} (optional: the bucket's or queue's own policy)}]}
 // stdout: {"grants": [{"role", "policy", "statement", "effect", "actions", "notActions", "resources", "notResources"}],
 //          "results": [{"id", "decision": "Allowed" | "ImplicitlyDenied" | "ExplicitlyDenied" | null, "error",
 //                       "matched": [{"policy", "statement", "actions": [...], "resources": [...]}]}]}
@@ -44,6 +45,7 @@ async function main() {
       identityPolicies: input.roles[request.role] ?? [],
       serviceControlPolicies: [],
       resourceControlPolicies: [],
+      ...(request.resourcePolicy ? { resourcePolicy: request.resourcePolicy } : {}),
       request: {
         action: request.action,
         principal: request.principal,

@@ -328,3 +328,16 @@ def test_a_line_cut_short_by_a_killed_process_is_skipped(tmp_path: Path) -> None
         log.write('{"function": "worker", "serv')
 
     assert [call.function for call in aws_calls.read_calls(tmp_path)] == ["api"]
+
+
+def test_the_buckets_own_policy_is_evaluated_too(template: dict[str, Any], deployment: iam_eval.Deployment) -> None:
+    assert "DenyInsecureTransport" in str(deployment.resource_policy(f"{DEPLOYED_BUCKET_ARN}/images/x.png"))
+    changed = copy.deepcopy(template)
+    policy = next(r for r in changed["Resources"].values() if r["Type"] == "AWS::S3::BucketPolicy")
+    policy["Properties"]["PolicyDocument"]["Statement"].append(
+        {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": {"Fn::Sub": "${ImagesBucket.Arn}/results/*"}}
+    )
+    call = s3_call("worker", "PutObject", "results/job.json")
+
+    assert iam_eval.evaluate([call], deployment).ok  # TLS, as the SDK speaks to AWS: the bucket's Deny does not apply
+    assert [f.decision for f in iam_eval.evaluate([call], iam_eval.load_deployment(template=changed)).denied] == ["ExplicitlyDenied"]
