@@ -214,6 +214,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             + (" (checked against tests/iam/unexercised_grants.json)" if full else " (not checked: not a full run of both tiers)")
         )
         summary.append(f"report: {directory / 'iam-report.txt'}")
+    if failed:
+        summary.insert(0, "FAILED: the run fails on the findings below (the tests themselves may all have passed)")
     _least_privilege["summary"] = summary
     if failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
