@@ -164,11 +164,11 @@ class S3FaultProxy(LoopbackHTTPServer):
                     proxy._record(self.command, self.path, fault.status)
                     return
                 if fault is not None and fault.mode == "stall":
+                    proxy._record(self.command, self.path, 0)  # logged on arrival: it is never answered
                     with proxy._lock:
                         released = proxy._release
                     released.wait(120)
                     self.close_connection = True
-                    proxy._record(self.command, self.path, 0)
                     return
                 if fault is not None and fault.mode == "delay":
                     time.sleep(fault.seconds)

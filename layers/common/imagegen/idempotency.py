@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from imagegen.deadline import Deadline
 from imagegen.errors import ConflictError, InvalidRequestError, QueueError, UnprocessableError
 from imagegen.http import IDEMPOTENCY_HEADER
+from imagegen.observability import logger
 from imagegen.options import ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
 from imagegen.service import ImageService, get_service
 from imagegen.settings import get_settings
@@ -57,8 +58,11 @@ class IdempotentGenerator:
             raise InvalidRequestError(f"{HEADER} must be 1-{MAX_KEY_LENGTH} printable characters.", param=HEADER)
         self.config.register_lambda_context(context)
         call = {"key": key, "client": client, "request": request.model_dump(mode="json", exclude_none=True)}
+        produced: list[dict[str, Any]] = []  # what this call generated, even if the record of it could not be saved
         try:
-            stored = StoredGeneration.model_validate(self.produce(call=call, request=request, request_id=request_id, deadline=deadline))
+            stored = StoredGeneration.model_validate(
+                self.produce(call=call, request=request, request_id=request_id, deadline=deadline, produced=produced)
+            )
         except IdempotencyValidationError as exc:
             raise UnprocessableError(
                 f"This {HEADER} was used with a different request body; use a new key for a new request.",
@@ -72,7 +76,12 @@ class IdempotentGenerator:
                 code="idempotency_key_in_progress",
             ) from exc
         except IdempotencyPersistenceLayerError as exc:
-            raise QueueError("The idempotency table is unavailable; nothing was generated. Try again.") from exc
+            if not produced:  # the table failed before the provider was called, or while the failure was released
+                raise QueueError("The idempotency table is unavailable; nothing was generated. Try again.") from exc
+            # Generated, stored and billed; only recording it failed. Answer it: an error would make the client
+            # retry, and the retry would wait out the in-progress record (409) and then be generated and billed again.
+            logger.warning("idempotency record not saved; answering the generation anyway", extra={"error": str(exc)})
+            stored = StoredGeneration.model_validate(produced[0])
         answer = self.images.answer(stored.images, response_format=stored.response_format, created=stored.created, usage=stored.usage)
         return answer, stored.replayed
 
@@ -117,7 +126,9 @@ def get_idempotent_generator() -> IdempotentGenerator | None:
     )
 
     @idempotent_function(data_keyword_argument="call", persistence_store=persistence, config=config)  # type: ignore[untyped-decorator]
-    def produce(*, call: dict[str, Any], request: ImageGenerationRequest, request_id: str, deadline: Deadline) -> dict[str, Any]:
+    def produce(
+        *, call: dict[str, Any], request: ImageGenerationRequest, request_id: str, deadline: Deadline, produced: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         generation = images.produce(request, request_id=request_id, deadline=deadline)
         stored = StoredGeneration(
             created=generation.created,
@@ -125,6 +136,7 @@ def get_idempotent_generator() -> IdempotentGenerator | None:
             images=list(generation.images),
             usage=generation.usage,
         )
-        return stored.model_dump(mode="json")
+        produced.append(stored.model_dump(mode="json"))
+        return produced[-1]
 
     return IdempotentGenerator(produce=produce, config=config, images=images)
