@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -423,23 +424,32 @@ def _simulator_stamp() -> str:
 
 
 def ensure_simulator(home: Path = SIMULATOR_HOME) -> Path:
-    """``home`` with the evaluator installed from devtools/iam_simulate's lock (``npm ci``, once per lock)."""
+    """The evaluator installed from devtools/iam_simulate's lock (``npm ci``), in ``home/<hash of its files>``: each
+    version is installed once, in a directory of its own renamed into place when complete, so that test sessions
+    running at the same time never see a half-installed one."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         raise EvaluatorUnavailable("node and npm are needed to evaluate IAM policies (Debian: apt-get install nodejs npm)")
-    stamp = home / ".stamp"
-    if stamp.is_file() and stamp.read_text() == _simulator_stamp() and (home / "node_modules").is_dir():
-        return home
+    installed = home / _simulator_stamp()
+    if (installed / "node_modules").is_dir():
+        return installed
     home.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "package-lock.json", "simulate.mjs"):
-        shutil.copyfile(SIMULATOR_SOURCE / name, home / name)
-    result = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=home, capture_output=True, text=True, timeout=300, check=False
-    )
-    if result.returncode != 0:
-        raise EvaluatorUnavailable(f"npm ci in {home} failed: {result.stderr.strip()[-2000:]}")
-    stamp.write_text(_simulator_stamp())
-    return home
+    staging = Path(tempfile.mkdtemp(prefix=".installing-", dir=home))
+    try:
+        for name in ("package.json", "package-lock.json", "simulate.mjs"):
+            shutil.copyfile(SIMULATOR_SOURCE / name, staging / name)
+        install = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
+        result = subprocess.run(install, cwd=staging, capture_output=True, text=True, timeout=300, check=False)
+        if result.returncode != 0:
+            raise EvaluatorUnavailable(f"npm ci for the IAM evaluator failed: {result.stderr.strip()[-2000:]}")
+        try:
+            staging.rename(installed)
+        except OSError:  # another session installed the same version first
+            if not (installed / "node_modules").is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return installed
 
 
 def simulate(roles: Mapping[str, Sequence[tuple[str, dict[str, Any]]]], requests: Sequence[dict[str, Any]]) -> dict[str, Any]:
