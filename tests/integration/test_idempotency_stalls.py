@@ -2,7 +2,7 @@
 nothing half-written stays in S3, and the Powertools idempotency record is released, never left INPROGRESS, so the
 client's retry runs instead of getting 409 until the record expires. S3 is the real server behind a fault proxy;
 DynamoDB is moto server behind another (the proxy forwards any SigV4 HTTP, and matches DynamoDB's operations by
-their X-Amz-Target)."""
+their X-Amz-Target). The jobs table stalling is a bounded 502 too, with nothing queued."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from functions.api import app
-from tests.conftest import load_event
+from tests.conftest import job_event, load_event
 from tests.fakes.lambda_clock import CountdownContext
 from tests.fakes.s3_fault_proxy import S3FaultProxy
 
@@ -144,3 +144,27 @@ def test_both_stalled_is_still_a_clean_bounded_error(faulty, moto_server, job_re
     assert_openai_error(body, body["error"]["code"])
     assert left > -5.0  # past the Lambda's 4 s by at most one DynamoDB call's budget (see the docstring)
     assert stored_for(s3, local_s3.bucket, request_id) == []
+
+
+# --- the jobs table ---------------------------------------------------------------------------------------------
+
+
+def test_a_stalled_jobs_table_is_a_bounded_502_and_queues_nothing(faulty, moto_server, job_resources, lambda_context) -> None:
+    _, dynamodb_proxy = faulty
+    dynamodb_proxy.inject("POST", "/", target=rf"{DYNAMODB}\.(GetItem|PutItem|UpdateItem)", mode="stall")
+    for event in (job_event(f"job-{uuid.uuid4()}"), async_event()):
+        ends = lambda_context.budget(29_000)
+        response = app.lambda_handler(event, lambda_context)
+        assert response["statusCode"] == 502, response["body"]
+        assert_openai_error(json.loads(response["body"]), "queue_error")
+        assert ends - time.monotonic() > 29 - 6.0  # within the DynamoDB client's budget, far inside the 29 s
+    sqs = moto_server.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=job_resources.queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def async_event() -> dict:
+    event = load_event("api_generate_url.json", size="256x256")
+    event["headers"]["Prefer"] = "respond-async"
+    event["multiValueHeaders"]["Prefer"] = ["respond-async"]
+    return event
