@@ -83,7 +83,7 @@ def test_local_names_are_judged_as_the_deployed_resources_their_variables_name(d
     calls = [
         s3_call("api", "PutObject", "images/2026/12/02/req/0.png"),
         s3_call("api", "GetObject", "images/2026/12/02/req/0.png", presign=True),
-        s3_call("worker", "HeadObject", "images/2026/12/02/req/0.png"),  # HeadObject is authorized as s3:GetObject
+        s3_call("api", "HeadObject", "images/2026/12/02/req/0.png"),  # HeadObject is authorized as s3:GetObject
         Call("worker", "dynamodb", "UpdateItem", {"TableName": LOCAL_TABLE}, "us-east-1", env={"JOBS_TABLE": LOCAL_TABLE}),
         sqs_call("api", "SendMessage"),
     ]
@@ -93,7 +93,7 @@ def test_local_names_are_judged_as_the_deployed_resources_their_variables_name(d
     assert report.requests == 5 and report.allowed == 5
     exercised = {(g.function, g.action, g.resource) for g in report.exercised}
     assert ("api", "s3:PutObject", f"{DEPLOYED_BUCKET_ARN}/images/*") in exercised
-    assert ("worker", "s3:GetObject", f"{DEPLOYED_BUCKET_ARN}/images/*") in exercised
+    assert ("api", "s3:GetObject", f"{DEPLOYED_BUCKET_ARN}/images/*") in exercised
 
 
 def test_a_grant_on_one_key_prefix_is_not_one_on_another(deployment: iam_eval.Deployment) -> None:
