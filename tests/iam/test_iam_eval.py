@@ -83,7 +83,7 @@ def test_local_names_are_judged_as_the_deployed_resources_their_variables_name(d
     calls = [
         s3_call("api", "PutObject", "images/2026/12/02/req/0.png"),
         s3_call("api", "GetObject", "images/2026/12/02/req/0.png", presign=True),
-        s3_call("api", "HeadObject", "images/2026/12/02/req/0.png"),  # HeadObject is authorized as s3:GetObject
+        s3_call("api", "HeadObject", "images/2026/12/02/req/1.png"),  # HeadObject is authorized as s3:GetObject
         Call("worker", "dynamodb", "UpdateItem", {"TableName": LOCAL_TABLE}, "us-east-1", env={"JOBS_TABLE": LOCAL_TABLE}),
         sqs_call("api", "SendMessage"),
     ]
