@@ -91,7 +91,7 @@ class ImageStore:
             self._abandon(objects, futures, abandoned)
             raise StorageTimeoutError(
                 f"Storing the images did not finish before the request deadline ({len(pending)} of {len(objects)} "
-                "writes unanswered); nothing was kept. Try again, or use Prefer: respond-async."
+                "writes unanswered); nothing was kept. Try again."
             )
         outcomes = [future.exception() for future in futures]
         failures = [failure for failure in outcomes if failure is not None]
