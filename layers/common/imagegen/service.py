@@ -246,6 +246,6 @@ def get_service() -> ImageService:
     return ImageService(
         registry=deployment_registry(settings),
         provider_for=get_provider,
-        store=ImageStore(s3_client(), settings.images_bucket),
+        store=ImageStore(s3_client(), settings.images_bucket, margin_seconds=settings.response_margin_seconds),
         settings=settings,
     )
