@@ -25,6 +25,7 @@ from imagegen.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     RouteNotFoundError,
+    UnprocessableError,
     invalid_request_from,
 )
 from imagegen.observability import count_bug, logger
@@ -42,6 +43,26 @@ def error_response(error: ImageGenError) -> Response[str]:
 # The header that makes a POST idempotent (imagegen.idempotency); here so reading it costs no Powertools idempotency
 # import on the requests, most of them, that do not send it.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def check_idempotency_key(key: str) -> str:
+    """The key as sent, when it is 1-255 printable characters (both the synchronous and the async path take it)."""
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
+        raise InvalidRequestError(
+            f"{IDEMPOTENCY_HEADER} must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters.", param=IDEMPOTENCY_HEADER
+        )
+    return key
+
+
+def idempotency_key_reused() -> UnprocessableError:
+    return UnprocessableError(
+        f"This {IDEMPOTENCY_HEADER} was used with a different request body; use a new key for a new request.",
+        param=IDEMPOTENCY_HEADER,
+        code="idempotency_key_reused",
+    )
+
+
 _dumps = partial(json.dumps, separators=(",", ":"), cls=Encoder)  # Powertools' own response serializer
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 

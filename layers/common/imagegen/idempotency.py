@@ -21,8 +21,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from imagegen.deadline import Deadline
-from imagegen.errors import ConflictError, InvalidRequestError, QueueError, UnprocessableError
-from imagegen.http import IDEMPOTENCY_HEADER
+from imagegen.errors import ConflictError, InvalidRequestError, QueueError
+from imagegen.http import IDEMPOTENCY_HEADER, check_idempotency_key, idempotency_key_reused
 from imagegen.observability import logger
 from imagegen.options import ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
 from imagegen.service import ImageService, get_service
@@ -31,7 +31,6 @@ from imagegen.settings import get_settings
 HEADER = IDEMPOTENCY_HEADER
 # Records outlive any client retry loop; the images they point at live ImageRetentionDays.
 RECORD_TTL_SECONDS = 24 * 3600
-MAX_KEY_LENGTH = 255
 
 
 class StoredGeneration(BaseModel):
@@ -54,8 +53,7 @@ class IdempotentGenerator:
         self, request: ImageGenerationRequest, *, key: str, client: str, request_id: str, deadline: Deadline, context: LambdaContext
     ) -> tuple[ImagesResponse, bool]:
         """The answer, and whether it is a replay of an earlier request with the same key."""
-        if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
-            raise InvalidRequestError(f"{HEADER} must be 1-{MAX_KEY_LENGTH} printable characters.", param=HEADER)
+        check_idempotency_key(key)
         self.config.register_lambda_context(context)
         call = {"key": key, "client": client, "request": request.model_dump(mode="json", exclude_none=True)}
         produced: list[dict[str, Any]] = []  # what this call generated, even if the record of it could not be saved
@@ -64,11 +62,7 @@ class IdempotentGenerator:
                 self.produce(call=call, request=request, request_id=request_id, deadline=deadline, produced=produced)
             )
         except IdempotencyValidationError as exc:
-            raise UnprocessableError(
-                f"This {HEADER} was used with a different request body; use a new key for a new request.",
-                param=HEADER,
-                code="idempotency_key_reused",
-            ) from exc
+            raise idempotency_key_reused() from exc
         except IdempotencyAlreadyInProgressError as exc:
             raise ConflictError(
                 f"A request with this {HEADER} is still in progress; retry after it finishes.",

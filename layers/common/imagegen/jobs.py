@@ -34,7 +34,6 @@ from imagegen.errors import (
     PermissionDeniedError,
     QueueError,
     StorageError,
-    UnprocessableError,
     invalid_request_from,
 )
 from imagegen.observability import logger
@@ -61,8 +60,6 @@ if TYPE_CHECKING:
 REQUESTS_PREFIX = "requests/"
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-# Idempotency keys, as the synchronous path takes them (imagegen.idempotency): 1-255 printable characters.
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # How long an Idempotency-Key submit holds its job before a retry may take it over, when the caller gives no lease:
 # the API function's timeout (API Gateway ends the request at 29 s).
 SUBMIT_LEASE_SECONDS = 30.0
@@ -72,12 +69,9 @@ MAX_VISIBILITY_SECONDS = 43_200
 
 def idempotent_job_id(owner: str, key: str) -> str:
     """The job of an ``Idempotency-Key`` submit: one per (caller, key), never shared between callers."""
-    from imagegen.http import IDEMPOTENCY_HEADER  # the API's adapter: only the API's submits get here
+    from imagegen.http import check_idempotency_key  # the API's adapter: only the API's submits get here
 
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH or not key.isprintable():
-        raise InvalidRequestError(
-            f"{IDEMPOTENCY_HEADER} must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable characters.", param=IDEMPOTENCY_HEADER
-        )
+    check_idempotency_key(key)
     return "ik-" + hashlib.sha256(f"{owner}\n{key}".encode()).hexdigest()[:40]
 
 
@@ -335,18 +329,14 @@ class JobService:
     def _existing_submit(self, job: Job, *, now: dt.datetime) -> tuple[Job, bool]:
         """The job an earlier submit with this key created and True, to answer it again; or that job taken over
         (its creator died before queueing it) and False: this call must queue it."""
-        from imagegen.http import IDEMPOTENCY_HEADER  # the API's adapter: only the API's submits get here
+        from imagegen.http import IDEMPOTENCY_HEADER, idempotency_key_reused  # the API's adapter: only its submits get here
 
         assert self.table is not None
         existing = self.table.get(job.id)
         if existing is None:  # expired and deleted between the two calls
             raise QueueError("The jobs table changed under this request; try again.")
         if existing.request_hash is None or not hmac.compare_digest(existing.request_hash, job.request_hash or ""):
-            raise UnprocessableError(
-                f"This {IDEMPOTENCY_HEADER} was used with a different request body; use a new key for a new request.",
-                param=IDEMPOTENCY_HEADER,
-                code="idempotency_key_reused",
-            )
+            raise idempotency_key_reused()
         unsent = existing.status == "queued" and existing.attempts == 0 and not existing.enqueued
         if not unsent:
             return self._as_read(existing), True
