@@ -9,7 +9,7 @@ TOOLS_VENV := .venv-tools
 CHECKOV_VERSION := 3.3.30
 TOOLS_STAMP := $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION)
 
-.PHONY: dev lock browser local test test-unit test-integration test-e2e test-infra lint format validate security build invoke clean bench
+.PHONY: dev lock browser node-sdk local test test-unit test-integration test-e2e test-infra lint format validate security build invoke clean bench
 
 # Pinned: every version comes from the lock (`make lock` refreshes it), so a fresh clone tests what was tested.
 CONSTRAINTS := layers/common/constraints.txt
@@ -42,8 +42,20 @@ browser:
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+## The official openai npm package (and the TypeScript compiler that checks the client script against its types) for
+## tests/e2e/test_node_sdk_e2e.py: `npm ci` from the committed lock into tests/e2e/js/node_modules, redone only when
+## package.json or the lock changes (npm warns that openai declares node >=22; its e2e tests pass on Node 20)
+JS_DIR := tests/e2e/js
+NODE_STAMP := $(JS_DIR)/node_modules/.installed
+
+$(NODE_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+node-sdk: $(NODE_STAMP)
+
 ## All tests (unit, integration, end to end, infrastructure)
-test: $(STAMP) $(TOOLS_STAMP) browser
+test: $(STAMP) $(TOOLS_STAMP) browser node-sdk
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)
@@ -52,7 +64,7 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: $(STAMP) browser
+test-e2e: $(STAMP) browser node-sdk
 	$(BIN)/python -m pytest tests/e2e
 
 test-infra: $(STAMP) $(TOOLS_STAMP)
@@ -102,4 +114,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) $(TOOLS_VENV) .aws-sam .local .pytest_cache
+	rm -rf $(VENV) $(TOOLS_VENV) $(JS_DIR)/node_modules .aws-sam .local .pytest_cache
