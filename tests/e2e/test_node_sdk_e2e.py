@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 
+from tests.e2e.test_images_e2e import MODEL_EXTENSIONS
+
 pytestmark = pytest.mark.e2e
 
 JS_DIR = Path(__file__).resolve().parent / "js"
@@ -102,10 +104,10 @@ def test_an_invalid_request_is_the_sdks_bad_request_error_naming_the_field(repor
 
 
 def test_models_list_reports_the_apis_extensions_as_extras(report) -> None:
-    """The capabilities this API adds to each model are beyond the SDK's Model: seen, and allowed, not errors."""
+    """What this API adds to each model is beyond the SDK's Model: seen, allowed, and nothing else undeclared."""
     models = by_name(report)["models_list"]
     assert "local" in models["ids"]
-    assert any(extra.endswith(".capabilities") for extra in models["extras"])
+    assert {extra.rsplit(".", 1)[-1] for extra in models["extras"]} == MODEL_EXTENSIONS
 
 
 # --- the checks themselves can fail: the same script against a server that answers wrong shapes -------------------
