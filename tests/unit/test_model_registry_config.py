@@ -9,9 +9,11 @@ from pydantic import ValidationError
 
 from imagegen import registry
 from imagegen.errors import InvalidRequestError, ModelNotFoundError
-from imagegen.models import CATALOG, RegistryConfig, build_registry
 from imagegen.options import ImageGenerationRequest
+from imagegen.registry import build_registry
+from imagegen.registry_document import RegistryDocument
 from imagegen.settings import get_settings
+from imagegen.specs import catalog
 
 NOVA, TITAN, SD35 = "amazon.nova-canvas-v1:0", "amazon.titan-image-generator-v2:0", "stability.sd3-5-large-v1:0"
 DOCUMENT = {
@@ -21,11 +23,11 @@ DOCUMENT = {
 
 
 def test_a_document_serves_exactly_its_models_with_their_overrides() -> None:
-    reg = build_registry(openai_enabled=False, default_model=None, config=RegistryConfig.model_validate(DOCUMENT))
+    reg = build_registry(openai_enabled=False, default_model=None, config=RegistryDocument.model_validate(DOCUMENT))
     assert [spec.id for spec in reg.models] == ["local", NOVA, SD35, TITAN]
     assert reg.default_model == NOVA
     assert (reg.get(SD35).max_n, reg.get(TITAN).max_n, reg.get(TITAN).default_size) == (2, 10, "512x512")
-    assert CATALOG[TITAN].max_n == 5  # the catalog itself is untouched
+    assert catalog()[TITAN].max_n == 5  # the catalog itself is untouched
     with pytest.raises(ModelNotFoundError):
         reg.get("stability.stable-image-ultra-v1:1")
     with pytest.raises(InvalidRequestError, match="between 1 and 2"):
@@ -34,7 +36,7 @@ def test_a_document_serves_exactly_its_models_with_their_overrides() -> None:
 
 
 def test_default_model_is_the_environment_then_the_document_then_the_first() -> None:
-    config = RegistryConfig.model_validate({"models": [TITAN, NOVA]})
+    config = RegistryDocument.model_validate({"models": [TITAN, NOVA]})
     assert build_registry(openai_enabled=False, default_model=None, config=config).default_model == TITAN
     assert build_registry(openai_enabled=False, default_model=NOVA, config=config).default_model == NOVA
 
@@ -54,12 +56,12 @@ def test_default_model_is_the_environment_then_the_document_then_the_first() -> 
 )
 def test_bad_documents_are_refused(document, problem) -> None:
     with pytest.raises(ValidationError, match=problem.replace("[", r"\[").replace("]", r"\]")):
-        RegistryConfig.model_validate(document)
+        RegistryDocument.model_validate(document)
 
 
 def test_openai_models_in_the_document_need_a_key() -> None:
     with pytest.raises(ValueError, match="no OpenAI key"):
-        build_registry(openai_enabled=False, default_model=None, config=RegistryConfig.model_validate({"models": ["dall-e-3"]}))
+        build_registry(openai_enabled=False, default_model=None, config=RegistryDocument.model_validate({"models": ["dall-e-3"]}))
 
 
 def test_the_document_comes_from_the_environment(monkeypatch) -> None:
@@ -118,7 +120,7 @@ def test_bedrock_models_may_name_cross_region_inference_profiles(monkeypatch) ->
     assert [spec.id for spec in reg.models] == ["local", f"us.{NOVA}", f"global.{SD35}", TITAN]
     profile = reg.get(f"us.{NOVA}")
     assert (profile.provider, profile.provider_model) == ("bedrock", f"us.{NOVA}")
-    assert profile.model_copy(update={"id": NOVA, "provider_model": NOVA}) == CATALOG[NOVA]
+    assert profile.model_copy(update={"id": NOVA, "provider_model": NOVA}) == catalog()[NOVA]
     with pytest.raises(InvalidRequestError, match="1024"):
         reg.plan(ImageGenerationRequest(prompt="p" * 1025, model=f"us.{NOVA}"))
     with pytest.raises(ModelNotFoundError):
@@ -131,11 +133,70 @@ def test_only_bedrock_models_under_a_known_geography_are_profiles(monkeypatch, m
     with pytest.raises(ValueError, match="unknown models"):
         registry.deployment_registry(get_settings())
     with pytest.raises(ValidationError, match="unknown model ids"):
-        RegistryConfig.model_validate({"models": [model_id]})
+        RegistryDocument.model_validate({"models": [model_id]})
 
 
 def test_a_registry_document_may_list_inference_profiles() -> None:
-    config = RegistryConfig.model_validate({"models": [{"id": f"eu.{TITAN}", "max_n": 2}], "default_model": f"eu.{TITAN}"})
+    config = RegistryDocument.model_validate({"models": [{"id": f"eu.{TITAN}", "max_n": 2}], "default_model": f"eu.{TITAN}"})
     reg = build_registry(openai_enabled=False, default_model=None, config=config)
     assert [(spec.id, spec.provider_model, spec.max_n) for spec in reg.models] == [(f"eu.{TITAN}", f"eu.{TITAN}", 2)]
     assert config.providers == frozenset({"bedrock"})
+
+
+# A new OpenAI snapshot the catalog does not know yet: declared in the document with its family and limits.
+NEW_SNAPSHOT = {
+    "id": "gpt-image-2.6-flare-2027-01-15",
+    "provider": "openai",
+    "family": "gpt-image",
+    "sizes": ["1024x1024", "auto"],
+    "max_prompt_chars": 32000,
+    "qualities": {"low": "low", "high": "high"},
+    "output_formats": ["png", "webp"],
+    "default_response_format": "b64_json",
+    "safety_identifier": True,
+}
+
+
+def test_a_document_declares_a_model_the_catalog_does_not_know() -> None:
+    document = RegistryDocument.model_validate({"models": ["local", NEW_SNAPSHOT], "default_model": NEW_SNAPSHOT["id"]})
+    reg = build_registry(openai_enabled=True, default_model=None, config=document)
+    assert [spec.id for spec in reg.models] == ["local", NEW_SNAPSHOT["id"]]
+    planned = reg.plan(ImageGenerationRequest(prompt="x", quality="high", output_format="webp"))
+    assert (planned.model.provider_model, planned.model.provider, planned.quality) == (NEW_SNAPSHOT["id"], "openai", "high")
+    with pytest.raises(InvalidRequestError, match="'low', 'high'") as caught:
+        reg.plan(ImageGenerationRequest(prompt="x", quality="medium"))
+    assert caught.value.param == "quality"
+    assert NEW_SNAPSHOT["id"] not in catalog()  # the catalog itself is untouched
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({**NEW_SNAPSHOT, "sizes": None}, "sizes"),  # limits are required
+        ({k: v for k, v in NEW_SNAPSHOT.items() if k != "max_prompt_chars"}, "max_prompt_chars"),
+        ({**NEW_SNAPSHOT, "family": "midjourney"}, "family"),
+        ({**NEW_SNAPSHOT, "provider": "local"}, "served by 'openai' or 'bedrock'"),
+        ({**NEW_SNAPSHOT, "id": "gpt-image-2"}, "is in the catalog"),
+        ({**NEW_SNAPSHOT, "output_formats": ["png", "jpeg"], "bytes_per_pixel": {"png": 3.05}}, "no worst-case bytes per pixel"),
+        ({**NEW_SNAPSHOT, "backgrounds": ["transparent"]}, "must be RGBA's"),
+    ],
+)
+def test_a_declared_model_is_validated_like_a_catalog_entry(entry, problem) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        RegistryDocument.model_validate({"models": [entry]})
+
+
+def test_a_declared_openai_model_needs_a_key() -> None:
+    with pytest.raises(ValueError, match="no OpenAI key"):
+        build_registry(openai_enabled=False, default_model=None, config=RegistryDocument.model_validate({"models": [NEW_SNAPSHOT]}))
+
+
+def test_model_registry_env_declares_a_model(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-placeholder")
+    monkeypatch.setenv("MODEL_REGISTRY", json.dumps({"models": [NEW_SNAPSHOT]}))
+    get_settings.cache_clear()
+    try:
+        reg = registry.deployment_registry(get_settings())
+    finally:
+        get_settings.cache_clear()
+    assert reg.default_model == NEW_SNAPSHOT["id"]

@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 
 from imagegen.errors import InvalidRequestError, ModelNotFoundError
-from imagegen.models import LOCAL_MODEL, CustomSizeRule, build_registry
 from imagegen.options import ImageGenerationRequest
+from imagegen.registry import build_registry
+from imagegen.specs import CustomSizeRule, catalog
 
+LOCAL_MODEL = catalog()["local"]
 REGISTRY = build_registry(openai_enabled=True, default_model=None)
 
 
@@ -35,6 +37,14 @@ ACCEPTED = [
     ("gpt-image-2", {"size": "3840x2160"}),
     ("gpt-image-2", {"size": "1024x3072"}),
     ("local", {"size": "256x256", "n": 10, "style": "vivid", "quality": "hd", "response_format": "b64_json"}),
+    # Transparent backgrounds on gpt-image-2 are a preview (image_generate_params.py): passed through.
+    ("gpt-image-2", {"background": "transparent", "output_format": "webp"}),
+    ("gpt-image-2.5-sunburst", {"quality": "xhigh", "size": "2560x1440", "complexity": "high"}),
+    ("gpt-image-2.5-flare-2026-09-08", {"quality": "max", "background": "transparent"}),
+    ("gpt-image-2.6-flare", {"complexity": "low", "quality": "high"}),
+    ("gpt-image-2.6-sunburst", {"size": "auto", "n": 10}),
+    ("chatgpt-image-latest", {"size": "1536x1024", "complexity": "medium"}),
+    ("gpt-image-2-2026-04-21", {"size": "1536x864"}),
 ]
 
 REJECTED = [
@@ -62,7 +72,17 @@ REJECTED = [
     ("gpt-image-2", {"size": "4096x1024"}, "size", "at most 3840"),
     ("gpt-image-2", {"size": "3072x960"}, "size", "aspect ratio"),
     ("gpt-image-2", {"size": "512x512"}, "size", "pixels"),
-    ("gpt-image-2", {"background": "transparent"}, "background", "'opaque', 'auto'"),
+    ("gpt-image-2", {"background": "transparent", "output_format": "jpeg"}, "background", "'png' or 'webp'"),
+    # xhigh/max: the 2.5 models only.
+    ("gpt-image-2.6-sunburst", {"quality": "xhigh"}, "quality", "'low', 'medium', 'high', 'auto'"),
+    ("gpt-image-2", {"quality": "max"}, "quality", "'low', 'medium', 'high', 'auto'"),
+    ("gpt-image-1.5", {"quality": "xhigh"}, "quality", "'low', 'medium', 'high', 'auto'"),
+    # Free-form sizes: gpt-image-2 and the 2.5 models, not 2.6 or chatgpt-image-latest.
+    ("gpt-image-2.6-flare", {"size": "1536x864"}, "size", "'1024x1024', '1536x1024', '1024x1536', 'auto'"),
+    ("chatgpt-image-latest", {"size": "2048x1152"}, "size", "'1536x1024'"),
+    ("gpt-image-1.5", {"complexity": "high"}, "complexity", "not supported"),
+    ("dall-e-3", {"complexity": "high"}, "complexity", "not supported"),
+    ("local", {"complexity": "low"}, "complexity", "not supported"),
     ("local", {"output_format": "jpeg"}, "output_format", "'png'"),
     ("local", {"size": "640x480"}, "size", "allowed sizes"),
 ]
@@ -105,6 +125,14 @@ def test_every_model_serves_url() -> None:
         "gpt-image-1-mini": "b64_json",
         "gpt-image-1.5": "b64_json",
         "gpt-image-2": "b64_json",
+        "gpt-image-2-2026-04-21": "b64_json",
+        "gpt-image-2.5-sunburst": "b64_json",
+        "gpt-image-2.5-sunburst-2026-09-08": "b64_json",
+        "gpt-image-2.5-flare": "b64_json",
+        "gpt-image-2.5-flare-2026-09-08": "b64_json",
+        "gpt-image-2.6-sunburst": "b64_json",
+        "gpt-image-2.6-flare": "b64_json",
+        "chatgpt-image-latest": "b64_json",
         "azure/gpt-image-1": "b64_json",
     }
 
@@ -131,7 +159,8 @@ def test_unknown_model_is_404_listing_what_is_served() -> None:
 
 def test_default_model_is_local_without_a_provider_and_configurable() -> None:
     assert build_registry(openai_enabled=False, default_model=None).default_model == LOCAL_MODEL.id
-    assert build_registry(openai_enabled=True, default_model=None).default_model == "dall-e-3"
+    # A current model (DALL-E 2/3 and gpt-image-1 are shut down: openai-python types/image_model.py).
+    assert build_registry(openai_enabled=True, default_model=None).default_model == "gpt-image-2.5-sunburst"
     assert build_registry(openai_enabled=True, default_model="gpt-image-1").default_model == "gpt-image-1"
     with pytest.raises(ValueError, match="not served"):
         build_registry(openai_enabled=False, default_model="dall-e-3")

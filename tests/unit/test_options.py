@@ -33,13 +33,26 @@ def test_camel_case_and_snake_case_are_the_same_field() -> None:
         ({"prompt": 42}, "prompt"),
         ({"prompt": "x", "user": "u" * 257}, "user"),
         ({"prompt": "x", "output_compression": 101}, "output_compression"),
+        ({"prompt": "x", "safety_identifier": "s" * 257}, "safety_identifier"),
+        ({"prompt": "x", "complexity": "extreme"}, "complexity"),
+        ({"prompt": "x", "quality": "maximum"}, "quality"),
+        ({"prompt": "x", "output_format": "bmp"}, "output_format"),
+        # image_generate_params.py: 2 through 16 frames; partial images 0-3.
+        ({"prompt": "x", "frame_count": 1}, "frame_count"),
+        ({"prompt": "x", "frame_count": 17}, "frame_count"),
+        ({"prompt": "x", "frame_count": "4"}, "frame_count"),
+        ({"prompt": "x", "frame_duration_ms": -10}, "frame_duration_ms"),
+        ({"prompt": "x", "partial_images": 4}, "partial_images"),
+        ({"prompt": "x", "svg": {"reasoning": {"effort": "low"}}}, "svg.model"),  # svg.model is required
+        ({"prompt": "x", "svg": {"model": "m", "reasoning": {"effort": "huge"}}}, "svg.reasoning.effort"),
+        ({"prompt": "x", "svg": {"model": "m", "colour": "red"}}, "svg.colour"),
         ({}, "prompt"),
     ],
 )
 def test_invalid_bodies_name_the_field(body: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationError) as caught:
         ImageGenerationRequest.model_validate(body)
-    assert caught.value.errors()[0]["loc"][0] == field
+    assert ".".join(map(str, caught.value.errors()[0]["loc"])) == field
 
 
 def test_response_omits_absent_fields_like_openai() -> None:

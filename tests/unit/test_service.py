@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import re
 
 import pytest
 
 from imagegen import service as service_module
 from imagegen.deadline import Deadline
-from imagegen.errors import PayloadTooLargeError, ProviderError, StorageError
-from imagegen.models import build_registry
+from imagegen.errors import ModelNotFoundError, PayloadTooLargeError, ProviderError, StorageError
 from imagegen.options import ImageGenerationRequest, StoredImage
 from imagegen.providers.base import ProviderImage, ProviderResult
 from imagegen.providers.local import LocalProvider, draw
+from imagegen.registry import ModelRegistry, build_registry
 from imagegen.service import ImageService, sniff_format
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings
+from imagegen.specs import catalog
 from tests.fakes.memory_store import InMemoryStore as _InMemoryStore
 
 NOW = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
@@ -186,6 +188,10 @@ def test_revised_prompt_and_usage_are_passed_through() -> None:
         (b"\x89PNG\r\n\x1a\n...", ("png", "image/png")),
         (b"\xff\xd8\xff\xe0..", ("jpeg", "image/jpeg")),
         (b"RIFF\0\0\0\0WEBPVP8 ", ("webp", "image/webp")),
+        (b"GIF89a\x01\x00\x01\x00", ("gif", "image/gif")),
+        (b"GIF87a\x01\x00\x01\x00", ("gif", "image/gif")),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', ("svg", "image/svg+xml")),
+        (b'\xef\xbb\xbf\n<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', ("svg", "image/svg+xml")),
     ],
 )
 def test_sniff_format(data: bytes, expected: tuple[str, str]) -> None:
@@ -195,6 +201,43 @@ def test_sniff_format(data: bytes, expected: tuple[str, str]) -> None:
 def test_non_image_bytes_from_a_provider_are_502() -> None:
     with pytest.raises(ProviderError):
         sniff_format(b"<html>")
+    with pytest.raises(ProviderError):
+        sniff_format(b"<?xml version='1.0'?><html/>")  # XML, but no SVG
+
+
+@pytest.mark.parametrize(
+    ("fields", "identifier"),
+    [
+        ({"safety_identifier": "end-user-7", "user": "legacy-9"}, "end-user-7"),
+        ({"user": "legacy-9"}, "legacy-9"),  # user is used when safety_identifier is omitted
+        ({"safety_identifier": "", "user": "legacy-9"}, "legacy-9"),  # ... or empty
+    ],
+)
+def test_the_end_user_is_logged_as_a_hash_only(monkeypatch, fields, identifier) -> None:
+    logged: list[dict] = []
+    monkeypatch.setattr(service_module.logger, "info", lambda message, extra=None, **_: logged.append(extra or {}))
+    generate(make_service(), **fields)
+    entry = next(extra for extra in logged if "prompt_sha256" in extra)
+    assert entry["safety_identifier_sha256"] == hashlib.sha256(identifier.encode()).hexdigest()
+    text = repr(logged)
+    assert "end-user-7" not in text and "legacy-9" not in text
+
+
+def test_a_retired_model_never_reaches_the_provider() -> None:
+    retired = catalog()["dall-e-3"].model_copy(update={"retired_on": dt.date(2026, 5, 12), "successor": "gpt-image-2.5-sunburst"})
+    provider = FixedProvider(ProviderResult(images=(ProviderImage(draw("x", 8, 8)),)))
+    service = ImageService(
+        registry=ModelRegistry([catalog()["local"], retired], "local", today=lambda: dt.date(2026, 12, 2)),
+        provider_for=lambda name: provider,
+        store=InMemoryStore(),
+        settings=Settings(IMAGES_BUCKET="bucket"),
+        clock=lambda: NOW,
+    )
+    with pytest.raises(ModelNotFoundError) as caught:
+        generate(service, model="dall-e-3")
+    assert (caught.value.status_code, caught.value.code, caught.value.param) == (404, "model_retired", "model")
+    assert "2026-05-12" in caught.value.message and "'gpt-image-2.5-sunburst'" in caught.value.message
+    assert provider.calls == 0
 
 
 def test_a_stored_generation_too_big_for_base64_is_read_back_as_urls(recorded: Recorded) -> None:

@@ -1,7 +1,7 @@
 """Wire models: the image-generation options (seed camelCase and OpenAI snake_case) and the OpenAI response.
 
 Field names and literal sets follow openai-python ``types/image_generate_params.py`` and ``types/images_response.py``.
-The per-model rules live in :mod:`imagegen.models`; this module only checks what holds for every model.
+The per-model rules live in :mod:`imagegen.planning`; this module only checks what holds for every model.
 """
 
 from __future__ import annotations
@@ -22,17 +22,34 @@ from pydantic import (
     model_serializer,
 )
 
-Quality = Literal["standard", "hd", "low", "medium", "high", "auto"]
+Quality = Literal["standard", "hd", "low", "medium", "high", "xhigh", "max", "auto"]
 ResponseFormat = Literal["url", "b64_json"]
 Style = Literal["vivid", "natural"]
-OutputFormat = Literal["png", "jpeg", "webp"]
+OutputFormat = Literal["png", "jpeg", "webp", "gif", "svg"]
 Background = Literal["transparent", "opaque", "auto"]
 Moderation = Literal["low", "auto"]
+Complexity = Literal["low", "medium", "high"]
+SvgEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 
 # The widest prompt any model takes (gpt-image: 32,000 characters); per-model limits are checked later.
 PROMPT_MAX_CHARS = 32_000
 # Sizes are "auto" or WIDTHxHEIGHT; which ones a model takes is the registry's decision.
 SIZE_PATTERN = re.compile(r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
+
+
+class SvgReasoning(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    effort: SvgEffort | None = None
+
+
+class SvgOptions(BaseModel):
+    """``svg``: the model (and reasoning effort) that authors SVG output; needs output_format 'svg'."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    reasoning: SvgReasoning | None = None
 
 
 class ImageGenerationRequest(BaseModel):
@@ -59,7 +76,27 @@ class ImageGenerationRequest(BaseModel):
     size: str | None = Field(default=None, description="WIDTHxHEIGHT or auto; the sizes depend on the model. Default 1024x1024.")
     style: Style | None = Field(default=None, description="vivid|natural (dall-e-3 only).")
     user: Annotated[str, StringConstraints(max_length=256)] | None = Field(
-        default=None, description="End-user id passed to the provider and logged; never used for auth."
+        default=None, description="Deprecated for safety_identifier, used when that is omitted or empty; never used for auth."
+    )
+    safety_identifier: Annotated[str, StringConstraints(max_length=256)] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("safety_identifier", "safetyIdentifier"),
+        description="A stable (hashed) end-user id for the provider's abuse monitoring; logged as its SHA-256 only.",
+    )
+    complexity: Complexity | None = Field(default=None, description="Planning effort, independent of quality (models that take it).")
+    frame_count: Annotated[StrictInt, Field(ge=2, le=16)] | None = Field(
+        default=None, validation_alias=AliasChoices("frame_count", "frameCount"), description="GIF frames, 2-16 (output_format gif)."
+    )
+    frame_duration_ms: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("frame_duration_ms", "frameDurationMs"),
+        description="Delay per GIF frame in ms (output_format gif; the provider rounds to 10 ms and caps at 655,350).",
+    )
+    svg: SvgOptions | None = Field(default=None, description="The SVG author model (output_format svg, with SVG model selection).")
+    # Known and refused by name until streaming is served (issue #14), rather than an unknown_parameter.
+    stream: bool | None = Field(default=None, description="Not supported yet: only false.")
+    partial_images: Annotated[StrictInt, Field(ge=0, le=3)] | None = Field(
+        default=None, validation_alias=AliasChoices("partial_images", "partialImages"), description="Streaming only: not supported yet."
     )
     output_format: OutputFormat | None = Field(
         default=None, validation_alias=AliasChoices("output_format", "outputFormat"), description="GPT image models."
@@ -116,7 +153,7 @@ class ImagesResponse(_OmitNone):
     data: list[Image]
     background: Literal["transparent", "opaque"] | None = None
     output_format: OutputFormat | None = None
-    quality: Literal["low", "medium", "high"] | None = None
+    quality: Literal["low", "medium", "high", "xhigh", "max"] | None = None
     size: str | None = None
     usage: Usage | None = None
 

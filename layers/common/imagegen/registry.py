@@ -1,16 +1,106 @@
-"""The deployment's model registry, resolved once per container: the document from ``MODEL_REGISTRY`` (JSON in the
-environment, validated with the settings) or from the SSM parameter ``MODEL_REGISTRY_PARAMETER`` (read with
-Powertools parameters), else the providers' defaults."""
+"""The deployment's models (:class:`ModelRegistry`): the catalog, narrowed and extended by the registry document
+from ``MODEL_REGISTRY`` (JSON in the environment, validated with the settings) or from the SSM parameter
+``MODEL_REGISTRY_PARAMETER`` (read with Powertools parameters), else the providers' defaults; resolved once per
+container. It is the one place that checks a request's model (served? retired?) before planning it."""
 
 from __future__ import annotations
 
-from imagegen.models import ModelRegistry, RegistryConfig, build_registry
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from imagegen.errors import ModelNotFoundError
+from imagegen.options import ImageGenerationRequest
+from imagegen.planning import GenerationPlan, allowed, plan
+from imagegen.registry_document import RegistryDocument
 from imagegen.settings import Settings
+from imagegen.specs import BEDROCK_GEO_PREFIXES, ModelSpec, azure_models, catalog, catalog_spec
 
 PARAMETER_MAX_AGE_SECONDS = 300
 
 
-def registry_config(settings: Settings) -> RegistryConfig | None:
+class ModelRegistry:
+    """The models this deployment serves, and the one place that checks a request against them."""
+
+    def __init__(
+        self, models: Iterable[ModelSpec], default_model: str, *, today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date()
+    ) -> None:
+        self._models = {spec.id: spec for spec in models}
+        self._today = today
+        if default_model not in self._models:
+            raise ValueError(f"DEFAULT_MODEL {default_model!r} is not served here; choose one of {sorted(self._models)}")
+        if self._models[default_model].retired(today()):
+            raise ValueError(f"DEFAULT_MODEL {default_model!r} is retired; choose a current model")
+        self.default_model = default_model
+
+    @property
+    def models(self) -> tuple[ModelSpec, ...]:
+        """The models a request may name today (retired ones are refused, so not listed)."""
+        day = self._today()
+        return tuple(spec for spec in self._models.values() if not spec.retired(day))
+
+    def get(self, model_id: str) -> ModelSpec:
+        spec = self._models.get(model_id)
+        if spec is None:
+            raise ModelNotFoundError(
+                f"The model '{model_id}' does not exist or is not served by this deployment. "
+                f"Available models: {allowed(spec.id for spec in self.models)}.",
+                param="model",
+            )
+        if spec.retired(self._today()):
+            raise ModelNotFoundError(
+                f"The model '{model_id}' was retired on {spec.retired_on:%Y-%m-%d} and is no longer available; "
+                f"use '{spec.successor}' instead.",
+                param="model",
+                code="model_retired",
+            )
+        return spec
+
+    def plan(self, request: ImageGenerationRequest) -> GenerationPlan:
+        return plan(self.get(request.model or self.default_model), request)
+
+
+def _bedrock_models(ids: Sequence[str]) -> tuple[ModelSpec, ...]:
+    specs = {model_id: catalog_spec(model_id) for model_id in dict.fromkeys(ids)}
+    unknown = [model_id for model_id, spec in specs.items() if spec is None or spec.provider != "bedrock"]
+    if unknown:
+        known = sorted(spec.id for spec in catalog().of("bedrock"))
+        raise ValueError(
+            f"BEDROCK_MODELS lists unknown models {unknown}; Bedrock models are {known}, each also as a cross-Region "
+            f"inference profile '<geo>.<model id>' with geo one of {list(BEDROCK_GEO_PREFIXES)}"
+        )
+    return tuple(spec for spec in specs.values() if spec is not None)
+
+
+def build_registry(
+    *,
+    openai_enabled: bool,
+    default_model: str | None,
+    bedrock_enabled: bool = False,
+    bedrock_models: Sequence[str] = (),
+    config: RegistryDocument | None = None,
+    azure_deployments: Mapping[str, str] | None = None,
+) -> ModelRegistry:
+    """The registry of this deployment. With a registry document: exactly the models it lists (OpenAI's need a key).
+    Without: the local model always, OpenAI's when a key is configured, Bedrock's when enabled (all of them, or those
+    in ``bedrock_models``); the default is ``default_model``, else OpenAI's default in the catalog, else the first
+    Azure or Bedrock model, else local. Azure OpenAI models (``azure/<id>``, one per configured deployment) are
+    served in either case."""
+    known = catalog()
+    azure = azure_models(azure_deployments or {})
+    if config is not None:
+        specs = (*config.specs(), *azure)
+        needs_key = [spec.id for spec in specs if spec.provider == "openai"]
+        if needs_key and not openai_enabled:
+            raise ValueError(f"the model registry lists {needs_key} but no OpenAI key is configured")
+        return ModelRegistry(specs, default_model or config.default_model or specs[0].id)
+    bedrock = _bedrock_models(bedrock_models) if bedrock_models else known.of("bedrock") if bedrock_enabled else ()
+    models = (*known.of("local"), *(known.of("openai") if openai_enabled else ()), *azure, *bedrock)
+    first = azure[0].id if azure else bedrock[0].id if bedrock else known.defaults["local"]
+    fallback = known.defaults["openai"] if openai_enabled else first
+    return ModelRegistry(models, default_model or fallback)
+
+
+def registry_config(settings: Settings) -> RegistryDocument | None:
     if settings.model_registry is not None:
         return settings.model_registry
     if settings.model_registry_parameter is None:
@@ -18,7 +108,7 @@ def registry_config(settings: Settings) -> RegistryConfig | None:
     from aws_lambda_powertools.utilities import parameters
 
     document = parameters.get_parameter(settings.model_registry_parameter, max_age=PARAMETER_MAX_AGE_SECONDS)
-    return RegistryConfig.model_validate_json(str(document))
+    return RegistryDocument.model_validate_json(str(document))
 
 
 def deployment_registry(settings: Settings) -> ModelRegistry:

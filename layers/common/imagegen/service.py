@@ -14,11 +14,13 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from imagegen.deadline import Deadline
 from imagegen.errors import ImageGenError, PayloadTooLargeError, ProviderError
-from imagegen.models import GenerationPlan, ModelRegistry, ProviderName
 from imagegen.observability import logger, metrics
 from imagegen.options import Image, ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
+from imagegen.planning import GenerationPlan
 from imagegen.providers import ImageProvider, ProviderResult, get_provider
+from imagegen.registry import ModelRegistry
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
+from imagegen.specs import ProviderName
 from imagegen.storage import ImageStore, StoredObject, image_key
 
 # Magic numbers of the formats a provider may answer -> (extension, content type).
@@ -26,7 +28,11 @@ _FORMATS = (
     (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
     (b"\xff\xd8\xff", "jpeg", "image/jpeg"),
     (b"RIFF", "webp", "image/webp"),
+    (b"GIF87a", "gif", "image/gif"),
+    (b"GIF89a", "gif", "image/gif"),
 )
+# SVG is text: an XML declaration or the <svg> element first (after a byte-order mark and white space).
+_SVG_STARTS = (b"<?xml", b"<svg")
 # Room for the JSON around the base64 text: field names, revised prompts, the proxy envelope.
 _RESPONSE_OVERHEAD_BYTES = 16 * 1024
 
@@ -35,7 +41,10 @@ def sniff_format(data: bytes) -> tuple[str, str]:
     for magic, extension, content_type in _FORMATS:
         if data.startswith(magic) and (extension != "webp" or data[8:12] == b"WEBP"):
             return extension, content_type
-    raise ProviderError("The image provider returned bytes that are not a PNG, JPEG or WebP image.", code="provider_bad_response")
+    head = data[:1024].removeprefix(b"\xef\xbb\xbf").lstrip()
+    if head.startswith(_SVG_STARTS) and b"<svg" in head:
+        return "svg", "image/svg+xml"
+    raise ProviderError("The image provider returned bytes that are not a PNG, JPEG, WebP, GIF or SVG image.", code="provider_bad_response")
 
 
 def b64_answer_bytes(image_sizes: Iterable[int]) -> int:
@@ -121,7 +130,8 @@ class ImageService:
                 "model": plan.model.id,
                 "n": plan.n,
                 "size": plan.size,
-                "user": plan.user,
+                # The end user as a hash only (safety_identifier, else user): never the raw value in logs.
+                **({"safety_identifier_sha256": _sha256(plan.safety_identifier)} if plan.safety_identifier else {}),
                 "prompt_sha256": _sha256(plan.prompt),
                 **({"prompt": plan.prompt} if self.settings.log_prompts else {}),
             },

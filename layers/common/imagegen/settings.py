@@ -8,7 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, Json, SecretStr, field_validator, model_validator
 
-from imagegen.models import RegistryConfig, azure_models
+from imagegen.registry_document import RegistryDocument
+from imagegen.specs import azure_models
 
 
 def _blank_is_none(value: object) -> object:
@@ -57,7 +58,7 @@ class Settings(BaseModel):
     # Only these Bedrock models (comma-separated catalog ids; implies Bedrock enabled): what the template grants.
     bedrock_models: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = Field(default=(), validation_alias="BEDROCK_MODELS")
     # The models this deployment serves: a registry document as JSON, or the name of an SSM parameter holding one.
-    model_registry: Annotated[Json[RegistryConfig] | None, Optional] = Field(default=None, validation_alias="MODEL_REGISTRY")
+    model_registry: Annotated[Json[RegistryDocument] | None, Optional] = Field(default=None, validation_alias="MODEL_REGISTRY")
     model_registry_parameter: Annotated[str | None, Optional] = Field(default=None, validation_alias="MODEL_REGISTRY_PARAMETER")
     # Azure OpenAI: the resource endpoint, the data-plane api-version, the key (env or Secrets Manager) and
     # {"<openai model id>": "<deployment name>"}; each deployment is served as the model "azure/<openai model id>".

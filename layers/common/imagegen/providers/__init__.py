@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from imagegen.models import ProviderName
 from imagegen.providers.base import ImageProvider, ProviderImage, ProviderResult
+from imagegen.specs import ProviderName
 
 __all__ = ["ImageProvider", "ProviderImage", "ProviderResult", "get_provider"]
 

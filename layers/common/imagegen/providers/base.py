@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from imagegen.deadline import Deadline
-from imagegen.models import GenerationPlan
+from imagegen.planning import GenerationPlan
 
 
 @dataclass(frozen=True, slots=True)

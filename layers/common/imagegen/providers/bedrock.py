@@ -36,9 +36,10 @@ from imagegen.errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from imagegen.models import GenerationPlan, bedrock_base_id
 from imagegen.observability import logger, tracer
+from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
+from imagegen.specs import bedrock_base_id
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient

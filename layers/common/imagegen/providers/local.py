@@ -8,7 +8,7 @@ import struct
 import zlib
 
 from imagegen.deadline import Deadline
-from imagegen.models import GenerationPlan
+from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
 
 _GRID = 8  # an 8x8, left-right mirrored pattern, like an identicon

@@ -29,8 +29,8 @@ from imagegen.errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from imagegen.models import GenerationPlan
 from imagegen.observability import logger, tracer
+from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
 
 # Error codes OpenAI uses when its safety system refuses a prompt or an output.
@@ -83,7 +83,13 @@ def build_request_body(plan: GenerationPlan, *, send_model: bool = True) -> dict
         "size": plan.size,
         "quality": plan.quality,
         "style": plan.style,
-        "user": plan.user,
+        # The end user: safety_identifier where the model takes it (OpenAI), else the legacy user (Azure, DALL-E).
+        "safety_identifier": plan.safety_identifier if plan.model.safety_identifier else None,
+        "user": None if plan.model.safety_identifier else plan.safety_identifier,
+        "complexity": plan.complexity,
+        "frame_count": plan.frame_count,
+        "frame_duration_ms": plan.frame_duration_ms,
+        "svg": plan.svg.model_dump(exclude_none=True) if plan.svg else None,
         "output_format": plan.output_format if gpt_image else None,
         "output_compression": plan.output_compression,
         "background": plan.background,

@@ -1,0 +1,237 @@
+"""The model catalog as data (imagegen/catalog/*.json): read once, validated, in step with the installed SDK; the
+lifecycle (retired models answer 404 model_retired naming the successor); every parameter of the SDK's
+ImageGenerateParams either served or refused by name; safety_identifier; GIF and SVG rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import typing
+from typing import Any
+
+import pytest
+from openai.types import image_generate_params, image_model
+
+from imagegen.errors import InvalidRequestError, ModelNotFoundError
+from imagegen.options import ImageGenerationRequest
+from imagegen.planning import plan
+from imagegen.providers.openai import build_request_body
+from imagegen.registry import ModelRegistry, build_registry
+from imagegen.specs import AZURE_PREFIX, GifRule, azure_models, catalog, parse_catalog
+
+SDK_MODELS = set(typing.get_args(image_model.ImageModel))
+# openai-python types/image_model.py: "gpt-image-1" shut down on 2026-10-23, "dall-e-2"/"dall-e-3" retired 2026-05-12.
+SDK_SHUT_DOWN = {"gpt-image-1": dt.date(2026, 10, 23), "dall-e-2": dt.date(2026, 5, 12), "dall-e-3": dt.date(2026, 5, 12)}
+TODAY = dt.date(2026, 12, 2)
+
+
+def test_the_catalog_is_read_once_per_container() -> None:
+    assert catalog() is catalog()
+
+
+def test_every_model_the_sdk_lists_is_in_the_catalog() -> None:
+    assert set(catalog().of_ids("openai")) >= SDK_MODELS
+
+
+def test_the_default_openai_model_is_a_current_one() -> None:
+    default = catalog()[catalog().defaults["openai"]]
+    assert default.id in SDK_MODELS and default.id not in SDK_SHUT_DOWN
+    assert build_registry(openai_enabled=True, default_model=None).default_model == default.id
+
+
+def _document(**fields: Any) -> dict[str, str]:
+    model = {"id": "m", "family": "gpt-image", "sizes": ["1024x1024"], "max_prompt_chars": 10, **fields}
+    return {"x.json": json.dumps({"provider": "openai", "source": "test", "models": [model, {**model, "id": "next"}]})}
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"retired_on": "2026-05-12"}, "retired_on and successor go together"),
+        ({"retired_on": "2026-05-12", "successor": "nowhere"}, "successor 'nowhere' is not in the catalog"),
+        ({"profile": "missing"}, "no profile 'missing'"),
+        ({"max_n": 11}, "less than or equal to 10"),
+        ({"output_formats": ["png", "gif"], "bytes_per_pixel": {"png": 3.05, "gif": 1.5}}, "'gif' and a gif rule go together"),
+        ({"colour": "red"}, "Extra inputs"),
+    ],
+)
+def test_a_bad_data_file_is_refused_naming_the_file(fields: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValueError, match="imagegen/catalog") as caught:
+        parse_catalog(_document(**fields))
+    assert problem in str(caught.value)
+
+
+def _retired(model_id: str, on: dt.date, successor: str = "gpt-image-2.5-sunburst"):
+    return catalog()[model_id].model_copy(update={"retired_on": on, "successor": successor})
+
+
+@pytest.mark.parametrize(("model_id", "on"), sorted(SDK_SHUT_DOWN.items()))
+def test_a_retired_model_is_404_model_retired_naming_the_day_and_the_successor(model_id: str, on: dt.date) -> None:
+    registry = ModelRegistry([catalog()["gpt-image-2.5-sunburst"], _retired(model_id, on)], "gpt-image-2.5-sunburst", today=lambda: TODAY)
+    with pytest.raises(ModelNotFoundError) as caught:
+        registry.plan(ImageGenerationRequest(prompt="x", model=model_id))
+    error = caught.value
+    assert (error.status_code, error.code, error.param) == (404, "model_retired", "model")
+    assert f"retired on {on:%Y-%m-%d}" in error.message and "'gpt-image-2.5-sunburst'" in error.message
+    assert error.body()["error"]["type"] == "invalid_request_error"
+    # Not listed (GET /v1/models) once retired, still served the day before.
+    assert [spec.id for spec in registry.models] == ["gpt-image-2.5-sunburst"]
+    day_before = ModelRegistry(registry.models + (_retired(model_id, on),), "gpt-image-2.5-sunburst", today=lambda: on - dt.timedelta(1))
+    assert day_before.plan(ImageGenerationRequest(prompt="x", model=model_id)).model.id == model_id
+
+
+def test_a_retired_model_cannot_be_the_default() -> None:
+    with pytest.raises(ValueError, match="retired"):
+        ModelRegistry([_retired("dall-e-3", dt.date(2026, 5, 12))], "dall-e-3", today=lambda: TODAY)
+
+
+def test_azure_keeps_serving_its_deployments_on_azures_own_schedule() -> None:
+    (spec,) = azure_models({"dall-e-3": "my-dalle3"})
+    assert (spec.id, spec.retired_on, spec.successor) == (AZURE_PREFIX + "dall-e-3", None, None)
+
+
+# Every parameter of today's ImageGenerateParams, with a value to try on a current model.
+SAMPLES: dict[str, Any] = {
+    "prompt": "a fox",
+    "background": "opaque",
+    "complexity": "high",
+    "frame_count": 4,
+    "frame_duration_ms": 120,
+    "model": "gpt-image-2.5-sunburst",
+    "moderation": "low",
+    "n": 2,
+    "output_compression": 50,
+    "output_format": "jpeg",
+    "partial_images": 2,
+    "quality": "xhigh",
+    "response_format": "url",
+    "safety_identifier": "user-hash",
+    "size": "1536x864",
+    "style": "vivid",
+    "svg": {"model": "svg-author", "reasoning": {"effort": "low"}},
+    "user": "legacy-user",
+    "stream": True,
+}
+# Served by this deployment rather than sent upstream (we always ask OpenAI for base64 and store every image).
+SERVED_HERE = {"response_format", "model", "stream"}
+# Sent upstream under another name.
+SENT_AS = {"user": "safety_identifier"}
+
+
+def _sdk_parameters() -> set[str]:
+    return set(image_generate_params.ImageGenerateParamsNonStreaming.__annotations__) | set(
+        image_generate_params.ImageGenerateParamsStreaming.__annotations__
+    )
+
+
+def test_every_sdk_parameter_is_supported_or_refused_by_name() -> None:
+    parameters = _sdk_parameters()
+    assert parameters == set(SAMPLES), "a new SDK parameter: serve it or refuse it by name, and add it here"
+    registry = build_registry(openai_enabled=True, default_model=None)
+    for name in sorted(parameters):
+        assert name in ImageGenerationRequest.model_fields, name  # never an unknown_parameter
+        request = ImageGenerationRequest.model_validate({"prompt": "a fox", name: SAMPLES[name]})
+        try:
+            planned = registry.plan(request)
+        except InvalidRequestError as error:
+            assert error.param == name, (name, error.message)
+            assert error.status_code == 400
+            continue
+        body = build_request_body(planned)
+        assert name in SERVED_HERE or SENT_AS.get(name, name) in body, f"{name} is accepted but silently dropped"
+
+
+@pytest.mark.parametrize("name", ["stream", "partial_images"])
+def test_streaming_is_refused_by_name_until_it_is_served(name: str) -> None:
+    registry = build_registry(openai_enabled=True, default_model=None)
+    with pytest.raises(InvalidRequestError) as caught:
+        registry.plan(ImageGenerationRequest.model_validate({"prompt": "x", name: SAMPLES[name]}))
+    assert (caught.value.param, caught.value.code) == (name, "unsupported_parameter")
+    assert "not support" in caught.value.message
+    assert registry.plan(ImageGenerationRequest(prompt="x", stream=False)).n == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"safety_identifier": "s-1", "user": "u-1"}, "s-1"),  # a non-empty safety_identifier takes precedence
+        ({"user": "u-1"}, "u-1"),  # user is used when safety_identifier is omitted
+        ({"safety_identifier": "", "user": "u-1"}, "u-1"),  # ... or empty
+        ({}, None),
+    ],
+)
+def test_safety_identifier_goes_upstream_with_user_as_its_fallback(fields: dict[str, Any], expected: str | None) -> None:
+    registry = build_registry(openai_enabled=True, default_model=None, azure_deployments={"gpt-image-1.5": "img"})
+    openai = build_request_body(registry.plan(ImageGenerationRequest(prompt="x", model="gpt-image-2.6-flare", **fields)))
+    assert openai.get("safety_identifier") == expected and "user" not in openai
+    azure = build_request_body(registry.plan(ImageGenerationRequest(prompt="x", model="azure/gpt-image-1.5", **fields)), send_model=False)
+    assert azure.get("user") == expected and "safety_identifier" not in azure
+
+
+def test_complexity_and_xhigh_quality_are_sent_upstream() -> None:
+    registry = build_registry(openai_enabled=True, default_model=None)
+    body = build_request_body(
+        registry.plan(ImageGenerationRequest(prompt="x", model="gpt-image-2.5-flare", complexity="low", quality="max"))
+    )
+    assert (body["complexity"], body["quality"]) == ("low", "max")
+
+
+# GIF and SVG output (preview features): the rules, on a model whose catalog entry lists the formats.
+ANIMATED = catalog()["gpt-image-2.5-sunburst"].model_copy(
+    update={"output_formats": ("png", "jpeg", "webp", "gif", "svg"), "gif": GifRule()}
+)
+
+
+def _plan(**fields: Any):
+    return plan(ANIMATED, ImageGenerationRequest.model_validate({"prompt": "x", **fields}))
+
+
+def test_gif_frames_are_sent_and_planned_at_their_worst() -> None:
+    gif = _plan(output_format="gif", frame_count=16, frame_duration_ms=120, size="1024x1024")
+    body = build_request_body(gif)
+    assert (body["output_format"], body["frame_count"], body["frame_duration_ms"]) == ("gif", 16, 120)
+    assert gif.max_image_bytes == int(1.5 * 1024 * 1024 * 16) + ANIMATED.image_overhead_bytes
+    assert _plan(output_format="gif").frames == 9  # the SDK's default frame count
+
+
+def test_svg_options_are_sent() -> None:
+    body = build_request_body(_plan(output_format="svg", svg={"model": "author", "reasoning": {"effort": "high"}}))
+    assert (body["output_format"], body["svg"]) == ("svg", {"model": "author", "reasoning": {"effort": "high"}})
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "text"),
+    [
+        ({"frame_count": 4}, "frame_count", "applies only to output_format 'gif'"),
+        ({"frame_duration_ms": 100, "output_format": "png"}, "frame_duration_ms", "applies only to output_format 'gif'"),
+        ({"svg": {"model": "a"}, "output_format": "gif"}, "svg", "applies only to output_format 'svg'"),
+        ({"output_format": "svg", "n": 2}, "n", "n must be 1"),
+        ({"output_format": "gif", "output_compression": 50}, "output_compression", "'jpeg' or 'webp'"),
+        ({"output_format": "svg", "output_compression": 50}, "output_compression", "'jpeg' or 'webp'"),
+        ({"output_format": "gif", "background": "transparent"}, "background", "'png' or 'webp'"),
+    ],
+)
+def test_gif_and_svg_rules_name_the_field(fields: dict[str, Any], param: str, text: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        _plan(**fields)
+    assert caught.value.param == param and text in caught.value.message
+
+
+@pytest.mark.parametrize("model", ["local", "amazon.nova-canvas-v1:0", "stability.sd3-5-large-v1:0", "gpt-image-1.5"])
+@pytest.mark.parametrize(
+    ("fields", "param", "allowed"),
+    [
+        ({"output_format": "gif"}, "output_format", "'gif' is not supported; allowed values are"),
+        ({"output_format": "svg"}, "output_format", "'svg' is not supported; allowed values are"),
+        ({"frame_count": 4}, "frame_count", "no 'gif' output"),
+        ({"svg": {"model": "a"}}, "svg", "no 'svg' output"),
+    ],
+)
+def test_models_without_gif_or_svg_refuse_them_by_name(model: str, fields: dict[str, Any], param: str, allowed: str) -> None:
+    registry = build_registry(openai_enabled=True, default_model=None, bedrock_enabled=True)
+    with pytest.raises(InvalidRequestError) as caught:
+        registry.plan(ImageGenerationRequest.model_validate({"prompt": "x", "model": model, **fields}))
+    message = caught.value.message
+    assert caught.value.param == param
+    # Nova and Titan take no output_format at all.
+    assert allowed in message or (param == "output_format" and "'output_format' is not supported by this model" in message)
