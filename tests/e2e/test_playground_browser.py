@@ -392,7 +392,8 @@ def test_options_follow_the_chosen_model(browser, local_stack, more_models) -> N
     fill_form(browser, prompt="a red fox", model="gpt-image-2", size="__custom__")
     state = form_state(browser)
     assert state["sizes"] == ["1024x1024", "1536x1024", "1024x1536", "auto", "__custom__"]
-    assert (state["formats"], state["format"], state["format_disabled"]) == (["b64_json"], "b64_json", True)
+    # Every model serves url (the images are in S3 anyway): the caller's choice of url is kept
+    assert (state["formats"], state["format"], state["format_disabled"]) == (["url", "b64_json"], "url", False)
     assert state["styles"] is None and state["output_formats"] == ["png", "jpeg", "webp"]
     assert state["custom_size_shown"] and not state["n_disabled"]
     fill_form(browser, prompt="a red fox", **{"custom-size": "1280x720", "output_format": "webp"})
