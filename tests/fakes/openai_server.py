@@ -1,10 +1,11 @@
 """A fake OpenAI Images API on loopback speaking real HTTP, for integration and end-to-end tests.
 
 The prompt picks the behaviour, so tests that only reach it through the API (or the official SDK) can steer it:
-``fail:400``, ``fail:401`` (key refused), ``fail:403`` (model access), ``fail:404`` (no such model), ``fail:quota``
-(429 ``insufficient_quota``), ``fail:429``, ``fail:500``, ``fail:policy`` (DALL-E's refusal), ``fail:moderation`` (GPT
-image models' refusal), ``fail:malformed``, ``fail:slow`` (sleeps past any sane deadline), ``flaky:N:<anything>``
-(500 for the first N requests with that prompt, then success); the error bodies are OpenAI's own.
+``fail:400``, ``fail:preview`` (a preview feature refused), ``fail:401`` (key refused), ``fail:403`` (model access),
+``fail:404`` (no such model), ``fail:quota`` (429 ``insufficient_quota``), ``fail:429``, ``fail:500``, ``fail:policy``
+(DALL-E's refusal), ``fail:moderation`` (GPT image models' refusal), ``fail:malformed``, ``fail:slow`` (sleeps past
+any sane deadline), ``flaky:N:<anything>`` (500 for the first N requests with that prompt, then success); the error
+bodies are OpenAI's own.
 Faults for tests/integration/test_faults.py: ``fail:429-bare`` (no Retry-After), ``fail:503``, ``fail:html-502`` (a
 proxy's HTML error page), ``fail:html`` (200 with an HTML body), ``fail:truncated`` (the connection closes halfway
 through the promised body), ``fail:short`` (one image fewer than asked), ``fail:not-image`` (base64 of bytes that
@@ -82,6 +83,8 @@ FAILURES: dict[str, tuple[int, Any, dict[str, str]]] = {
         "moderation_blocked",
         kind="image_generation_user_error",
     ),
+    # A preview feature the project has no access to (as reported for GIF output on gpt-image-2.6).
+    "fail:preview": _error(400, "This feature is not enabled for this request."),
     "fail:429-bare": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded", kind="requests"),
     "fail:503": _error(503, "The engine is currently overloaded, please try again later.", kind="server_error"),
 }

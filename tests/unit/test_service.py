@@ -183,26 +183,34 @@ def test_revised_prompt_and_usage_are_passed_through() -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "expected"),
+    ("data", "asked", "expected"),
     [
-        (b"\x89PNG\r\n\x1a\n...", ("png", "image/png")),
-        (b"\xff\xd8\xff\xe0..", ("jpeg", "image/jpeg")),
-        (b"RIFF\0\0\0\0WEBPVP8 ", ("webp", "image/webp")),
-        (b"GIF89a\x01\x00\x01\x00", ("gif", "image/gif")),
-        (b"GIF87a\x01\x00\x01\x00", ("gif", "image/gif")),
-        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', ("svg", "image/svg+xml")),
-        (b'\xef\xbb\xbf\n<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', ("svg", "image/svg+xml")),
+        (b"\x89PNG\r\n\x1a\n...", None, ("png", "image/png")),
+        (b"\xff\xd8\xff\xe0..", None, ("jpeg", "image/jpeg")),
+        (b"RIFF\0\0\0\0WEBPVP8 ", None, ("webp", "image/webp")),
+        (b"GIF89a\x01\x00\x01\x00", "gif", ("gif", "image/gif")),
+        (b"GIF87a\x01\x00\x01\x00", "gif", ("gif", "image/gif")),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "svg", ("svg", "image/svg+xml")),
+        (b'\xef\xbb\xbf\n<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "svg", ("svg", "image/svg+xml")),
     ],
 )
-def test_sniff_format(data: bytes, expected: tuple[str, str]) -> None:
-    assert sniff_format(data) == expected
+def test_sniff_format(data: bytes, asked: str | None, expected: tuple[str, str]) -> None:
+    assert sniff_format(data, asked) == expected
 
 
-def test_non_image_bytes_from_a_provider_are_502() -> None:
+@pytest.mark.parametrize(
+    ("data", "asked"),
+    [
+        (b"<html>", None),
+        (b"<?xml version='1.0'?><html/>", "svg"),  # XML, but no SVG
+        (b"GIF89a\x01\x00", "png"),  # a GIF when a PNG was asked for
+        (b"GIF89a\x01\x00", None),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "gif"),
+    ],
+)
+def test_non_image_bytes_from_a_provider_are_502(data: bytes, asked: str | None) -> None:
     with pytest.raises(ProviderError):
-        sniff_format(b"<html>")
-    with pytest.raises(ProviderError):
-        sniff_format(b"<?xml version='1.0'?><html/>")  # XML, but no SVG
+        sniff_format(data, asked)
 
 
 @pytest.mark.parametrize(

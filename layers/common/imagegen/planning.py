@@ -49,6 +49,12 @@ class GenerationPlan(BaseModel):
         return self.safety_identifier
 
     @property
+    def previews(self) -> dict[str, str]:
+        """The preview features this plan uses (field -> value): the vendor may refuse them for its project."""
+        asked = {"output_format": self.output_format, "background": self.background}
+        return {field: value for field, value in asked.items() if value is not None and value in self.model.previews.get(field, ())}
+
+    @property
     def frames(self) -> int:
         """Frames per image: a GIF's (asked, or the model's default), else one."""
         if self.output_format != "gif" or self.model.gif is None:

@@ -28,23 +28,25 @@ _FORMATS = (
     (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
     (b"\xff\xd8\xff", "jpeg", "image/jpeg"),
     (b"RIFF", "webp", "image/webp"),
-    (b"GIF87a", "gif", "image/gif"),
-    (b"GIF89a", "gif", "image/gif"),
 )
-# SVG is text: an XML declaration or the <svg> element first (after a byte-order mark and white space).
-_SVG_STARTS = (b"<?xml", b"<svg")
+# GIF and SVG only when asked for (output_format): otherwise such bytes are a provider's wrong answer.
+_ON_REQUEST = {"gif": ((b"GIF87a", b"GIF89a"), "image/gif"), "svg": ((b"<?xml", b"<svg"), "image/svg+xml")}
 # Room for the JSON around the base64 text: field names, revised prompts, the proxy envelope.
 _RESPONSE_OVERHEAD_BYTES = 16 * 1024
 
 
-def sniff_format(data: bytes) -> tuple[str, str]:
+def sniff_format(data: bytes, output_format: str | None = None) -> tuple[str, str]:
+    """(extension, content type) of an image a provider answered; a GIF or an SVG only when ``output_format`` asked
+    for one (an SVG is text: an XML declaration or the <svg> element first, after a byte-order mark and white space)."""
     for magic, extension, content_type in _FORMATS:
         if data.startswith(magic) and (extension != "webp" or data[8:12] == b"WEBP"):
             return extension, content_type
-    head = data[:1024].removeprefix(b"\xef\xbb\xbf").lstrip()
-    if head.startswith(_SVG_STARTS) and b"<svg" in head:
-        return "svg", "image/svg+xml"
-    raise ProviderError("The image provider returned bytes that are not a PNG, JPEG, WebP, GIF or SVG image.", code="provider_bad_response")
+    if output_format in _ON_REQUEST:
+        starts, content_type = _ON_REQUEST[output_format]
+        head = data[:1024].removeprefix(b"\xef\xbb\xbf").lstrip()
+        if head.startswith(starts) and (output_format != "svg" or b"<svg" in head):
+            return output_format, content_type
+    raise ProviderError("The image provider returned bytes that are not an image in a format asked for.", code="provider_bad_response")
 
 
 def b64_answer_bytes(image_sizes: Iterable[int]) -> int:
@@ -138,7 +140,7 @@ class ImageService:
         )
         result = self._call_provider(plan, deadline)
         _check_worst_case(plan, result)
-        objects = tuple(_stored(request_id, index, image.data, now) for index, image in enumerate(result.images))
+        objects = tuple(_stored(request_id, index, image.data, now, plan.output_format) for index, image in enumerate(result.images))
         self.store.put_all(objects, _metadata(plan, request_id), deadline=deadline)
         # Per model on its own EMF record: one worker batch may hold several models.
         with single_metric(name="ImagesGenerated", unit=MetricUnit.Count, value=len(objects), namespace=metrics.namespace) as metric:
@@ -232,8 +234,8 @@ def _check_worst_case(plan: GenerationPlan, result: ProviderResult) -> None:
         metric.add_dimension(name="model", value=plan.model.id)
 
 
-def _stored(request_id: str, index: int, data: bytes, now: dt.datetime) -> StoredObject:
-    extension, content_type = sniff_format(data)
+def _stored(request_id: str, index: int, data: bytes, now: dt.datetime, output_format: str) -> StoredObject:
+    extension, content_type = sniff_format(data, output_format)
     return StoredObject(image_key(request_id, index, extension, now), data, content_type)
 
 

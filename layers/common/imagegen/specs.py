@@ -128,6 +128,8 @@ class ModelSpec(BaseModel):
     backgrounds: tuple[str, ...] = ()
     moderations: tuple[str, ...] = ()
     gif: GifRule | None = None
+    # Values that are previews at the vendor (its project must have access): request field -> values.
+    previews: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
     # Takes the end-user id as ``safety_identifier`` (else as the legacy ``user``).
     safety_identifier: bool = False
     # Worst-case bytes per pixel per output format, plus a fixed overhead per image: what a base64 answer is planned

@@ -167,6 +167,23 @@ def status_error(response: httpx.Response) -> ImageGenError:
     return ProviderError(f"The image provider answered HTTP {status}: {message}")
 
 
+def preview_refusal(plan: GenerationPlan, error: ImageGenError) -> ImageGenError:
+    """A 400 for a request using a preview feature (GIF or SVG output, transparency on gpt-image-2), about that field
+    or none: the vendor's refusal to give this deployment's project the preview. A 400 naming the feature, with the
+    vendor's message, that the caller can act on (omit it) and the operator too (ask for access)."""
+    previews = plan.previews
+    if not isinstance(error, InvalidRequestError) or not previews or (error.param is not None and error.param not in previews):
+        return error
+    field = error.param if error.param is not None else next(iter(previews))
+    return InvalidRequestError(
+        f"The provider refused {field} '{previews[field]}' for model '{plan.model.id}': it is a preview feature that "
+        f"this deployment's provider project may not have access to. Omit it, or ask the operator to request access. "
+        f"The provider said: {error.message}",
+        param=field,
+        code="preview_not_enabled",
+    )
+
+
 def parse_images(response: httpx.Response, n: int) -> ProviderResult:
     try:
         payload = response.json()
@@ -229,6 +246,7 @@ class OpenAIProvider:
             if error is None and response is not None:
                 return parse_images(response, plan.n)
             assert error is not None
+            error = preview_refusal(plan, error)
             delay = retry_delay(response, error, attempt)
             if delay is None or attempt == self._max_retries or deadline.remaining() < delay + MIN_ATTEMPT_SECONDS:
                 raise error
