@@ -23,7 +23,7 @@ DOCUMENT = {
 
 
 def test_a_document_serves_exactly_its_models_with_their_overrides() -> None:
-    reg = build_registry(openai_enabled=False, default_model=None, config=RegistryDocument.model_validate(DOCUMENT))
+    reg = build_registry(openai_enabled=False, default_model=None, document=RegistryDocument.model_validate(DOCUMENT))
     assert [spec.id for spec in reg.models] == ["local", NOVA, SD35, TITAN]
     assert reg.default_model == NOVA
     assert (reg.get(SD35).max_n, reg.get(TITAN).max_n, reg.get(TITAN).default_size) == (2, 10, "512x512")
@@ -37,8 +37,8 @@ def test_a_document_serves_exactly_its_models_with_their_overrides() -> None:
 
 def test_default_model_is_the_environment_then_the_document_then_the_first() -> None:
     config = RegistryDocument.model_validate({"models": [TITAN, NOVA]})
-    assert build_registry(openai_enabled=False, default_model=None, config=config).default_model == TITAN
-    assert build_registry(openai_enabled=False, default_model=NOVA, config=config).default_model == NOVA
+    assert build_registry(openai_enabled=False, default_model=None, document=config).default_model == TITAN
+    assert build_registry(openai_enabled=False, default_model=NOVA, document=config).default_model == NOVA
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,7 @@ def test_bad_documents_are_refused(document, problem) -> None:
 
 def test_openai_models_in_the_document_need_a_key() -> None:
     with pytest.raises(ValueError, match="no OpenAI key"):
-        build_registry(openai_enabled=False, default_model=None, config=RegistryDocument.model_validate({"models": ["dall-e-3"]}))
+        build_registry(openai_enabled=False, default_model=None, document=RegistryDocument.model_validate({"models": ["dall-e-3"]}))
 
 
 def test_the_document_comes_from_the_environment(monkeypatch) -> None:
@@ -138,7 +138,7 @@ def test_only_bedrock_models_under_a_known_geography_are_profiles(monkeypatch, m
 
 def test_a_registry_document_may_list_inference_profiles() -> None:
     config = RegistryDocument.model_validate({"models": [{"id": f"eu.{TITAN}", "max_n": 2}], "default_model": f"eu.{TITAN}"})
-    reg = build_registry(openai_enabled=False, default_model=None, config=config)
+    reg = build_registry(openai_enabled=False, default_model=None, document=config)
     assert [(spec.id, spec.provider_model, spec.max_n) for spec in reg.models] == [(f"eu.{TITAN}", f"eu.{TITAN}", 2)]
     assert config.providers == frozenset({"bedrock"})
 
@@ -159,7 +159,7 @@ NEW_SNAPSHOT = {
 
 def test_a_document_declares_a_model_the_catalog_does_not_know() -> None:
     document = RegistryDocument.model_validate({"models": ["local", NEW_SNAPSHOT], "default_model": NEW_SNAPSHOT["id"]})
-    reg = build_registry(openai_enabled=True, default_model=None, config=document)
+    reg = build_registry(openai_enabled=True, default_model=None, document=document)
     assert [spec.id for spec in reg.models] == ["local", NEW_SNAPSHOT["id"]]
     planned = reg.plan(ImageGenerationRequest(prompt="x", quality="high", output_format="webp"))
     assert (planned.model.provider_model, planned.model.provider, planned.quality) == (NEW_SNAPSHOT["id"], "openai", "high")
@@ -188,7 +188,7 @@ def test_a_declared_model_is_validated_like_a_catalog_entry(entry, problem) -> N
 
 def test_a_declared_openai_model_needs_a_key() -> None:
     with pytest.raises(ValueError, match="no OpenAI key"):
-        build_registry(openai_enabled=False, default_model=None, config=RegistryDocument.model_validate({"models": [NEW_SNAPSHOT]}))
+        build_registry(openai_enabled=False, default_model=None, document=RegistryDocument.model_validate({"models": [NEW_SNAPSHOT]}))
 
 
 def test_model_registry_env_declares_a_model(monkeypatch) -> None:

@@ -44,11 +44,6 @@ class GenerationPlan(BaseModel):
     svg: SvgOptions | None = None
 
     @property
-    def user(self) -> str | None:
-        """The end-user id as the legacy ``user`` field carries it."""
-        return self.safety_identifier
-
-    @property
     def previews(self) -> dict[str, str]:
         """The preview features this plan uses (field -> value): the vendor may refuse them for its project."""
         asked = {"output_format": self.output_format, "background": self.background}

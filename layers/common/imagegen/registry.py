@@ -77,7 +77,7 @@ def build_registry(
     default_model: str | None,
     bedrock_enabled: bool = False,
     bedrock_models: Sequence[str] = (),
-    config: RegistryDocument | None = None,
+    document: RegistryDocument | None = None,
     azure_deployments: Mapping[str, str] | None = None,
 ) -> ModelRegistry:
     """The registry of this deployment. With a registry document: exactly the models it lists (OpenAI's need a key).
@@ -87,12 +87,12 @@ def build_registry(
     served in either case."""
     known = catalog()
     azure = azure_models(azure_deployments or {})
-    if config is not None:
-        specs = (*config.specs(), *azure)
+    if document is not None:
+        specs = (*document.specs(), *azure)
         needs_key = [spec.id for spec in specs if spec.provider == "openai"]
         if needs_key and not openai_enabled:
             raise ValueError(f"the model registry lists {needs_key} but no OpenAI key is configured")
-        return ModelRegistry(specs, default_model or config.default_model or specs[0].id)
+        return ModelRegistry(specs, default_model or document.default_model or specs[0].id)
     bedrock = _bedrock_models(bedrock_models) if bedrock_models else known.of("bedrock") if bedrock_enabled else ()
     models = (*known.of("local"), *(known.of("openai") if openai_enabled else ()), *azure, *bedrock)
     first = azure[0].id if azure else bedrock[0].id if bedrock else known.defaults["local"]
@@ -100,7 +100,8 @@ def build_registry(
     return ModelRegistry(models, default_model or fallback)
 
 
-def registry_config(settings: Settings) -> RegistryDocument | None:
+def read_registry_document(settings: Settings) -> RegistryDocument | None:
+    """The registry document: MODEL_REGISTRY (validated with the settings), else the SSM parameter, else none."""
     if settings.model_registry is not None:
         return settings.model_registry
     if settings.model_registry_parameter is None:
@@ -119,6 +120,6 @@ def deployment_registry(settings: Settings) -> ModelRegistry:
         default_model=settings.default_model,
         bedrock_enabled=settings.bedrock_enabled,
         bedrock_models=settings.bedrock_models,
-        config=registry_config(settings),
+        document=read_registry_document(settings),
         azure_deployments=settings.azure_openai_deployments,
     )
