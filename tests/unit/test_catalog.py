@@ -5,12 +5,15 @@ ImageGenerateParams either served or refused by name; safety_identifier; GIF and
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import random
 import typing
 from typing import Any
 
 import pytest
 from openai.types import image_generate_params, image_model
+from PIL import Image
 
 from imagegen.errors import InvalidRequestError, ModelNotFoundError
 from imagegen.options import ImageGenerationRequest
@@ -235,3 +238,16 @@ def test_models_without_gif_or_svg_refuse_them_by_name(model: str, fields: dict[
     assert caught.value.param == param
     # Nova and Titan take no output_format at all.
     assert allowed in message or (param == "output_format" and "'output_format' is not supported by this model" in message)
+
+
+def test_the_gif_bound_holds_for_noise_in_every_frame() -> None:
+    """GIF's worst case per pixel of each frame (LZW at its widest codes), checked against Pillow's encoder on
+    palette noise, a different noise in each frame so that no frame repeats another."""
+    width, height, count = 256, 256, 4
+    rng = random.Random(3)
+    frames = [Image.frombytes("P", (width, height), rng.randbytes(width * height)) for _ in range(count)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=200, optimize=False)
+    per_pixel = len(buffer.getvalue()) / (width * height * count)
+    bounds = {spec.bytes_per_pixel.get("gif") for spec in catalog().specs if "gif" in spec.bytes_per_pixel}
+    assert bounds and all(bound is not None and per_pixel <= bound for bound in bounds), (per_pixel, bounds)
