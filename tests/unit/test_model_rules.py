@@ -6,17 +6,22 @@ from typing import Any
 
 import pytest
 
+from imagegen import planning
 from imagegen.errors import InvalidRequestError, ModelNotFoundError
 from imagegen.options import ImageGenerationRequest
 from imagegen.registry import build_registry
-from imagegen.specs import CustomSizeRule, catalog
+from imagegen.specs import CustomSizeRule, azure_models, catalog, catalog_spec
 
 LOCAL_MODEL = catalog()["local"]
 REGISTRY = build_registry(openai_enabled=True, default_model=None)
 
 
 def plan(**fields: Any):
-    return REGISTRY.plan(ImageGenerationRequest(**{"prompt": "a cat", **fields}))
+    """The rules of a catalog entry, retired ones included (the registry refuses those before planning)."""
+    request = ImageGenerationRequest(**{"prompt": "a cat", **fields})
+    spec = catalog_spec(request.model or REGISTRY.default_model)
+    assert spec is not None
+    return planning.plan(spec, request)
 
 
 ACCEPTED = [
@@ -118,9 +123,9 @@ def test_defaults_follow_the_model() -> None:
 
 
 def test_every_model_serves_url() -> None:
-    registry = build_registry(openai_enabled=True, default_model=None, bedrock_enabled=True, azure_deployments={"gpt-image-1": "img"})
-    assert [spec.id for spec in registry.models if "url" not in spec.response_formats] == []
-    assert {spec.id: spec.default_response_format for spec in registry.models if spec.default_response_format != "url"} == {
+    specs = (*catalog().specs, *azure_models({"gpt-image-1": "img"}))
+    assert [spec.id for spec in specs if "url" not in spec.response_formats] == []
+    assert {spec.id: spec.default_response_format for spec in specs if spec.default_response_format != "url"} == {
         "gpt-image-1": "b64_json",
         "gpt-image-1-mini": "b64_json",
         "gpt-image-1.5": "b64_json",
@@ -161,7 +166,7 @@ def test_default_model_is_local_without_a_provider_and_configurable() -> None:
     assert build_registry(openai_enabled=False, default_model=None).default_model == LOCAL_MODEL.id
     # A current model (DALL-E 2/3 and gpt-image-1 are shut down: openai-python types/image_model.py).
     assert build_registry(openai_enabled=True, default_model=None).default_model == "gpt-image-2.5-sunburst"
-    assert build_registry(openai_enabled=True, default_model="gpt-image-1").default_model == "gpt-image-1"
+    assert build_registry(openai_enabled=True, default_model="gpt-image-1.5").default_model == "gpt-image-1.5"
     with pytest.raises(ValueError, match="not served"):
         build_registry(openai_enabled=False, default_model="dall-e-3")
 

@@ -90,7 +90,7 @@ def test_b64_that_cannot_fit_at_worst_is_413_before_the_provider_is_called() -> 
     store = InMemoryStore()
     provider = FixedProvider(ProviderResult((ProviderImage(draw("x", 256, 256)),)))
     with pytest.raises(PayloadTooLargeError) as caught:
-        generate(make_service(provider=provider, store=store, openai=True), model="gpt-image-1", size="1536x1024")
+        generate(make_service(provider=provider, store=store, openai=True), model="gpt-image-1.5", size="1536x1024")
     error = caught.value
     assert (error.status_code, error.param, error.code) == (413, "response_format", "response_too_large")
     assert "'url'" in error.message and "6 MB" in error.message and "8.2 MB" in error.message and "4.05 bytes" in error.message
@@ -100,9 +100,9 @@ def test_b64_that_cannot_fit_at_worst_is_413_before_the_provider_is_called() -> 
 @pytest.mark.parametrize(
     "fields",
     [
-        {"model": "gpt-image-1", "size": "auto"},  # "auto" may pick 1536x1024
-        {"model": "gpt-image-1", "size": "1024x1024", "n": 2},
-        {"model": "dall-e-3", "size": "1792x1024", "response_format": "b64_json"},
+        {"model": "gpt-image-1.5", "size": "auto"},  # "auto" may pick 1536x1024
+        {"model": "gpt-image-1.5", "size": "1024x1024", "n": 2},
+        {"model": "gpt-image-2.5-flare", "size": "2048x1152"},
     ],
 )
 def test_every_b64_request_is_planned_at_its_worst(fields) -> None:
@@ -115,18 +115,18 @@ def test_every_b64_request_is_planned_at_its_worst(fields) -> None:
 def test_the_same_request_as_url_is_served_for_gpt_image_models() -> None:
     images = tuple(ProviderImage(draw("x", 256, 256, seed)) for seed in range(2))
     service = make_service(provider=FixedProvider(ProviderResult(images)), openai=True)
-    response = generate(service, model="gpt-image-1", size="1536x1024", n=2, response_format="url")
+    response = generate(service, model="gpt-image-1.5", size="1536x1024", n=2, response_format="url")
     assert [bool(item.url) and item.b64_json is None for item in response.data] == [True, True]
 
 
 def test_plan_limit_is_the_callers(monkeypatch) -> None:
     service = make_service(openai=True)
-    request = ImageGenerationRequest(prompt="x", model="gpt-image-1", size="1536x1024")
+    request = ImageGenerationRequest(prompt="x", model="gpt-image-1.5", size="1536x1024")
     with pytest.raises(PayloadTooLargeError):
         service.plan(request)
     assert service.plan(request, max_response_bytes=None).response_format == "b64_json"  # results to S3 only
     with pytest.raises(PayloadTooLargeError):
-        service.plan(ImageGenerationRequest(prompt="x", model="gpt-image-1"), max_response_bytes=LAMBDA_SYNC_RESPONSE_LIMIT // 2)
+        service.plan(ImageGenerationRequest(prompt="x", model="gpt-image-1.5"), max_response_bytes=LAMBDA_SYNC_RESPONSE_LIMIT // 2)
 
 
 class Recorded:
