@@ -44,9 +44,18 @@ def test_the_default_openai_model_is_a_current_one() -> None:
     assert build_registry(openai_enabled=True, default_model=None).default_model == default.id
 
 
-def _document(**fields: Any) -> dict[str, str]:
+def _document(profiles: dict[str, Any] | None = None, **fields: Any) -> dict[str, str]:
     model = {"id": "m", "family": "gpt-image", "sizes": ["1024x1024"], "max_prompt_chars": 10, **fields}
-    return {"x.json": json.dumps({"provider": "openai", "source": "test", "models": [model, {**model, "id": "next"}]})}
+    document = {"provider": "openai", "source": "test", "profiles": profiles or {}, "models": [model, {**model, "id": "next"}]}
+    return {"x.json": json.dumps(document)}
+
+
+def test_a_profile_may_build_on_another() -> None:
+    profiles = {"base": {"max_n": 3, "styles": ["vivid"]}, "wide": {"profile": "base", "max_n": 4}}
+    spec = parse_catalog(_document(profiles, profile="wide"))["m"]
+    assert (spec.max_n, spec.styles) == (4, ("vivid",))
+    with pytest.raises(ValueError, match="its own base: a -> b -> a"):
+        parse_catalog(_document({"a": {"profile": "b"}, "b": {"profile": "a"}}, profile="a"))
 
 
 @pytest.mark.parametrize(

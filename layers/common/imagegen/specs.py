@@ -172,14 +172,22 @@ class CatalogFile(BaseModel):
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     models: tuple[dict[str, Any], ...] = Field(min_length=1)
 
+    def _resolved(self, entry: dict[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
+        """``entry`` over its profile's fields (a profile may name a profile of its own)."""
+        fields = dict(entry)
+        profile = fields.pop("profile", None)
+        if profile is None:
+            return fields
+        if profile in seen:
+            raise ValueError(f"profile {profile!r} is its own base: {' -> '.join((*seen, profile))}")
+        if profile not in self.profiles:
+            raise ValueError(f"{entry.get('id', 'a profile')}: no profile {profile!r} in the {self.provider} catalog")
+        return {**self._resolved(self.profiles[profile], (*seen, profile)), **fields}
+
     def specs(self) -> tuple[ModelSpec, ...]:
         out = []
         for entry in self.models:
-            fields = dict(entry)
-            profile = fields.pop("profile", None)
-            if profile is not None and profile not in self.profiles:
-                raise ValueError(f"{fields.get('id')}: no profile {profile!r} in the {self.provider} catalog")
-            merged = {**(self.profiles[profile] if profile else {}), **fields}
+            merged = self._resolved(entry)
             merged.setdefault("provider", self.provider)
             merged.setdefault("provider_model", merged.get("id"))
             out.append(ModelSpec.model_validate(merged))
