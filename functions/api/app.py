@@ -14,10 +14,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagegen.auth import caller_scope
-from imagegen.catalog import ModelList, list_models
 from imagegen.deadline import Deadline
 from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
 from imagegen.jobs import get_job_service
+from imagegen.model_list import ModelList, list_models
 from imagegen.observability import logger, metrics, tracer
 from imagegen.options import ImageGenerationRequest, ImagesResponse, JobAccepted, JobView
 from imagegen.playground import build_page, presigned_origin
