@@ -14,6 +14,7 @@ from devtools.poller import SqsPoller
 from devtools.s3server import S3Server
 from tests.fakes.bedrock_server import FakeBedrock
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.s3_fault_proxy import S3FaultProxy
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +36,13 @@ def local_s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("IMAGES_BUCKET", s3_server.bucket)
     return s3_server
+
+
+@pytest.fixture(scope="module")
+def s3_proxy(s3_server: S3Server) -> Iterator[S3FaultProxy]:
+    """A fault-injecting proxy in front of the S3 server (tests point AWS_ENDPOINT_URL_S3 at it), one per module."""
+    with S3FaultProxy(s3_server.endpoint_url) as proxy:
+        yield proxy
 
 
 @pytest.fixture

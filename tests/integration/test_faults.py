@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,12 +17,6 @@ from tests.conftest import load_event
 from tests.fakes.s3_fault_proxy import S3FaultProxy
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s3_proxy(s3_server) -> Iterator[S3FaultProxy]:
-    with S3FaultProxy(s3_server.endpoint_url) as proxy:
-        yield proxy
 
 
 @pytest.fixture

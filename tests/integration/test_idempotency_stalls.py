@@ -29,12 +29,6 @@ def lambda_context() -> CountdownContext:
 
 
 @pytest.fixture(scope="module")
-def s3_proxy(s3_server) -> Iterator[S3FaultProxy]:
-    with S3FaultProxy(s3_server.endpoint_url) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
 def dynamodb_proxy(moto_server) -> Iterator[S3FaultProxy]:
     with S3FaultProxy(moto_server.endpoint_url) as proxy:
         yield proxy

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,12 +19,6 @@ from tests.fakes.s3_fault_proxy import S3FaultProxy
 pytestmark = pytest.mark.integration
 
 LIMIT = 256 * 1024  # the API's body limit, MAX_REQUEST_BYTES's default
-
-
-@pytest.fixture(scope="module")
-def s3_proxy(s3_server) -> Iterator[S3FaultProxy]:
-    with S3FaultProxy(s3_server.endpoint_url) as proxy:
-        yield proxy
 
 
 @pytest.fixture

@@ -123,39 +123,37 @@ class JobTable:
         timeout, runs it. A job that failed for a transient reason runs again: that is a message redriven from the
         dead-letter queue; beginning it clears ``retryable``, so that while it runs it is held like any other."""
         now = self._clock()
-        try:
-            item = self._client.update_item(
-                TableName=self._table,
-                Key={"id": {"S": job_id}},
-                UpdateExpression=(
-                    "SET #status = :running, updated = :now, lease_until = :lease, retryable = :false, "
-                    "created = if_not_exists(created, :created), doc = if_not_exists(doc, :doc), "
-                    "expires_at = if_not_exists(expires_at, :expires) ADD attempts :one"
-                ),
-                ConditionExpression=(
-                    "attribute_not_exists(id) OR #status = :queued OR (#status = :running AND lease_until < :now) OR retryable = :true"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":running": {"S": "running"},
-                    ":queued": {"S": "queued"},
-                    ":now": {"N": str(_seconds(now))},
-                    ":lease": {"N": str(_seconds(now + self._run))},
-                    ":created": {"N": str(_seconds(created))},
-                    ":doc": {"S": Job(id=job_id, status="queued", created=_seconds(created), updated=_seconds(now)).model_dump_json()},
-                    ":expires": {"N": str(_seconds(now + self._ttl))},
-                    ":one": {"N": "1"},
-                    ":true": {"BOOL": True},
-                    ":false": {"BOOL": False},
-                },
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return None
-            raise QueueError("The jobs table refused the update; the job will be retried.") from exc
-        except BotoCoreError as exc:
-            raise QueueError("The jobs table could not be reached; the job will be retried.") from exc
+        answer = self._call(
+            self._client.update_item,
+            conditional=True,
+            TableName=self._table,
+            Key={"id": {"S": job_id}},
+            UpdateExpression=(
+                "SET #status = :running, updated = :now, lease_until = :lease, retryable = :false, "
+                "created = if_not_exists(created, :created), doc = if_not_exists(doc, :doc), "
+                "expires_at = if_not_exists(expires_at, :expires) ADD attempts :one"
+            ),
+            ConditionExpression=(
+                "attribute_not_exists(id) OR #status = :queued OR (#status = :running AND lease_until < :now) OR retryable = :true"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":running": {"S": "running"},
+                ":queued": {"S": "queued"},
+                ":now": {"N": str(_seconds(now))},
+                ":lease": {"N": str(_seconds(now + self._run))},
+                ":created": {"N": str(_seconds(created))},
+                ":doc": {"S": Job(id=job_id, status="queued", created=_seconds(created), updated=_seconds(now)).model_dump_json()},
+                ":expires": {"N": str(_seconds(now + self._ttl))},
+                ":one": {"N": "1"},
+                ":true": {"BOOL": True},
+                ":false": {"BOOL": False},
+            },
+            ReturnValues="ALL_NEW",
+        )
+        if answer is None:
+            return None
+        item = answer["Attributes"]
         return Job.model_validate_json(item["doc"]["S"]).model_copy(update=_live_fields(item))
 
     def save(self, job: Job) -> None:
@@ -165,21 +163,16 @@ class JobTable:
         names = {"#status": "status"} if "#status" in condition else None
         known = {":queued": {"S": "queued"}, ":zero": {"N": "0"}, ":false": {"BOOL": False}}
         values = {**{name: value for name, value in known.items() if name in condition}, **(values or {})}
-        try:
-            self._client.put_item(
-                TableName=self._table,
-                Item=self._item(job),
-                ConditionExpression=condition,
-                **({"ExpressionAttributeNames": names} if names else {}),
-                **({"ExpressionAttributeValues": values} if values else {}),
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise QueueError("The jobs table is unavailable; try again.") from exc
-        except BotoCoreError as exc:
-            raise QueueError("The jobs table is unavailable; try again.") from exc
-        return True
+        written = self._call(
+            self._client.put_item,
+            conditional=True,
+            TableName=self._table,
+            Item=self._item(job),
+            ConditionExpression=condition,
+            **({"ExpressionAttributeNames": names} if names else {}),
+            **({"ExpressionAttributeValues": values} if values else {}),
+        )
+        return written is not None
 
     def _item(self, job: Job) -> dict[str, Any]:
         expires = _seconds(dt.datetime.fromtimestamp(job.created, dt.UTC) + self._ttl)
@@ -199,10 +192,16 @@ class JobTable:
         return item
 
     @staticmethod
-    def _call(operation: Callable[..., Any], **kwargs: Any) -> Any:
+    def _call(operation: Callable[..., Any], *, conditional: bool = False, **kwargs: Any) -> Any:
+        """One table call; a conditional write whose condition failed is None (``conditional``), any other failure a
+        retryable QueueError."""
         try:
             return operation(**kwargs)
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if conditional and _condition_failed(exc):
+                return None
+            raise QueueError("The jobs table is unavailable; try again.") from exc
+        except BotoCoreError as exc:
             raise QueueError("The jobs table is unavailable; try again.") from exc
 
 
