@@ -40,7 +40,7 @@ def test_azure_models_keep_openai_limits_under_their_own_ids() -> None:
     assert gpt.id == "azure/gpt-image-1" and gpt.response_formats == ("url", "b64_json")
     assert REGISTRY.default_model == "azure/dall-e-3"
     both = build_registry(openai_enabled=True, default_model=None, azure_deployments={"dall-e-3": "d3"})
-    assert {"dall-e-3", "azure/dall-e-3"} <= {spec.id for spec in both.models}
+    assert {"gpt-image-1.5", "azure/dall-e-3"} <= {spec.id for spec in both.models}
 
 
 def settings(**env: str) -> Settings:

@@ -13,7 +13,7 @@ from imagegen.models import build_registry
 from imagegen.options import ImageGenerationRequest
 from imagegen.providers.openai import build_request_body, parse_images, retry_delay, status_error
 
-REGISTRY = build_registry(openai_enabled=True, default_model=None)
+REGISTRY = build_registry(openai_enabled=True, default_model=None, azure_deployments={"dall-e-3": "dall-e-3"})
 
 
 def body_for(**fields: object) -> dict[str, object]:
@@ -21,7 +21,8 @@ def body_for(**fields: object) -> dict[str, object]:
 
 
 def test_dalle_asks_for_base64_and_sends_only_what_is_set() -> None:
-    assert body_for(model="dall-e-3", style="natural", user="u1") == {
+    # OpenAI retired DALL-E 3 on 2026-05-12; Azure still serves it, and the body is built the same way.
+    assert body_for(model="azure/dall-e-3", style="natural", user="u1") == {
         "model": "dall-e-3",
         "prompt": "a cat",
         "n": 1,
@@ -33,7 +34,7 @@ def test_dalle_asks_for_base64_and_sends_only_what_is_set() -> None:
 
 
 def test_gpt_image_never_sends_response_format_and_maps_seed_quality() -> None:
-    body = body_for(model="gpt-image-1", quality="hd", output_format="jpeg", output_compression=80, n=3)
+    body = body_for(model="gpt-image-1.5", quality="hd", output_format="jpeg", output_compression=80, n=3)
     assert "response_format" not in body
     assert body["quality"] == "high"
     assert (body["output_format"], body["output_compression"], body["n"]) == ("jpeg", 80, 3)

@@ -123,7 +123,7 @@ def worst_b64_answer(**fields: object) -> int:
     return b64_answer_bytes([plan.max_image_bytes] * plan.n)
 
 
-@pytest.mark.parametrize("model", ["gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2"])
+@pytest.mark.parametrize("model", ["gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2", "gpt-image-2.5-sunburst"])
 def test_one_1024_png_of_a_gpt_image_model_fits_a_synchronous_answer(model: str) -> None:
     assert worst_b64_answer(model=model, size="1024x1024") <= LAMBDA_SYNC_RESPONSE_LIMIT
     assert worst_b64_answer(model=model, size="1024x1024", output_format="jpeg") <= LAMBDA_SYNC_RESPONSE_LIMIT
@@ -132,11 +132,11 @@ def test_one_1024_png_of_a_gpt_image_model_fits_a_synchronous_answer(model: str)
 @pytest.mark.parametrize(
     "fields",
     [
-        {"model": "gpt-image-1", "size": "1536x1024"},
-        {"model": "gpt-image-1", "size": "auto"},  # "auto" may pick 1536x1024
-        {"model": "gpt-image-1", "size": "1024x1024", "n": 2},
+        {"model": "gpt-image-1.5", "size": "1536x1024"},
+        {"model": "gpt-image-1.5", "size": "auto"},  # "auto" may pick 1536x1024
+        {"model": "gpt-image-1.5", "size": "1024x1024", "n": 2},
         {"model": "gpt-image-2", "size": "2048x1152"},
-        {"model": "dall-e-3", "size": "1792x1024"},
+        {"model": "gpt-image-2.5-sunburst", "size": "1536x1024"},
     ],
 )
 def test_what_cannot_fit_at_worst(fields: dict[str, object]) -> None:
@@ -144,8 +144,8 @@ def test_what_cannot_fit_at_worst(fields: dict[str, object]) -> None:
 
 
 def test_auto_is_planned_with_the_largest_size_it_may_pick() -> None:
-    auto = REGISTRY.plan(ImageGenerationRequest(prompt="x", model="gpt-image-1", size="auto"))
-    landscape = REGISTRY.plan(ImageGenerationRequest(prompt="x", model="gpt-image-1", size="1536x1024"))
+    auto = REGISTRY.plan(ImageGenerationRequest(prompt="x", model="gpt-image-1.5", size="auto"))
+    landscape = REGISTRY.plan(ImageGenerationRequest(prompt="x", model="gpt-image-1.5", size="1536x1024"))
     assert auto.max_image_bytes == landscape.max_image_bytes
 
 
@@ -155,7 +155,7 @@ def test_stability_is_planned_at_its_own_resolution_not_the_size_asked() -> None
 
 
 def test_a_model_drawing_transparent_backgrounds_cannot_be_given_rgb_bounds() -> None:
-    spec = CATALOG["gpt-image-1"]
+    spec = CATALOG["gpt-image-1.5"]
     with pytest.raises(ValueError, match="must be RGBA's"):
         ModelSpec.model_validate({**spec.model_dump(), "bytes_per_pixel": OPAQUE_BYTES_PER_PIXEL})
     with pytest.raises(ValueError, match="no worst-case bytes per pixel for \\['webp'\\]"):
