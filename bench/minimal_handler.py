@@ -17,8 +17,8 @@ s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
 
 def lambda_handler(event, context):
     body = json.loads(event.get("body") or "{}")
-    payload = {"model": body.get("model", "dall-e-2"), "prompt": body["prompt"], "n": body.get("n", 1)}
-    payload |= {"size": body.get("size", "1024x1024"), "response_format": "b64_json"}
+    payload = {"model": body.get("model", "gpt-image-1-mini"), "prompt": body["prompt"], "n": body.get("n", 1)}
+    payload |= {"size": body.get("size", "1024x1024")}  # GPT image models answer base64 and refuse response_format
     request = urllib.request.Request(
         os.environ["OPENAI_BASE_URL"].rstrip("/") + "/images/generations",
         data=json.dumps(payload).encode(),

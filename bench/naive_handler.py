@@ -22,12 +22,11 @@ client = OpenAI()  # OPENAI_API_KEY and OPENAI_BASE_URL from the environment
 def lambda_handler(event, context):
     body = json.loads(event.get("body") or "{}")
     result = client.images.generate(
-        model=body.get("model", "dall-e-2"),
+        model=body.get("model", "gpt-image-1-mini"),
         prompt=body["prompt"],
         n=body.get("n", 1),
         size=body.get("size", "1024x1024"),
-        response_format="b64_json",
-    )
+    )  # GPT image models answer base64 and refuse response_format
     data = []
     for index, image in enumerate(result.data):
         key = f"images/{time.strftime('%Y/%m/%d')}/{context.aws_request_id}/{index}.png"

@@ -284,7 +284,7 @@ def cold_start_variants(
         "JOBS_TABLE": "imagegen-jobs",
         "JOBS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/imagegen-jobs",
     }
-    fake_event = write_event(work, "cold-fake", COLD_BODY | {"model": "dall-e-2"})
+    fake_event = write_event(work, "cold-fake", COLD_BODY | {"model": "gpt-image-1-mini", "size": "1024x1024"})
     local_event = write_event(work, "cold-local", COLD_BODY | {"model": "local"})
     ours = (code["task-pyc"], code["opt-pyc"], sites.layer, sites.runtime)
     ours_src = (code["task-src"], code["opt-src"], sites.layer_src, sites.runtime)

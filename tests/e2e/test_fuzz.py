@@ -289,7 +289,7 @@ FIELDS = (
     "background",
     "moderation",
 )
-MODELS = ("local", "dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-2", "LOCAL", "", " local", "local\x00")
+MODELS = ("local", "gpt-image-1.5", "gpt-image-2.5-sunburst", "dall-e-3", "gpt-image-2", "LOCAL", "", " local", "local\x00")
 CHEAP_SIZES = ("256x256", "512x512")
 SIZES = (*CHEAP_SIZES, "1024x1024", "1792x1024", "auto", "640x480", "0x0", "-256x-256", "256X256", "256x256 ", "１２８x１２８", "9" * 40)
 JSON_CONTENT_TYPES = ("application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "")

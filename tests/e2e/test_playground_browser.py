@@ -298,7 +298,7 @@ def test_snippet_python_runs_against_the_api(browser, local_stack) -> None:
     assert json.loads(words[words.index("-d") + 1])["prompt"] == 'it\'s a "quoted" fox'
 
 
-def card(model_id: str, **capabilities: Any) -> dict[str, Any]:
+def card(model_id: str, owned_by: str = "openai", **capabilities: Any) -> dict[str, Any]:
     base = {
         "custom_sizes": None,
         "default_size": "1024x1024",
@@ -309,13 +309,15 @@ def card(model_id: str, **capabilities: Any) -> dict[str, Any]:
         "default_response_format": "b64_json",
         "output_formats": ["png"],
     }
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "openai", "default": False, "capabilities": base | capabilities}
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": owned_by, "default": False, "capabilities": base | capabilities}
 
 
-# Cards as GET /v1/models shows them with OpenAI configured (the local stack serves only `local`).
+# Cards as GET /v1/models shows them with OpenAI and Azure configured (the local stack serves only `local`). OpenAI
+# retired DALL-E 3 on 2026-05-12; an Azure deployment of it is still served, and it is the one model with n fixed at 1.
 OPENAI_CARDS = [
     card(
-        "dall-e-3",
+        "azure/dall-e-3",
+        owned_by="azure",
         sizes=["1024x1024", "1792x1024", "1024x1792"],
         max_n=1,
         max_prompt_chars=4000,
@@ -373,7 +375,7 @@ def form_state(driver: WebDriver) -> dict[str, Any]:
 
 def test_options_follow_the_chosen_model(browser, local_stack, more_models) -> None:
     open_page(browser, local_stack.base_url)
-    fill_form(browser, prompt="a red fox", n="3", response_format="url", model="dall-e-3")
+    fill_form(browser, prompt="a red fox", n="3", response_format="url", model="azure/dall-e-3")
     assert form_state(browser) == {
         "sizes": ["1024x1024", "1792x1024", "1024x1792"],
         "size": "1024x1024",

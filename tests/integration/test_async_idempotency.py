@@ -54,12 +54,12 @@ def sqs(moto_server):
 def test_a_retried_post_gets_the_same_job_and_queues_nothing(job_resources, openai_env, worker_poller, sqs, lambda_context) -> None:
     # Given an async POST with an Idempotency-Key
     key, prompt = f"order-{uuid.uuid4()}", f"a fox {uuid.uuid4()}"
-    status, first, first_headers = call_api(keyed_post(key, prompt=prompt, model="dall-e-2", size="256x256"), lambda_context)
+    status, first, first_headers = call_api(keyed_post(key, prompt=prompt, model="gpt-image-1-mini", size="1024x1024"), lambda_context)
     assert status == 202, first
     assert first_headers["Idempotent-Replayed"] == ["false"]
     assert messages_in(sqs, job_resources.queue_url) == 1
     # When the client retries it (the other spelling of a field is the same request)
-    retry = keyed_post(key, prompt=prompt, model="dall-e-2", size="256x256", responseFormat=None, response_format="url")
+    retry = keyed_post(key, prompt=prompt, model="gpt-image-1-mini", size="1024x1024", responseFormat=None, response_format="url")
     status, again, headers = call_api(retry, lambda_context)
     # Then it gets the same job, at the same Location, and nothing more is queued
     assert status == 202, again
@@ -68,7 +68,7 @@ def test_a_retried_post_gets_the_same_job_and_queues_nothing(job_resources, open
     assert messages_in(sqs, job_resources.queue_url) == 1
     # And once the worker has run it, a retry still answers that job, now succeeded, and the provider billed once
     worker_poller.drain()
-    status, done, _ = call_api(keyed_post(key, prompt=prompt, model="dall-e-2", size="256x256"), lambda_context)
+    status, done, _ = call_api(keyed_post(key, prompt=prompt, model="gpt-image-1-mini", size="1024x1024"), lambda_context)
     assert (status, done["id"], done["status"]) == (202, first["id"], "succeeded")
     assert messages_in(sqs, job_resources.queue_url) == 0
     assert provider_calls(openai_env, prompt) == 1
@@ -121,17 +121,19 @@ def test_a_submit_that_died_before_queueing_is_queued_by_the_retry(job_resources
     with monkeypatch.context() as dying:
         dying.setattr(jobs_module.JobQueue, "send", killed)
         with pytest.raises(Killed):
-            api.lambda_handler(keyed_post(key, prompt=prompt, model="dall-e-2", size="256x256"), FakeLambdaContext(remaining_millis=1500))
+            api.lambda_handler(
+                keyed_post(key, prompt=prompt, model="gpt-image-1-mini", size="1024x1024"), FakeLambdaContext(remaining_millis=1500)
+            )
     assert messages_in(sqs, job_resources.queue_url) == 0
     # When the client retries while that invocation could still be at work, it is told to wait, and nothing is queued
-    status, body, _ = call_api(keyed_post(key, prompt=prompt, model="dall-e-2", size="256x256"), FakeLambdaContext())
+    status, body, _ = call_api(keyed_post(key, prompt=prompt, model="gpt-image-1-mini", size="1024x1024"), FakeLambdaContext())
     assert (status, body["error"]["code"]) == (409, "idempotency_key_in_progress")
     assert messages_in(sqs, job_resources.queue_url) == 0
     # And once that invocation is certainly over, the retry queues the job (once: a second retry queues nothing)
     time.sleep(3.1)
-    status, taken, _ = call_api(keyed_post(key, prompt=prompt, model="dall-e-2", size="256x256"), FakeLambdaContext())
+    status, taken, _ = call_api(keyed_post(key, prompt=prompt, model="gpt-image-1-mini", size="1024x1024"), FakeLambdaContext())
     assert status == 202, taken
-    status, again, headers = call_api(keyed_post(key, prompt=prompt, model="dall-e-2", size="256x256"), FakeLambdaContext())
+    status, again, headers = call_api(keyed_post(key, prompt=prompt, model="gpt-image-1-mini", size="1024x1024"), FakeLambdaContext())
     assert (status, again["id"], headers["Idempotent-Replayed"]) == (202, taken["id"], ["true"])
     assert messages_in(sqs, job_resources.queue_url) == 1
     # And the job runs

@@ -133,9 +133,9 @@ def test_batch_reports_exactly_the_transient_failures(openai_jobs, local_s3, s3,
     good = sqs_record({"id": f"good-{uuid.uuid4().hex[:8]}", "prompt": "a fox", "model": "local", "size": "256x256"})
     invalid = sqs_record({"id": f"bad-{uuid.uuid4().hex[:8]}", "prompt": "a fox", "reponseFormat": "url"})
     not_json = sqs_record("{this is not json")
-    policy = sqs_record({"prompt": "fail:policy", "model": "dall-e-2", "size": "256x256"})
-    transient = sqs_record({"prompt": "fail:500", "model": "dall-e-2", "size": "256x256"})
-    last_try = sqs_record({"prompt": "fail:429", "model": "dall-e-2", "size": "256x256"}, receive_count=3)
+    policy = sqs_record({"prompt": "fail:policy", "model": "gpt-image-1-mini", "size": "1024x1024"})
+    transient = sqs_record({"prompt": "fail:500", "model": "gpt-image-1-mini", "size": "1024x1024"})
+    last_try = sqs_record({"prompt": "fail:429", "model": "gpt-image-1-mini", "size": "1024x1024"}, receive_count=3)
     records = [good, invalid, not_json, policy, transient, last_try]
 
     response = worker.lambda_handler({"Records": records}, lambda_context)
@@ -153,7 +153,7 @@ def test_batch_reports_exactly_the_transient_failures(openai_jobs, local_s3, s3,
 
 
 def test_redelivered_finished_job_is_not_generated_again(openai_jobs, lambda_context) -> None:
-    record = sqs_record({"id": f"once-{uuid.uuid4().hex[:8]}", "prompt": "a fox", "model": "dall-e-2", "size": "256x256"})
+    record = sqs_record({"id": f"once-{uuid.uuid4().hex[:8]}", "prompt": "a fox", "model": "gpt-image-1-mini", "size": "1024x1024"})
     before = len(openai_jobs.requests)
     assert worker.lambda_handler({"Records": [record]}, lambda_context) == {"batchItemFailures": []}
     redelivered = {**record, "attributes": {**record["attributes"], "ApproximateReceiveCount": "2"}}
@@ -200,7 +200,7 @@ def test_a_duplicate_message_is_not_run_while_the_job_runs_but_a_dead_run_is_tak
     table = JobTable(moto_server.client("dynamodb"), job_resources.table, ttl_days=1, clock=lambda: now, run_seconds=300)
     assert table.begin(job_id, created=now) is not None
     # When a second, distinct message for it arrives (an S3 or SQS duplicate)
-    duplicate = sqs_record({"id": job_id, "prompt": prompt, "model": "dall-e-2", "size": "256x256"})
+    duplicate = sqs_record({"id": job_id, "prompt": prompt, "model": "gpt-image-1-mini", "size": "1024x1024"})
     event = json.loads((EVENTS / "sqs.json").read_text())
     event["Records"] = [duplicate]
     # Then it is acknowledged without a provider call
@@ -260,7 +260,9 @@ def test_a_duplicate_notification_is_one_job_and_a_new_write_another(
     key = f"requests/dup-{uuid.uuid4().hex[:6]}.json"
     prompt = f"dup {key}"
     s3.put_object(
-        Bucket=local_s3.bucket, Key=key, Body=json.dumps({"id": "catalog-4711", "prompt": prompt, "model": "dall-e-2", "size": "256x256"})
+        Bucket=local_s3.bucket,
+        Key=key,
+        Body=json.dumps({"id": "catalog-4711", "prompt": prompt, "model": "gpt-image-1-mini", "size": "1024x1024"}),
     )
     event = copy.deepcopy(json.loads((EVENTS / "s3_put.json").read_text()))
     event["Records"][0]["s3"]["bucket"]["name"] = local_s3.bucket
@@ -275,7 +277,7 @@ def test_a_duplicate_notification_is_one_job_and_a_new_write_another(
     s3.put_object(
         Bucket=local_s3.bucket,
         Key=key,
-        Body=json.dumps({"id": "catalog-4711", "prompt": f"{prompt} v2", "model": "dall-e-2", "size": "256x256"}),
+        Body=json.dumps({"id": "catalog-4711", "prompt": f"{prompt} v2", "model": "gpt-image-1-mini", "size": "1024x1024"}),
     )
     event["Records"][0]["s3"]["object"]["sequencer"] = "0055AED6DCD90281F0"
     third = s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]
@@ -285,7 +287,7 @@ def test_a_duplicate_notification_is_one_job_and_a_new_write_another(
     s3.put_object(
         Bucket=local_s3.bucket,
         Key=other_key,
-        Body=json.dumps({"id": "catalog-4711", "prompt": f"{prompt} other", "model": "dall-e-2", "size": "256x256"}),
+        Body=json.dumps({"id": "catalog-4711", "prompt": f"{prompt} other", "model": "gpt-image-1-mini", "size": "1024x1024"}),
     )
     event["Records"][0]["s3"]["object"]["key"] = other_key
     fourth = s3_trigger.lambda_handler(event, lambda_context)["jobs"][other_key]
@@ -312,7 +314,9 @@ def test_a_request_object_failing_transiently_is_retried_by_the_queue(openai_job
     # Given a provider that answers 500 once for this prompt, then works (and no in-call retries)
     key = f"requests/retry-{uuid.uuid4().hex[:6]}.json"
     watcher = s3_watcher(s3, local_s3.bucket, lambda_context)
-    s3.put_object(Bucket=local_s3.bucket, Key=key, Body=json.dumps({"prompt": f"flaky:1:{key}", "model": "dall-e-2", "size": "256x256"}))
+    s3.put_object(
+        Bucket=local_s3.bucket, Key=key, Body=json.dumps({"prompt": f"flaky:1:{key}", "model": "gpt-image-1-mini", "size": "1024x1024"})
+    )
     assert watcher.scan_once() == 1
     # When the worker runs the queue (the message comes back after the visibility timeout)
     worker_poller.drain()
@@ -352,7 +356,7 @@ def test_poller_builds_the_event_lambda_gets() -> None:
 
 def test_a_message_redriven_from_the_dlq_runs_again_but_a_permanent_failure_does_not(openai_jobs, local_s3, s3, lambda_context) -> None:
     job_id = f"redrive-{uuid.uuid4().hex[:8]}"
-    last_try = sqs_record({"id": job_id, "prompt": f"flaky:3:{job_id}", "model": "dall-e-2", "size": "256x256"}, receive_count=3)
+    last_try = sqs_record({"id": job_id, "prompt": f"flaky:3:{job_id}", "model": "gpt-image-1-mini", "size": "1024x1024"}, receive_count=3)
     assert worker.lambda_handler({"Records": [last_try]}, lambda_context)["batchItemFailures"]  # to the DLQ
     assert manifest(s3, local_s3.bucket, f"results/{job_id}.json")["status"] == "failed"
     for attempt in (1, 2, 3):  # redriven: a fresh receive count; the provider recovers on its 4th request
@@ -361,7 +365,7 @@ def test_a_message_redriven_from_the_dlq_runs_again_but_a_permanent_failure_does
     assert manifest(s3, local_s3.bucket, f"results/{job_id}.json")["status"] == "succeeded"
 
     invalid_id = f"perm-{uuid.uuid4().hex[:8]}"
-    invalid = sqs_record({"id": invalid_id, "prompt": "fail:policy", "model": "dall-e-2", "size": "256x256"})
+    invalid = sqs_record({"id": invalid_id, "prompt": "fail:policy", "model": "gpt-image-1-mini", "size": "1024x1024"})
     worker.lambda_handler({"Records": [invalid]}, lambda_context)
     before = len(openai_jobs.requests)
     worker.lambda_handler({"Records": [invalid]}, lambda_context)

@@ -15,7 +15,7 @@ from tests.conftest import load_event
 
 pytestmark = pytest.mark.integration
 
-TOO_BIG = {"model": "gpt-image-1", "size": "1536x1024", "response_format": None}  # b64_json by default, 8 MB at worst
+TOO_BIG = {"model": "gpt-image-1.5", "size": "1536x1024", "response_format": None}  # b64_json by default, 8 MB at worst
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def assert_openai_error(body, status: int, code: str) -> None:
     ],
 )
 def test_provider_fault_has_its_status_and_stores_nothing(openai_env, local_s3, s3, lambda_context, prompt, status, code, tries) -> None:
-    event = load_event("api_generate_url.json", prompt=prompt, model="dall-e-2", size="256x256", n=3)
+    event = load_event("api_generate_url.json", prompt=prompt, model="gpt-image-1-mini", size="1024x1024", n=3)
     request_id = event["requestContext"]["requestId"]
     got, body, response = invoke(lambda_context, event)
     assert got == status, body
@@ -80,7 +80,7 @@ def test_provider_fault_has_its_status_and_stores_nothing(openai_env, local_s3, 
 
 def test_429_with_retry_after_is_waited_out_then_succeeds(openai_env, local_s3, s3, lambda_context) -> None:
     prompt = f"flaky429:1:{time.time_ns()}"
-    event = load_event("api_generate_url.json", prompt=prompt, model="dall-e-2", size="256x256", n=2)
+    event = load_event("api_generate_url.json", prompt=prompt, model="gpt-image-1-mini", size="1024x1024", n=2)
     started = time.monotonic()
     status, body, _ = invoke(lambda_context, event)
     assert status == 200, body
@@ -91,7 +91,7 @@ def test_429_with_retry_after_is_waited_out_then_succeeds(openai_env, local_s3, 
 
 def test_429_that_outlasts_the_deadline_is_passed_on_with_retry_after(openai_env, local_s3, s3, lambda_context) -> None:
     lambda_context.remaining_millis = 5000  # 2.5 s for the provider: one wait of 1 s fits, a second does not
-    event = load_event("api_generate_url.json", prompt="fail:429", model="dall-e-2", size="256x256", n=2)
+    event = load_event("api_generate_url.json", prompt="fail:429", model="gpt-image-1-mini", size="1024x1024", n=2)
     status, body, response = invoke(lambda_context, event)
     assert (status, response["multiValueHeaders"]["Retry-After"]) == (429, ["1"])
     assert_openai_error(body, 429, "rate_limit_exceeded")
@@ -101,7 +101,7 @@ def test_429_that_outlasts_the_deadline_is_passed_on_with_retry_after(openai_env
 
 def test_slow_provider_past_the_deadline_is_504_storing_nothing(openai_env, local_s3, s3, lambda_context) -> None:
     lambda_context.remaining_millis = 4000  # minus the 2.5 s margin: 1.5 s for the provider
-    event = load_event("api_generate_b64.json", prompt="fail:slow", model="dall-e-2", size="256x256", n=2)
+    event = load_event("api_generate_b64.json", prompt="fail:slow", model="gpt-image-1-mini", size="1024x1024", n=1)
     started = time.monotonic()
     status, body, _ = invoke(lambda_context, event)
     assert status == 504 and time.monotonic() - started < 3.0

@@ -25,7 +25,7 @@ def env(job_resources, fake_openai, monkeypatch):
 
 
 def call(lambda_context, key: str | None, authorization: str | None = None, user_arn: str | None = None, **body):
-    event = load_event("api_generate_url.json", **{"model": "dall-e-2", "size": "256x256", "n": 1, "user": None, **body})
+    event = load_event("api_generate_url.json", **{"model": "gpt-image-1-mini", "size": "1024x1024", "n": 1, "user": None, **body})
     for name, value in (("Idempotency-Key", key), ("Authorization", authorization)):
         if value is not None:
             event["headers"][name] = value

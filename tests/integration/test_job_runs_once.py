@@ -48,7 +48,7 @@ def test_a_job_redriven_from_the_dlq_is_not_run_twice_by_a_duplicate(
     # Given a job whose every delivery failed transiently: recorded failed, its message in the dead-letter queue
     job_id = f"redrive-{uuid.uuid4().hex[:8]}"
     prompt = f"flaky:3:{job_id}"  # the provider fails three times, then works
-    body = json.dumps({"id": job_id, "prompt": prompt, "model": "dall-e-2", "size": "256x256"})
+    body = json.dumps({"id": job_id, "prompt": prompt, "model": "gpt-image-1-mini", "size": "1024x1024"})
     sqs.send_message(QueueUrl=job_resources.queue_url, MessageBody=body)
     worker_poller.drain(until=30)
     assert manifest(s3, local_s3.bucket, f"results/{job_id}.json")["status"] == "failed"
@@ -69,7 +69,7 @@ def test_a_redriven_job_runs_once_and_succeeds(no_inline_retries, worker_poller,
     sqs = moto_server.client("sqs")
     job_id = f"redrive-ok-{uuid.uuid4().hex[:8]}"
     prompt = f"flaky:3:{job_id}"
-    body = json.dumps({"id": job_id, "prompt": prompt, "model": "dall-e-2", "size": "256x256"})
+    body = json.dumps({"id": job_id, "prompt": prompt, "model": "gpt-image-1-mini", "size": "1024x1024"})
     sqs.send_message(QueueUrl=job_resources.queue_url, MessageBody=body)
     worker_poller.drain(until=30)
     # Redriven twice over (a redrive, and a duplicate of it): the job runs once more, and succeeds

@@ -39,7 +39,7 @@ def api(openai_env, lambda_context, monkeypatch) -> Iterator[Api]:
 
 
 def generate(api: Api, **options: Any):
-    return api.client.images.generate(**{"model": "dall-e-2", "size": "256x256", **options})
+    return api.client.images.generate(**{"model": "gpt-image-1-mini", "size": "1024x1024", **options})
 
 
 @pytest.mark.parametrize("prompt", ["fail:policy", "fail:moderation"])
@@ -68,10 +68,10 @@ def test_a_transient_failure_is_still_retried_by_the_sdk(api: Api, openai_env) -
 def test_a_b64_answer_that_could_not_fit_is_refused_before_the_provider_bills(api: Api, openai_env) -> None:
     """What SDK users of GPT image models send by default: b64_json. 1536x1024 PNG could reach 8 MB in base64."""
     with pytest.raises(openai.APIStatusError) as caught:
-        api.client.images.generate(model="gpt-image-1", prompt="a fox", size="1536x1024")
+        api.client.images.generate(model="gpt-image-1.5", prompt="a fox", size="1536x1024")
     assert caught.value.status_code == 413
     assert "'url'" in caught.value.message
     assert api.invocations == 1 and openai_env.requests == []
-    answer = api.client.images.generate(model="gpt-image-1", prompt="a fox", size="1536x1024", response_format="url")
+    answer = api.client.images.generate(model="gpt-image-1.5", prompt="a fox", size="1536x1024", response_format="url")
     assert answer.data is not None and answer.data[0].url and answer.data[0].b64_json is None
     assert len(openai_env.requests) == 1

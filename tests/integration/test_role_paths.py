@@ -94,7 +94,7 @@ def openai_key_in_secrets_manager(aws_config: Any, local_s3: Any, fake_openai: A
 
 
 def test_the_api_sends_the_openai_key_it_read_from_secrets_manager(openai_key_in_secrets_manager, fake_openai, lambda_context) -> None:
-    status, body = call_api(load_event("api_generate_b64.json", prompt="a fox", model="dall-e-3", size="1024x1024"), lambda_context)
+    status, body = call_api(load_event("api_generate_b64.json", prompt="a fox", model="gpt-image-1.5", size="1024x1024"), lambda_context)
 
     assert status == 200, body
     (sent,) = fake_openai.requests
@@ -104,7 +104,7 @@ def test_the_api_sends_the_openai_key_it_read_from_secrets_manager(openai_key_in
 def test_the_worker_sends_the_openai_key_it_read_from_secrets_manager(
     openai_key_in_secrets_manager, job_resources, worker_poller, fake_openai, lambda_context
 ) -> None:
-    done = run_job(async_event(prompt="a queued fox", model="dall-e-2", size="256x256"), worker_poller, lambda_context)
+    done = run_job(async_event(prompt="a queued fox", model="gpt-image-1-mini", size="1024x1024"), worker_poller, lambda_context)
 
     assert done["status"] == "succeeded", done
     (sent,) = fake_openai.requests

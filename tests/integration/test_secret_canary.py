@@ -114,11 +114,15 @@ def test_the_provider_key_reaches_the_provider_and_nothing_else(
 
     # Given synchronous generations: both answer formats, every provider failure, a request we refuse ourselves
     for response_format in ("url", "b64_json"):
-        event = _generate_event(prompt="a canary fox", model="dall-e-3", size="1024x1024", response_format=response_format)
+        event = _generate_event(prompt="a canary fox", model="gpt-image-1.5", size="1024x1024", response_format=response_format)
         status, answer = _call_api(event, lambda_context, responses)
         assert status == 200, answer
     for prompt in PROVIDER_FAILURES:
-        status, answer = _call_api(_generate_event(prompt=prompt, model="dall-e-2", response_format="b64_json"), lambda_context, responses)
+        status, answer = _call_api(
+            _generate_event(prompt=prompt, model="gpt-image-1-mini", size="1024x1024", response_format="b64_json"),
+            lambda_context,
+            responses,
+        )
         assert (status == 200) == prompt.startswith("flaky:"), (prompt, status, answer)
     _call_api(load_event("api_generate_invalid.json"), lambda_context, responses)
     for name in ("api_models.json", "api_health.json"):
@@ -127,7 +131,7 @@ def test_the_provider_key_reaches_the_provider_and_nothing_else(
     # And asynchronous jobs through the queue and the worker, one good, one refused by the provider (401)
     job_ids = []
     for prompt in ("a canary owl", "fail:401"):
-        event = _generate_event(prompt=prompt, model="dall-e-2", size="256x256")
+        event = _generate_event(prompt=prompt, model="gpt-image-1-mini", size="1024x1024")
         event["headers"]["Prefer"] = "respond-async"
         event["multiValueHeaders"]["Prefer"] = ["respond-async"]
         status, accepted = _call_api(event, lambda_context, responses)
@@ -141,7 +145,7 @@ def test_the_provider_key_reaches_the_provider_and_nothing_else(
     batch = f"canary-{uuid.uuid4().hex[:8]}"
     for name, prompt in (("good.json", "a canary heron"), ("refused.json", "fail:401")):
         key = f"requests/{batch}/{name}"
-        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({"prompt": prompt, "model": "dall-e-2", "size": "256x256"}))
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({"prompt": prompt, "model": "gpt-image-1-mini", "size": "1024x1024"}))
         s3_trigger.lambda_handler(_s3_event(bucket, key), lambda_context)
     worker_poller.drain()
     manifests = [

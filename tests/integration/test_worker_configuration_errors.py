@@ -47,10 +47,10 @@ def manifest(s3, bucket: str, record: dict) -> dict:
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        ({"prompt": "fail:401", "model": "dall-e-2", "size": "256x256"}, "provider_auth_failed"),
-        ({"prompt": "fail:403", "model": "dall-e-2", "size": "256x256"}, "provider_auth_failed"),
-        ({"prompt": "fail:404", "model": "dall-e-2", "size": "256x256"}, "provider_model_unavailable"),
-        ({"prompt": "fail:quota", "model": "dall-e-2", "size": "256x256"}, "provider_quota_exceeded"),
+        ({"prompt": "fail:401", "model": "gpt-image-1-mini", "size": "1024x1024"}, "provider_auth_failed"),
+        ({"prompt": "fail:403", "model": "gpt-image-1-mini", "size": "1024x1024"}, "provider_auth_failed"),
+        ({"prompt": "fail:404", "model": "gpt-image-1-mini", "size": "1024x1024"}, "provider_model_unavailable"),
+        ({"prompt": "fail:quota", "model": "gpt-image-1-mini", "size": "1024x1024"}, "provider_quota_exceeded"),
         ({"prompt": "fail:AccessDeniedException", "model": "amazon.titan-image-generator-v2:0", "size": "512x512"}, "provider_auth_failed"),
         ({"prompt": "a fox", "model": "amazon.nova-canvas-v1:0", "size": "512x512"}, "provider_inference_profile_required"),
     ],
@@ -58,7 +58,7 @@ def manifest(s3, bucket: str, record: dict) -> dict:
 def test_what_no_retry_can_fix_fails_the_job_at_once(providers, local_s3, s3, lambda_context, body, code) -> None:
     _, fake_bedrock = providers
     fake_bedrock.profile_only.add("amazon.nova-canvas-v1:0")  # Bedrock refuses its bare id
-    transient = sqs_record({"prompt": "fail:500", "model": "dall-e-2", "size": "256x256"})
+    transient = sqs_record({"prompt": "fail:500", "model": "gpt-image-1-mini", "size": "1024x1024"})
     permanent = sqs_record(body)
 
     response = worker.lambda_handler({"Records": [permanent, transient]}, lambda_context)

@@ -87,7 +87,7 @@ def receive_counts_by_job(log: dict[str, list[int]]):
 def send_slow_then_fast(sqs, queue_url: str, run: str, fast: int = 3) -> tuple[str, list[str]]:
     slow = f"slow-{run}"
     sqs.send_message(
-        QueueUrl=queue_url, MessageBody=json.dumps({"id": slow, "prompt": "fail:slow", "model": "dall-e-2", "size": "256x256"})
+        QueueUrl=queue_url, MessageBody=json.dumps({"id": slow, "prompt": "fail:slow", "model": "gpt-image-1-mini", "size": "1024x1024"})
     )
     fast_ids = [f"fast-{run}-{index}" for index in range(fast)]
     for job_id in fast_ids:
@@ -222,7 +222,7 @@ def test_a_429_with_retry_after_comes_back_after_that_delay(rate_limited, job_re
     sqs.set_queue_attributes(QueueUrl=job_resources.queue_url, Attributes={"VisibilityTimeout": "600"})
     job_id = f"limited-{uuid.uuid4().hex[:8]}"
     # When the worker runs the message, it reports it failed
-    message, response = deliver(job_resources, moto_server, lambda_context, {"id": job_id, "prompt": "a fox", "model": "dall-e-2"})
+    message, response = deliver(job_resources, moto_server, lambda_context, {"id": job_id, "prompt": "a fox", "model": "gpt-image-1-mini"})
     handed_back = time.time()
     assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
     # Then the message is not visible before the delay
@@ -239,7 +239,7 @@ def test_a_429_with_retry_after_20_is_due_in_20_seconds(rate_limited, job_resour
     rate_limited.retry_after = "20"
     job_id = f"limited-{uuid.uuid4().hex[:8]}"
     before = time.time()
-    message, response = deliver(job_resources, moto_server, lambda_context, {"id": job_id, "prompt": "a fox", "model": "dall-e-2"})
+    message, response = deliver(job_resources, moto_server, lambda_context, {"id": job_id, "prompt": "a fox", "model": "gpt-image-1-mini"})
     after = time.time()
     assert response["batchItemFailures"] == [{"itemIdentifier": message["MessageId"]}]
     due = moto_visible_at(moto_server, job_resources.queue_url, message["MessageId"])

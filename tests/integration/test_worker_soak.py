@@ -28,7 +28,7 @@ def body(index: int, run: str) -> dict:
     prompts = {"ok": f"soak {index}", "flaky1": f"flaky:1:{job_id}", "flaky2": f"flaky:2:{job_id}", "dead": f"flaky:99:{job_id}"}
     if kind_of(index) == "invalid":
         return {"id": job_id, "prompt": "x", "reponseFormat": "url"}
-    return {"id": job_id, "prompt": prompts[kind_of(index)], "model": "dall-e-2", "size": "256x256"}
+    return {"id": job_id, "prompt": prompts[kind_of(index)], "model": "gpt-image-1-mini", "size": "1024x1024"}
 
 
 def test_every_message_is_accounted_for_once(job_resources, moto_server, fake_openai, local_s3, s3, lambda_context, monkeypatch) -> None:
