@@ -4,15 +4,18 @@ client never sees a stack trace or a key, and nothing of the failed request stay
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import time
+import urllib.request
 
 import httpx
 import pytest
 from PIL import Image as PILImage
 
 from functions.api import app
+from imagegen.storage import ImageStore, StoredObject, image_key
 from tests.conftest import load_event
 from tests.fakes.s3_fault_proxy import S3FaultProxy
 
@@ -213,3 +216,23 @@ def test_a_write_stored_but_answered_after_the_give_up_is_deleted(faulty_s3, loc
     assert [entry[2] for entry in faulty_s3.requests("PUT", rf"/{request_id}/0\.png")] == [200]  # S3 had stored it
     time.sleep(0.5)
     assert stored_for(s3, local_s3.bucket, request_id) == []
+
+
+# --- what S3 serves back: an SVG may carry script -----------------------------------------------------------------
+# Opened from a presigned URL it must download, not render on the bucket's origin. S3 answers a GET with the
+# Content-Disposition stored with the object, so SVGs are stored as attachments.
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>'
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def test_a_presigned_svg_downloads_and_a_png_still_shows(s3_server) -> None:
+    store = ImageStore(s3_server.client(), s3_server.bucket)
+    now = dt.datetime.now(dt.UTC)
+    svg, png = image_key("svg-attachment", 0, "svg", now), image_key("svg-attachment", 1, "png", now)
+    store.put_all([StoredObject(svg, SVG, "image/svg+xml"), StoredObject(png, PNG, "image/png")], {"model": "gpt-image-2"})
+    with urllib.request.urlopen(store.presign(svg, 60)) as fetched:
+        assert (fetched.headers["Content-Type"], fetched.headers["Content-Disposition"]) == ("image/svg+xml", "attachment")
+        assert fetched.read() == SVG
+    with urllib.request.urlopen(store.presign(png, 60)) as fetched:
+        assert fetched.headers["Content-Type"] == "image/png" and fetched.headers["Content-Disposition"] is None

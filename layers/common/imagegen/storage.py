@@ -10,7 +10,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+# An SVG is a document that may carry script. Opened from a presigned URL, a browser would render it, and run that
+# script, on the bucket's origin; stored as an attachment it is downloaded instead (an <img> still shows it, and
+# images never run script).
+_ATTACHMENT_TYPES = frozenset({"image/svg+xml"})
+
+
+class _Disposition(TypedDict, total=False):
+    ContentDisposition: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,7 @@ class ImageStore:
             ) from failures[0]
 
     def _put(self, obj: StoredObject, metadata: Mapping[str, str], abandoned: threading.Event) -> None:
+        disposition: _Disposition = {"ContentDisposition": "attachment"} if obj.content_type in _ATTACHMENT_TYPES else {}
         self._client.put_object(
             Bucket=self._bucket,
             Key=obj.key,
@@ -113,6 +122,7 @@ class ImageStore:
             ContentType=obj.content_type,
             ServerSideEncryption="AES256",
             Metadata=dict(metadata),
+            **disposition,
         )
 
     def _abandon(self, objects: Sequence[StoredObject], futures: Sequence[Future[None]], abandoned: threading.Event) -> None:
