@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.premade import PremadeProvider, noise_png
 from imagegen.deadline import Deadline
-from imagegen.models import GenerationPlan
+from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ImageProvider, ProviderResult
 from imagegen.providers.local import LocalProvider, draw
 

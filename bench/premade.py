@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from imagegen.deadline import Deadline
-from imagegen.models import GenerationPlan
+from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
 from imagegen.providers.local import encode_png
 

@@ -758,7 +758,7 @@ def _bedrock_statements(document: dict[str, Any], function: str) -> list[dict[st
 
 
 def test_bedrock_grants_exactly_the_served_models_and_inference_profiles(template: dict[str, Any]) -> None:
-    from imagegen.models import BEDROCK_MODELS
+    from imagegen.specs import catalog
 
     # Given the deployment serving BEDROCK_DEPLOYMENT: the code gets both lists as one
     document = sam_transform(template, BEDROCK_DEPLOYMENT)
@@ -779,7 +779,7 @@ def test_bedrock_grants_exactly_the_served_models_and_inference_profiles(templat
                 assert any(_arn_like(pattern, resource) for _, resource, _ in allowed), (name, pattern)
 
     # And every Bedrock model the code knows can be served either way, alone or together
-    for spec in BEDROCK_MODELS:
+    for spec in catalog().of("bedrock"):
         document = sam_transform(template, {"BedrockModels": spec.id, "BedrockInferenceProfiles": f"eu.{spec.id}"})
         policy = _role_policy(document, "WorkerFunction")
         eu = _profile(f"eu.{spec.id}")

@@ -7,10 +7,11 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from imagegen.models import azure_models, build_registry
 from imagegen.options import ImageGenerationRequest
 from imagegen.providers.openai import azure_endpoint, build_request_body, openai_endpoint
+from imagegen.registry import build_registry
 from imagegen.settings import AZURE_OPENAI_DEFAULT_API_VERSION, Settings
+from imagegen.specs import azure_models
 
 REGISTRY = build_registry(openai_enabled=False, default_model=None, azure_deployments={"dall-e-3": "my dalle/3", "gpt-image-1": "img"})
 

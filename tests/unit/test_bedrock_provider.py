@@ -20,10 +20,11 @@ from imagegen.errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from imagegen.models import STABILITY_SIZES, build_registry
 from imagegen.options import ImageGenerationRequest
 from imagegen.providers.bedrock import BedrockProvider, amazon_body, aspect_ratio, client_error, stability_body, transport_error
 from imagegen.providers.local import draw
+from imagegen.registry import build_registry
+from imagegen.specs import catalog
 
 REGISTRY = build_registry(openai_enabled=False, default_model=None, bedrock_enabled=True)
 NOVA, TITAN, CORE = "amazon.nova-canvas-v1:0", "amazon.titan-image-generator-v2:0", "stability.stable-image-core-v1:1"
@@ -58,7 +59,7 @@ def test_stability_body_golden() -> None:
 
 
 def test_every_stability_size_is_exactly_an_aspect_ratio() -> None:
-    ratios = {aspect_ratio(*map(int, size.split("x"))) for size in STABILITY_SIZES}
+    ratios = {aspect_ratio(*map(int, size.split("x"))) for size in catalog()["stability.sd3-5-large-v1:0"].sizes}
     assert ratios == {"1:1", "16:9", "9:16", "3:2", "2:3", "4:5", "5:4", "21:9", "9:21"}
 
 

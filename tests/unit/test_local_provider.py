@@ -7,9 +7,9 @@ import io
 from PIL import Image as PILImage
 
 from imagegen.deadline import Deadline
-from imagegen.models import build_registry
 from imagegen.options import ImageGenerationRequest
 from imagegen.providers.local import LocalProvider, draw
+from imagegen.registry import build_registry
 
 
 def test_same_prompt_size_and_seed_give_the_same_bytes() -> None:

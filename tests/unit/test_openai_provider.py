@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from imagegen import errors
-from imagegen.models import build_registry
 from imagegen.options import ImageGenerationRequest
 from imagegen.providers.openai import build_request_body, parse_images, retry_delay, status_error
+from imagegen.registry import build_registry
 
 REGISTRY = build_registry(openai_enabled=True, default_model=None, azure_deployments={"dall-e-3": "dall-e-3"})
 

@@ -15,19 +15,12 @@ from functools import cache
 import pytest
 from PIL import Image, ImageFile
 
-from imagegen.models import (
-    CATALOG,
-    IMAGE_OVERHEAD_BYTES,
-    LOCAL_MODEL,
-    OPAQUE_BYTES_PER_PIXEL,
-    TRANSPARENT_BYTES_PER_PIXEL,
-    ModelSpec,
-    build_registry,
-)
 from imagegen.options import ImageGenerationRequest, OutputFormat
 from imagegen.providers.local import draw
+from imagegen.registry import build_registry
 from imagegen.service import b64_answer_bytes
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT
+from imagegen.specs import IMAGE_OVERHEAD_BYTES, OPAQUE_BYTES_PER_PIXEL, TRANSPARENT_BYTES_PER_PIXEL, ModelSpec, catalog
 
 SIZES = ((64, 64), (256, 256), (320, 192), (1024, 1024))
 
@@ -83,7 +76,7 @@ def _answers_rgba(spec: ModelSpec) -> bool:
     return "transparent" in spec.backgrounds
 
 
-@pytest.mark.parametrize("spec", [spec for spec in CATALOG.values() if spec.provider != "local"], ids=lambda spec: spec.id)
+@pytest.mark.parametrize("spec", [spec for spec in catalog().specs if spec.provider != "local"], ids=lambda spec: spec.id)
 def test_every_models_bound_holds_for_noise_in_each_format_it_answers(spec: ModelSpec) -> None:
     mode = "RGBA" if _answers_rgba(spec) else "RGB"
     for image_format in dict.fromkeys((*spec.output_formats, spec.native_format)):
@@ -107,7 +100,7 @@ def _prompts(count: int) -> list[str]:
     return ["", "a fox", *("".join(rng.choices(string.printable, k=rng.randint(1, 200))) for _ in range(count))]
 
 
-@pytest.mark.parametrize("size", list(LOCAL_MODEL.sizes))
+@pytest.mark.parametrize("size", list(catalog()["local"].sizes))
 def test_local_output_fits_its_bound_for_every_size(size: str) -> None:
     registry = build_registry(openai_enabled=False, default_model=None)
     plan = registry.plan(ImageGenerationRequest(prompt="x", model="local", size=size))
@@ -155,7 +148,7 @@ def test_stability_is_planned_at_its_own_resolution_not_the_size_asked() -> None
 
 
 def test_a_model_drawing_transparent_backgrounds_cannot_be_given_rgb_bounds() -> None:
-    spec = CATALOG["gpt-image-1.5"]
+    spec = catalog()["gpt-image-1.5"]
     with pytest.raises(ValueError, match="must be RGBA's"):
         ModelSpec.model_validate({**spec.model_dump(), "bytes_per_pixel": OPAQUE_BYTES_PER_PIXEL})
     with pytest.raises(ValueError, match="no worst-case bytes per pixel for \\['webp'\\]"):
