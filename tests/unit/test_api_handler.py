@@ -65,7 +65,7 @@ def test_malformed_bodies_are_400_with_openai_error_shape(lambda_context, body, 
 
 
 def test_unknown_model_is_404(lambda_context) -> None:
-    status, payload, _ = invoke(load_event("api_generate_url.json", model="dall-e-3"), lambda_context)
+    status, payload, _ = invoke(load_event("api_generate_url.json", model="gpt-image-2.5-sunburst"), lambda_context)
     assert status == 404
     assert payload["error"]["code"] == "model_not_found"
 

@@ -94,6 +94,20 @@ def test_a_retired_model_is_404_model_retired_naming_the_day_and_the_successor(m
     assert day_before.plan(ImageGenerationRequest(prompt="x", model=model_id)).model.id == model_id
 
 
+def test_a_retired_model_is_named_retired_even_where_its_provider_is_not_served() -> None:
+    # A deployment without OpenAI (make local's): dall-e-3 is not "unknown", it is gone, and the answer says so
+    registry = ModelRegistry([catalog()["local"]], "local", today=lambda: TODAY)
+    with pytest.raises(ModelNotFoundError) as caught:
+        registry.plan(ImageGenerationRequest.model_validate({"prompt": "a fox", "model": "dall-e-3"}))
+    assert (caught.value.code, caught.value.param) == ("model_retired", "model")
+    assert "retired on 2026-05-12" in caught.value.message
+    # A model the catalog does not know, or one that is current but not served here, is still not found
+    for model_id in ("dall-e-9", "gpt-image-2.5-sunburst"):
+        with pytest.raises(ModelNotFoundError) as caught:
+            registry.plan(ImageGenerationRequest.model_validate({"prompt": "a fox", "model": model_id}))
+        assert caught.value.code == "model_not_found"
+
+
 def test_a_retired_model_cannot_be_the_default() -> None:
     with pytest.raises(ValueError, match="retired"):
         ModelRegistry([_retired("dall-e-3", dt.date(2026, 5, 12))], "dall-e-3", today=lambda: TODAY)

@@ -156,7 +156,7 @@ def test_auto_size_draws_the_models_auto_size() -> None:
 def test_unknown_model_is_404_listing_what_is_served() -> None:
     registry = build_registry(openai_enabled=False, default_model=None)
     with pytest.raises(ModelNotFoundError) as caught:
-        registry.plan(ImageGenerationRequest(prompt="x", model="dall-e-3"))
+        registry.plan(ImageGenerationRequest(prompt="x", model="gpt-image-2.5-sunburst"))
     assert caught.value.status_code == 404
     assert caught.value.param == "model"
     assert "'local'" in caught.value.message

@@ -40,6 +40,8 @@ class ModelRegistry:
 
     def get(self, model_id: str) -> ModelSpec:
         spec = self._models.get(model_id)
+        if spec is None and (known := catalog_spec(model_id)) is not None and known.retired(self._today()):
+            spec = known  # retired everywhere: say so, whichever providers this deployment serves
         if spec is None:
             raise ModelNotFoundError(
                 f"The model '{model_id}' does not exist or is not served by this deployment. "
