@@ -14,6 +14,7 @@ from botocore.config import Config
 from pydantic import SecretStr
 
 from imagegen.settings import get_settings
+from imagegen.storage import MAX_WORKERS
 
 if TYPE_CHECKING:
     from botocore.loaders import Loader
@@ -76,7 +77,8 @@ def s3_client() -> S3Client:
 
 
 def _s3_config(addressing: Config) -> Config:
-    return S3_TIMEOUTS.merge(Config(signature_version="s3v4", max_pool_connections=16)).merge(addressing)
+    # One connection for each thread ImageStore writes with: a thread beyond the pool would open and drop its own.
+    return S3_TIMEOUTS.merge(Config(signature_version="s3v4", max_pool_connections=MAX_WORKERS)).merge(addressing)
 
 
 def _is_local_endpoint(endpoint_url: str) -> bool:
