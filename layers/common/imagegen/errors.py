@@ -174,13 +174,14 @@ class InternalError(ImageGenError):
 @cache
 def _canonical_names() -> dict[str, str]:
     """Every accepted spelling of a request field -> its OpenAI name (``responseFormat`` -> ``response_format``)."""
-    from imagegen.options import ImageGenerationRequest
+    from imagegen.options import ImageEditRequest, ImageGenerationRequest, ImageVariationRequest
 
     names = {}
-    for name, field in ImageGenerationRequest.model_fields.items():
-        names[name] = name
-        for choice in getattr(field.validation_alias, "choices", ()):
-            names[str(choice)] = name
+    for model in (ImageGenerationRequest, ImageEditRequest, ImageVariationRequest):
+        for name, field in model.model_fields.items():
+            names[name] = name
+            for choice in getattr(field.validation_alias, "choices", ()):
+                names[str(choice)] = name
     return names
 
 
@@ -196,10 +197,12 @@ def invalid_request_from(errors: Sequence[Any]) -> InvalidRequestError:
         else:
             message = "The request body must be a JSON object with at least a 'prompt'."
         return InvalidRequestError(message, code="invalid_json")
-    sent = location[0]
+    # A nested field is named by its path, as OpenAI does: "images[0].image_url", "svg.model".
+    nested = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location[1:])
+    sent = f"{location[0]}{nested}"
     if kind == "extra_forbidden":
         return InvalidRequestError(f"Unknown parameter: '{sent}'.", param=sent, code="unknown_parameter")
-    param = _canonical_names().get(sent, sent)
+    param = _canonical_names().get(location[0], location[0]) + nested
     if kind == "missing":
         return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     detail = str(first.get("msg", "invalid value")).removeprefix("Value error, ")

@@ -1,7 +1,9 @@
-"""Wire models: the image-generation options (seed camelCase and OpenAI snake_case) and the OpenAI response.
+"""Wire models: the options of a generation, an edit and a variation (seed camelCase and OpenAI snake_case), the
+references to input images, and the OpenAI response.
 
-Field names and literal sets follow openai-python ``types/image_generate_params.py`` and ``types/images_response.py``.
-The per-model rules live in :mod:`imagegen.planning`; this module only checks what holds for every model.
+Field names and literal sets follow openai-python ``types/image_generate_params.py``, ``image_edit_params.py``,
+``image_create_variation_params.py`` and ``images_response.py``. The per-model rules live in :mod:`imagegen.planning`;
+this module only checks what holds for every model.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import (
     StringConstraints,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 Quality = Literal["standard", "hd", "low", "medium", "high", "xhigh", "max", "auto"]
@@ -35,6 +38,7 @@ SvgEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 PROMPT_MAX_CHARS = 32_000
 # Sizes are "auto" or WIDTHxHEIGHT; which ones a model takes is the registry's decision.
 SIZE_PATTERN = re.compile(r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SvgReasoning(BaseModel):
@@ -52,8 +56,8 @@ class SvgOptions(BaseModel):
     reasoning: SvgReasoning | None = None
 
 
-class ImageGenerationRequest(BaseModel):
-    """``POST /v1/images/generations``. Unknown fields are refused, so a typo never turns into a default."""
+class ImageOptions(BaseModel):
+    """What a generation and an edit share. Unknown fields are refused, so a typo never turns into a default."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -63,18 +67,17 @@ class ImageGenerationRequest(BaseModel):
     model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="Model id from GET /v1/models; default: the deployment's DEFAULT_MODEL."
     )
-    n: Annotated[StrictInt, Field(ge=1, le=10)] | None = Field(default=None, description="How many images (1-10; dall-e-3: 1). Default 1.")
+    n: Annotated[StrictInt, Field(ge=1, le=10)] | None = Field(default=None, description="How many images (1-10, per model). Default 1.")
     quality: Quality | None = Field(
         default=None,
-        description="standard|hd (DALL-E; mapped to medium|high for GPT image models) or low|medium|high|auto.",
+        description="low|medium|high|auto (xhigh|max on 2.5 models); standard|hd map to medium|high on GPT image models.",
     )
     response_format: ResponseFormat | None = Field(
         default=None,
         validation_alias=AliasChoices("response_format", "responseFormat"),
-        description="url (presigned S3 GET, default for DALL-E) or b64_json (default for GPT image models).",
+        description="url (presigned S3 GET) or b64_json (the default of GPT image models).",
     )
-    size: str | None = Field(default=None, description="WIDTHxHEIGHT or auto; the sizes depend on the model. Default 1024x1024.")
-    style: Style | None = Field(default=None, description="vivid|natural (dall-e-3 only).")
+    size: str | None = Field(default=None, description="WIDTHxHEIGHT or auto; the sizes depend on the model.")
     user: Annotated[str, StringConstraints(max_length=256)] | None = Field(
         default=None, description="Deprecated for safety_identifier, used when that is omitted or empty; never used for auth."
     )
@@ -107,7 +110,6 @@ class ImageGenerationRequest(BaseModel):
         description="0-100, jpeg/webp output of GPT image models.",
     )
     background: Background | None = Field(default=None, description="GPT image models; transparent needs png/webp.")
-    moderation: Moderation | None = Field(default=None, description="GPT image models.")
 
     @field_validator("prompt")
     @classmethod
@@ -119,9 +121,97 @@ class ImageGenerationRequest(BaseModel):
     @field_validator("size")
     @classmethod
     def _size_shape(cls, size: str | None) -> str | None:
-        if size is not None and not SIZE_PATTERN.match(size):
-            raise ValueError("expected 'auto' or WIDTHxHEIGHT, for example '1024x1024'")
-        return size
+        return check_size_shape(size)
+
+
+def check_size_shape(size: str | None) -> str | None:
+    if size is not None and not SIZE_PATTERN.match(size):
+        raise ValueError("expected 'auto' or WIDTHxHEIGHT, for example '1024x1024'")
+    return size
+
+
+class ImageGenerationRequest(ImageOptions):
+    """``POST /v1/images/generations``."""
+
+    style: Style | None = Field(default=None, description="vivid|natural (models that take it).")
+    moderation: Moderation | None = Field(default=None, description="GPT image models.")
+
+
+# Up to 16 input images (openai-python image_edit_params.py); how many a model takes is the catalog's.
+MAX_INPUT_IMAGES = 16
+INPUTS_PREFIX = "inputs/"
+
+
+class ImageReference(BaseModel):
+    """An input image in a JSON request: ``{"image_url": "https://..." | "data:image/png;base64,..."}``, or OpenAI's
+    ``{"file_id": ...}`` (refused: this deployment has no Files API), or ``{"key": "inputs/..."}``, an object of this
+    deployment's bucket (queue messages, request objects and jobs only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_url: Annotated[str, StringConstraints(min_length=1, max_length=70_000_000)] | None = None
+    file_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    key: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageReference:
+        given = [name for name in ("image_url", "file_id", "key") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'image_url' or 'file_id'")
+        if self.key is not None and (not self.key.startswith(INPUTS_PREFIX) or ".." in self.key.split("/") or _CONTROL.search(self.key)):
+            raise ValueError(f"a 'key' must name an object under '{INPUTS_PREFIX}' (no '..' segment, no control character)")
+        return self
+
+
+class ImageEditOptions(ImageOptions):
+    """The options of ``POST /v1/images/edits`` (the text fields of its multipart form)."""
+
+    input_fidelity: Literal["high", "low"] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("input_fidelity", "inputFidelity"),
+        description="How closely to keep the input's features (models that take it).",
+    )
+
+
+class ImageEditRequest(ImageEditOptions):
+    """``POST /v1/images/edits`` as JSON: the images by reference."""
+
+    images: Annotated[list[ImageReference], Field(min_length=1, max_length=MAX_INPUT_IMAGES)] = Field(
+        description="The images to edit (1-16, per model): image_url (https or data:), or file_id (not supported here)."
+    )
+    mask: ImageReference | None = Field(
+        default=None, description="A PNG whose fully transparent pixels mark where the first image is edited; its size."
+    )
+    markup: ImageReference | None = Field(
+        default=None, description="A transparent PNG overlaid on the first image to guide the edit (models that take it; not with mask)."
+    )
+
+
+class ImageVariationOptions(BaseModel):
+    """The options of ``POST /v1/images/variations`` (the text fields of its multipart form)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="A model that makes variations (GET /v1/models); default: the deployment's first that does."
+    )
+    n: Annotated[StrictInt, Field(ge=1, le=10)] | None = Field(default=None, description="How many variations (1-10, per model).")
+    response_format: ResponseFormat | None = Field(
+        default=None, validation_alias=AliasChoices("response_format", "responseFormat"), description="url (default) or b64_json."
+    )
+    size: str | None = Field(default=None, description="WIDTHxHEIGHT or auto; the sizes depend on the model.")
+    user: Annotated[str, StringConstraints(max_length=256)] | None = Field(default=None, description="The end user, for abuse monitoring.")
+
+    @field_validator("size")
+    @classmethod
+    def _size_shape(cls, size: str | None) -> str | None:
+        return check_size_shape(size)
+
+
+class ImageVariationRequest(ImageVariationOptions):
+    """``POST /v1/images/variations`` as JSON: the image by reference."""
+
+    image: ImageReference = Field(description="The image to vary: image_url (https or data:).")
 
 
 class Usage(BaseModel):
@@ -180,7 +270,6 @@ class ErrorResponse(BaseModel):
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 RESULTS_PREFIX = "results/"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def validate_result_key(key: str) -> str:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal
 
-from imagegen.errors import ModelNotFoundError
+from imagegen.errors import InvalidRequestError, ModelNotFoundError
 from imagegen.options import ImageGenerationRequest
 from imagegen.planning import GenerationPlan, allowed, plan
 from imagegen.registry_document import RegistryDocument
@@ -59,6 +60,27 @@ class ModelRegistry:
 
     def plan(self, request: ImageGenerationRequest) -> GenerationPlan:
         return plan(self.get(request.model or self.default_model), request)
+
+    def for_inputs(self, model_id: str | None, operation: Literal["edit", "variation"]) -> ModelSpec:
+        """The model of an edit or a variation: the one named (which must take that operation), else the default
+        model when it does, else the first served model that does."""
+        able = [spec for spec in self.models if (spec.edits if operation == "edit" else spec.variations) is not None]
+        endpoint = "/v1/images/edits" if operation == "edit" else "/v1/images/variations"
+        served = f"models that do here: {allowed(spec.id for spec in able)}" if able else "no model of this deployment does"
+        if model_id is None:
+            default = self._models[self.default_model]
+            if default in able:
+                return default
+            if not able:
+                raise InvalidRequestError(f"This deployment serves no model for {endpoint}.", param="model", code="unsupported_operation")
+            return able[0]
+        spec = self.get(model_id)
+        if spec not in able:
+            what = "edit images" if operation == "edit" else "make variations"
+            raise InvalidRequestError(
+                f"The model '{model_id}' does not {what} ({endpoint}); {served}.", param="model", code="unsupported_operation"
+            )
+        return spec
 
 
 def _bedrock_models(ids: Sequence[str]) -> tuple[ModelSpec, ...]:

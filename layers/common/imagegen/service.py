@@ -1,4 +1,5 @@
-"""generate(options) -> response: plan -> provider -> S3 -> presigned URL or base64. No event or HTTP concerns here."""
+"""generate / edit / vary -> response: plan (inputs read and checked) -> inputs to S3 -> provider -> images to S3
+-> presigned URL or base64. No event or HTTP concerns here."""
 
 from __future__ import annotations
 
@@ -14,9 +15,19 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from imagegen.deadline import Deadline
 from imagegen.errors import ImageGenError, PayloadTooLargeError, ProviderError
+from imagegen.inputs import EditSources, InputReader, input_objects
 from imagegen.observability import logger, metrics
-from imagegen.options import Image, ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
-from imagegen.planning import GenerationPlan
+from imagegen.options import (
+    Image,
+    ImageEditOptions,
+    ImageGenerationRequest,
+    ImagesResponse,
+    ImageVariationOptions,
+    ResponseFormat,
+    StoredImage,
+    Usage,
+)
+from imagegen.planning import GenerationPlan, check_input_count, plan_edit, plan_variation
 from imagegen.providers import ImageProvider, ProviderResult, get_provider
 from imagegen.registry import ModelRegistry
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
@@ -83,6 +94,8 @@ class Generation:
     objects: tuple[StoredObject, ...]
     images: tuple[StoredImage, ...]
     usage: Usage | None
+    # Edits and variations: where their input images are stored (images, then mask, then markup).
+    input_keys: tuple[str, ...] = ()
 
 
 @dataclass
@@ -103,6 +116,41 @@ class ImageService:
     ) -> ImagesResponse:
         """Validate ``request`` for its model, generate, store every image, and answer as it asked."""
         generation = self.produce(request, request_id=request_id, deadline=deadline, max_response_bytes=max_response_bytes)
+        return self.respond(generation, max_response_bytes=max_response_bytes)
+
+    def edit(
+        self,
+        options: ImageEditOptions,
+        sources: EditSources,
+        *,
+        request_id: str,
+        deadline: Deadline,
+        json_form: bool = False,
+        max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
+    ) -> ImagesResponse:
+        """Read and check the input images, store them under inputs/, edit, store every image, and answer."""
+        plan = self.plan_inputs(options, sources, deadline=deadline, json_form=json_form, max_response_bytes=max_response_bytes)
+        return self.respond(
+            self.run(plan, request_id=request_id, deadline=deadline, sources=sources), max_response_bytes=max_response_bytes
+        )
+
+    def vary(
+        self,
+        options: ImageVariationOptions,
+        sources: EditSources,
+        *,
+        request_id: str,
+        deadline: Deadline,
+        json_form: bool = False,
+        max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
+    ) -> ImagesResponse:
+        """Variations of one input image, stored and answered like an edit's."""
+        plan = self.plan_inputs(options, sources, deadline=deadline, json_form=json_form, max_response_bytes=max_response_bytes)
+        return self.respond(
+            self.run(plan, request_id=request_id, deadline=deadline, sources=sources), max_response_bytes=max_response_bytes
+        )
+
+    def respond(self, generation: Generation, *, max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT) -> ImagesResponse:
         return self.answer(
             generation.images,
             response_format=generation.plan.response_format,
@@ -111,6 +159,42 @@ class ImageService:
             data={obj.key: obj.data for obj in generation.objects},
             max_response_bytes=max_response_bytes,
         )
+
+    def reader(self, *, trusted: bool = False) -> InputReader:
+        """How input images are read: uploads, image_url fetched safely, and (``trusted`` only) keys under inputs/."""
+        from imagegen.fetch import UrlPolicy
+
+        policy = UrlPolicy(allow_http_loopback=self.settings.allow_loopback_image_urls)
+        return InputReader(self.store, policy, max_bytes=self.settings.input_image_max_bytes, trusted=trusted)
+
+    def plan_inputs(
+        self,
+        options: ImageEditOptions | ImageVariationOptions,
+        sources: EditSources,
+        *,
+        deadline: Deadline,
+        json_form: bool = False,
+        trusted: bool = False,
+        max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
+    ) -> GenerationPlan:
+        """An edit (``ImageEditOptions``) or a variation planned: its model found, the number of inputs checked before
+        any is read, each read (bounded) and checked, then the options, and the b64 bound as for a generation."""
+        editing = isinstance(options, ImageEditOptions)
+        spec = self.registry.for_inputs(options.model, "edit" if editing else "variation")
+        rule = spec.edits if editing else spec.variations
+        assert rule is not None  # for_inputs returns models with the rule
+        count_param = "images" if json_form else "image"
+        check_input_count(spec, rule, len(sources.images), param=count_param, has_mask=sources.mask is not None)
+        pictures = self.reader(trusted=trusted).read_all(
+            sources, max_bytes=rule.max_image_bytes, mask_max_bytes=rule.mask_max_bytes, deadline=deadline, json_form=json_form
+        )
+        if isinstance(options, ImageEditOptions):
+            plan = plan_edit(spec, options, pictures)
+        else:
+            plan = plan_variation(spec, options, pictures.images[0])
+        if max_response_bytes is not None:
+            check_b64_plan(plan, limit=max_response_bytes)
+        return plan
 
     def produce(
         self,
@@ -125,10 +209,24 @@ class ImageService:
         and store every image (all or nothing). ``when`` dates the keys, so a retried job writes the same keys again
         instead of new ones. Once the provider has answered, nothing refuses its images."""
         plan = self.plan(request, max_response_bytes=max_response_bytes)
+        return self.run(plan, request_id=request_id, deadline=deadline, when=when)
+
+    def run(
+        self,
+        plan: GenerationPlan,
+        *,
+        request_id: str,
+        deadline: Deadline,
+        when: dt.datetime | None = None,
+        sources: EditSources | None = None,
+    ) -> Generation:
+        """A checked plan carried out: its inputs stored under inputs/ (``sources`` says which are stored already),
+        the provider called, every image stored (all or nothing)."""
         now = when or self.clock()
         logger.info(
             "generating images",
             extra={
+                "operation": plan.operation,
                 "model": plan.model.id,
                 "n": plan.n,
                 "size": plan.size,
@@ -138,6 +236,10 @@ class ImageService:
                 **({"prompt": plan.prompt} if self.settings.log_prompts else {}),
             },
         )
+        input_keys: tuple[str, ...] = ()
+        if plan.inputs is not None and sources is not None:
+            inputs, input_keys = input_objects(sources, plan.inputs, request_id, now)
+            self.store.put_all(inputs, {"request-id": request_id, "model": plan.model.id}, deadline=deadline)
         result = self._call_provider(plan, deadline)
         _check_worst_case(plan, result)
         objects = tuple(_stored(request_id, index, image.data, now, plan.output_format) for index, image in enumerate(result.images))
@@ -151,7 +253,7 @@ class ImageService:
             for obj, image in zip(objects, result.images, strict=True)
         )
         usage = Usage.model_validate(result.usage) if result.usage else None
-        return Generation(plan=plan, created=int(now.timestamp()), objects=objects, images=images, usage=usage)
+        return Generation(plan=plan, created=int(now.timestamp()), objects=objects, images=images, usage=usage, input_keys=input_keys)
 
     def plan(self, request: ImageGenerationRequest, *, max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT) -> GenerationPlan:
         """``request`` checked against its model's rules, and against every limit known before a provider is called

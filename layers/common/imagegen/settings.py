@@ -51,6 +51,14 @@ class Settings(BaseModel):
     # Request bodies above this are refused before parsing (the longest prompt is 32,000 characters).
     max_request_bytes: int = Field(default=256 * 1024, ge=1024, le=10 * 1024 * 1024, validation_alias="MAX_REQUEST_BYTES")
 
+    # Edits and variations: the largest multipart body (API Gateway hands binary bodies to Lambda base64-encoded, and
+    # a Lambda request is at most 6 MB with that: about 4.5 MB of upload), and the most bytes one input image may
+    # have, whichever way it arrives (the model's own limit applies when lower).
+    max_upload_bytes: int = Field(default=6 * 1024 * 1024, ge=1024, le=10 * 1024 * 1024, validation_alias="MAX_UPLOAD_BYTES")
+    input_image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024, validation_alias="INPUT_IMAGE_MAX_BYTES")
+    # image_url over plain http to a loopback address (a test server, `make local`); never set in a deployment.
+    allow_loopback_image_urls: bool = Field(default=False, validation_alias="ALLOW_LOOPBACK_IMAGE_URLS")
+
     # Provider retries within the deadline (429 with Retry-After, 5xx, connection errors); 0 leaves retries to SQS.
     provider_max_retries: int = Field(default=2, ge=0, le=10, validation_alias="PROVIDER_MAX_RETRIES")
     # Amazon Bedrock models (IAM only: the function's role needs bedrock:InvokeModel on each model it serves).

@@ -93,6 +93,39 @@ class GifRule(BaseModel):
     default_frames: int = 9
 
 
+InputFormat = Literal["png", "jpeg", "webp", "gif"]
+
+
+class InputRule(BaseModel):
+    """What a model takes as input images, for edits or variations. The defaults are the GPT image models' edits
+    (openai-python ``image_edit_params.py``: up to 16 png, webp or jpg images under 50 MB; a PNG mask under 4 MB with
+    the first image's size)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_images: int = Field(default=16, ge=1, le=16)
+    formats: tuple[InputFormat, ...] = ("png", "jpeg", "webp")
+    max_image_bytes: int = Field(default=50 * 2**20, ge=1)
+    # Each input image's sides and pixels (the vendor's input limits, where it has them).
+    min_edge: int = 1
+    max_edge: int = 16384
+    max_pixels: int | None = None
+    square: bool = False
+    # A mask (a PNG with an alpha channel; fully transparent pixels mark what to edit), at most this many bytes.
+    mask: bool = False
+    mask_max_bytes: int = 4 * 2**20
+    # With a mask, at most this many images (the mask applies to the first).
+    max_images_with_mask: int | None = None
+    # A markup overlay (a transparent PNG on the first image; never with a mask).
+    markup: bool = False
+    input_fidelities: tuple[str, ...] = ()
+    # The output has the first input's size: size must be omitted, 'auto' or exactly that size.
+    output_follows_input: bool = False
+    # Worst-case bytes per pixel of this operation's output where it differs from the model's generations (an offline
+    # transform of a photo is as heavy as the photo).
+    bytes_per_pixel: Mapping[OutputFormat, float] | None = None
+
+
 class ModelSpec(BaseModel):
     """One servable model and everything validation needs to know about it."""
 
@@ -136,6 +169,10 @@ class ModelSpec(BaseModel):
     # with before the provider is called (RGB bounds unless the model can draw a transparent background).
     bytes_per_pixel: Mapping[OutputFormat, float] = Field(default_factory=lambda: dict(OPAQUE_BYTES_PER_PIXEL))
     image_overhead_bytes: int = IMAGE_OVERHEAD_BYTES
+    # Input images: how the model edits (POST /v1/images/edits) and makes variations (/v1/images/variations); None:
+    # it does not.
+    edits: InputRule | None = None
+    variations: InputRule | None = None
     # Lifecycle: from this day the vendor no longer serves the model; requests name the successor instead.
     retired_on: dt.date | None = None
     successor: str | None = None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypedDict
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegen.deadline import Deadline
-from imagegen.errors import StorageError, StorageTimeoutError
+from imagegen.errors import InvalidRequestError, StorageError, StorageTimeoutError
 from imagegen.observability import logger, tracer
 from imagegen.settings import Settings
 
@@ -44,6 +44,13 @@ def image_key(request_id: str, index: int, extension: str, when: dt.datetime) ->
     """``images/<yyyy>/<mm>/<dd>/<request-id>/<index>.<ext>``: dates and request ids spread the prefixes."""
     safe_id = _UNSAFE_KEY_CHARS.sub("-", request_id)[:128]
     return f"images/{when:%Y/%m/%d}/{safe_id}/{index}.{extension}"
+
+
+def input_key(request_id: str, name: str, extension: str, when: dt.datetime) -> str:
+    """``inputs/<yyyy>/<mm>/<dd>/<request-id>/<name>.<ext>``: an edit's or a variation's input images (``image-0``,
+    ``mask``, ...), under the same lifecycle as the images."""
+    safe_id = _UNSAFE_KEY_CHARS.sub("-", request_id)[:128]
+    return f"inputs/{when:%Y/%m/%d}/{safe_id}/{name}.{extension}"
 
 
 # Of the margin kept after the provider's deadline (settings.response_margin_seconds), the share the writes of one
@@ -176,6 +183,31 @@ class ImageStore:
             return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"Reading {key} failed; try again.") from exc
+
+    def read_input(self, key: str, *, max_bytes: int, param: str) -> bytes:
+        """An input image stored earlier (a job's, a queue message's): a missing object or one above ``max_bytes`` is
+        the request's fault (a 400 naming ``param``), never read whole when too large."""
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise InvalidRequestError(f"Invalid '{param}': no object '{key}' in this deployment's bucket.", param=param) from exc
+            raise StorageError(f"Reading {key} failed; try again.") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"Reading {key} failed; try again.") from exc
+        body = response["Body"]
+        try:
+            if response.get("ContentLength", 0) > max_bytes:
+                raise InvalidRequestError(
+                    f"Invalid '{param}': the object '{key}' is {response['ContentLength']} bytes, the maximum is {max_bytes}.",
+                    param=param,
+                    code="image_too_large",
+                )
+            return body.read()
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"Reading {key} failed; try again.") from exc
+        finally:
+            body.close()
 
     def presign(self, key: str, ttl_seconds: int) -> str:
         return self._client.generate_presigned_url("get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=ttl_seconds)
