@@ -56,7 +56,8 @@ _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]
 _PATH = re.compile(r"([^\[\]]+)((?:\[[^\[\]]+\])*)(\[\])?")
 _SEGMENT = re.compile(r"\[([^\[\]]+)\]")
 _INTEGER = re.compile(r"-?[0-9]+")
-_RFC5987 = re.compile(r"([A-Za-z0-9!#$%&+\-^_`{}~]+)'[^']*'(.*)", re.DOTALL)
+# RFC 8187 (5987): charset'language'percent-encoded; the two charsets every recipient must support.
+_RFC5987 = re.compile(r"(?i:(utf-8|iso-8859-1))'[^']*'(.*)", re.DOTALL)
 _BOOLEANS = {"true": True, "false": False}
 
 
@@ -235,11 +236,14 @@ def _disposition(headers: dict[str, str]) -> tuple[str, str | None, str | None]:
             "Every multipart part needs a 'Content-Disposition: form-data; name=\"...\"' header (RFC 7578).", code=CODE
         )
     filename = parsed[1].get("filename")
-    extended = _RFC5987.fullmatch(parsed[1].get("filename*", ""))
-    if extended:
-        # An unknown charset or a bad escape: the plain filename, if any, still names the file.
-        with suppress(LookupError, UnicodeDecodeError):
-            filename = unquote(extended.group(2), encoding=extended.group(1), errors="strict")
+    star = parsed[1].get("filename*")
+    if star is not None:
+        # Another charset or a bad escape: the plain filename names the file, else filename* as sent (still a file).
+        extended = _RFC5987.fullmatch(star)
+        filename = filename if filename is not None else star
+        if extended:
+            with suppress(UnicodeDecodeError):
+                filename = unquote(extended.group(2), encoding=extended.group(1), errors="strict")
     return name, filename, headers.get("content-type")
 
 
