@@ -1,7 +1,10 @@
-"""OpenAI's Images API (and any server that speaks it) over one keep-alive httpx client.
+"""OpenAI's Images API (and any server that speaks it) over one keep-alive httpx client: generations as JSON to
+``/images/generations``, edits as multipart/form-data to ``/images/edits`` (as the official Python SDK encodes them).
 
 We always ask for ``b64_json`` (GPT image models only answer that), so there is no second download; the bytes go
 to S3 and the client gets a presigned URL or base64 as it asked. Upstream failures become our errors here, once.
+OpenAI serves no variations any more (its SDK: "This endpoint no longer accepts requests") and no catalog model of
+OpenAI or Azure declares them, so a variation plan is refused as an unsupported operation.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from imagegen.errors import (
     RateLimitError,
 )
 from imagegen.observability import logger, tracer
-from imagegen.planning import GenerationPlan
+from imagegen.planning import GenerationPlan, Operation
 from imagegen.providers.base import ProviderImage, ProviderResult
 
 # Error codes OpenAI uses when its safety system refuses a prompt or an output.
@@ -42,6 +45,8 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 8.0
 # A retry is only worth it if an attempt still fits after the wait.
 MIN_ATTEMPT_SECONDS = 1.0
+# The path of each operation this provider can ask for, under the base URL (OpenAI) or the deployment (Azure).
+PATHS: dict[Operation, str] = {"generation": "images/generations", "edit": "images/edits"}
 
 
 @dataclass(frozen=True)
@@ -54,50 +59,120 @@ class EndpointStyle:
     send_model: bool = True
 
 
+def _unsupported(plan: GenerationPlan) -> ProviderError:
+    # Never reached in practice: the catalog gives OpenAI and Azure models no operation this provider cannot do.
+    return ProviderError(f"The image provider of model '{plan.model.id}' does not make {plan.operation}s.", code="unsupported_operation")
+
+
+def _path(plan: GenerationPlan) -> str:
+    path = PATHS.get(plan.operation)
+    if path is None:
+        raise _unsupported(plan)
+    return path
+
+
 def openai_endpoint(base_url: str) -> EndpointStyle:
-    """``POST {base_url}/images/generations`` with ``Authorization: Bearer <key>``."""
-    url = base_url.rstrip("/") + "/images/generations"
-    return EndpointStyle(url=lambda _plan: url, auth_headers=lambda key: {"Authorization": f"Bearer {key}"})
+    """``POST {base_url}/images/generations`` (or ``/images/edits``) with ``Authorization: Bearer <key>``."""
+    root = base_url.rstrip("/")
+    return EndpointStyle(url=lambda plan: f"{root}/{_path(plan)}", auth_headers=lambda key: {"Authorization": f"Bearer {key}"})
 
 
 def azure_endpoint(endpoint: str, api_version: str) -> EndpointStyle:
-    """``POST {endpoint}/openai/deployments/{deployment}/images/generations?api-version=...`` with ``api-key``; the
-    deployment is the model's ``provider_model``, and the body names no model."""
+    """``POST {endpoint}/openai/deployments/{deployment}/images/generations?api-version=...`` (or ``/images/edits``)
+    with ``api-key``; the deployment is the model's ``provider_model``, and the body names no model."""
     root = endpoint.rstrip("/")
     version = quote(api_version, safe="")
 
     def url(plan: GenerationPlan) -> str:
         deployment = quote(plan.model.provider_model, safe="")
-        return f"{root}/openai/deployments/{deployment}/images/generations?api-version={version}"
+        return f"{root}/openai/deployments/{deployment}/{_path(plan)}?api-version={version}"
 
     return EndpointStyle(url=url, auth_headers=lambda key: {"api-key": key}, send_model=False)
 
 
-def build_request_body(plan: GenerationPlan, *, send_model: bool = True) -> dict[str, Any]:
-    """The JSON body for ``POST /images/generations``: only what the model takes, and nothing unset."""
+def _common_fields(plan: GenerationPlan, *, send_model: bool) -> dict[str, Any]:
+    """What a generation and an edit send, None where unset (in the SDK's order: the prompt, then by name)."""
     gpt_image = plan.model.family == "gpt-image"
-    body: dict[str, Any] = {
-        "model": plan.model.provider_model if send_model else None,
+    return {
         "prompt": plan.prompt,
-        "n": plan.n,
-        "size": plan.size,
-        "quality": plan.quality,
-        "style": plan.style,
-        # The end user: safety_identifier where the model takes it (OpenAI), else the legacy user (Azure, DALL-E).
-        "safety_identifier": plan.safety_identifier if plan.model.safety_identifier else None,
-        "user": None if plan.model.safety_identifier else plan.safety_identifier,
+        "background": plan.background,
         "complexity": plan.complexity,
         "frame_count": plan.frame_count,
         "frame_duration_ms": plan.frame_duration_ms,
-        "svg": plan.svg.model_dump(exclude_none=True) if plan.svg else None,
-        "output_format": plan.output_format if gpt_image else None,
+        "input_fidelity": plan.input_fidelity,  # set on edit plans only
+        "model": plan.model.provider_model if send_model else None,
+        "n": plan.n,
         "output_compression": plan.output_compression,
-        "background": plan.background,
-        "moderation": plan.moderation,
+        "output_format": plan.output_format if gpt_image else None,
+        "quality": plan.quality,
         # GPT image models refuse response_format and always answer base64.
         "response_format": None if gpt_image else "b64_json",
+        # The end user: safety_identifier where the model takes it (OpenAI), else the legacy user (Azure, DALL-E).
+        "safety_identifier": plan.safety_identifier if plan.model.safety_identifier else None,
+        "size": plan.size,
+        "svg": plan.svg.model_dump(exclude_none=True) if plan.svg else None,
+        "user": None if plan.model.safety_identifier else plan.safety_identifier,
     }
+
+
+def build_request_body(plan: GenerationPlan, *, send_model: bool = True) -> dict[str, Any]:
+    """The JSON body for ``POST /images/generations``: only what the model takes, and nothing unset."""
+    body = {**_common_fields(plan, send_model=send_model), "style": plan.style, "moderation": plan.moderation}
     return {key: value for key, value in body.items() if value is not None}
+
+
+# A multipart file as httpx takes it: (field name, (filename, bytes, content type)).
+FormFile = tuple[str, tuple[str, bytes, str]]
+
+
+def build_edit_form(plan: GenerationPlan, *, send_model: bool = True) -> tuple[dict[str, str], list[FormFile]]:
+    """The multipart form for ``POST /images/edits`` as the OpenAI Python SDK sends it: text fields (nested objects
+    as ``svg[model]``, ``svg[reasoning][effort]``, numbers as decimal strings, nothing unset), then the files: one
+    image as ``image``, several as one ``image[]`` each, then ``markup`` and ``mask``. Edits take no style or
+    moderation."""
+    inputs = plan.inputs
+    assert inputs is not None  # imagegen.planning.plan_edit always sets the edit's inputs
+    fields: dict[str, str] = {}
+    for key, value in _common_fields(plan, send_model=send_model).items():
+        _add_field(fields, key, value)
+    name = "image" if len(inputs.images) == 1 else "image[]"
+    files: list[FormFile] = [
+        (name, (f"image-{index}.{picture.format}", picture.data, picture.content_type)) for index, picture in enumerate(inputs.images)
+    ]
+    for field, picture in (("markup", inputs.markup), ("mask", inputs.mask)):
+        if picture is not None:
+            files.append((field, (f"{field}.{picture.format}", picture.data, picture.content_type)))
+    return fields, files
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A request body as httpx sends it: JSON (a generation) or a multipart form of text fields and files (an edit).
+    httpx encodes it anew on every ``post``, so a retried attempt sends the whole body again."""
+
+    json: dict[str, Any] | None = None
+    data: dict[str, str] | None = None
+    files: list[FormFile] | None = None
+
+
+def build_payload(plan: GenerationPlan, *, send_model: bool = True) -> Payload:
+    if plan.operation == "edit":
+        fields, files = build_edit_form(plan, send_model=send_model)
+        return Payload(data=fields, files=files)
+    if plan.operation == "generation":
+        return Payload(json=build_request_body(plan, send_model=send_model))
+    raise _unsupported(plan)
+
+
+def _add_field(fields: dict[str, str], name: str, value: Any) -> None:
+    """A value as form text fields: a dict by bracketed key path (the SDK's ``array_format="brackets"``)."""
+    if value is None:
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _add_field(fields, f"{name}[{key}]", item)
+    else:
+        fields[name] = str(value)
 
 
 def _retry_after(response: httpx.Response) -> dict[str, str]:
@@ -237,12 +312,12 @@ class OpenAIProvider:
 
     @tracer.capture_method(capture_response=False)
     def generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
-        """One call, retried while the deadline leaves room for the wait and another attempt; the last error
-        otherwise (a 429 keeps its Retry-After for the client)."""
-        body = build_request_body(plan, send_model=self._endpoint.send_model)
+        """One call (a generation or an edit), retried while the deadline leaves room for the wait and another
+        attempt; the last error otherwise (a 429 keeps its Retry-After for the client)."""
+        payload = build_payload(plan, send_model=self._endpoint.send_model)
         url = self._endpoint.url(plan)
         for attempt in range(self._max_retries + 1):
-            response, error = self._attempt(url, body, deadline)
+            response, error = self._attempt(url, payload, deadline)
             if error is None and response is not None:
                 return parse_images(response, plan.n)
             assert error is not None
@@ -254,12 +329,12 @@ class OpenAIProvider:
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _attempt(self, url: str, body: dict[str, Any], deadline: Deadline) -> tuple[httpx.Response | None, ImageGenError | None]:
+    def _attempt(self, url: str, payload: Payload, deadline: Deadline) -> tuple[httpx.Response | None, ImageGenError | None]:
         remaining = deadline.require("call the image provider")
         timeout = httpx.Timeout(remaining, connect=min(CONNECT_TIMEOUT_SECONDS, remaining))
         try:
             headers = self._endpoint.auth_headers(self._api_key())
-            response = self._client.post(url, json=body, headers=headers, timeout=timeout)
+            response = self._client.post(url, json=payload.json, data=payload.data, files=payload.files, headers=headers, timeout=timeout)
         except httpx.TimeoutException as exc:
             raise ProviderTimeoutError(f"The image provider did not answer within {remaining:.1f} s.") from exc
         except httpx.TransportError as exc:
