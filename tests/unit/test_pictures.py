@@ -473,7 +473,8 @@ def openai_mask(size: tuple[int, int] = (WIDTH, HEIGHT)) -> bytes:
     mask = Image.new("RGBA", size, (10, 20, 30, 255))
     draw = ImageDraw.Draw(mask)
     draw.rectangle(HOLE, fill=(0, 0, 0, 0))
-    draw.point((30, 15), fill=(0, 0, 0, 128))  # half transparent is not an edit area
+    draw.point((30, 15), fill=(0, 0, 0, 128))  # half or nearly transparent is not an edit area
+    draw.point((33, 2), fill=(0, 0, 0, 1))
     return saved(mask, "PNG")
 
 
