@@ -10,14 +10,22 @@ Faults for tests/integration/test_faults.py: ``fail:429-bare`` (no Retry-After),
 proxy's HTML error page), ``fail:html`` (200 with an HTML body), ``fail:truncated`` (the connection closes halfway
 through the promised body), ``fail:short`` (one image fewer than asked), ``fail:not-image`` (base64 of bytes that
 are no image), ``fail:bad-base64``, ``flaky429:N:<anything>`` (429 with ``Retry-After: 1`` N times, then success).
-Azure OpenAI's path ``/openai/deployments/<name>/images/generations?api-version=...`` is served too: it answers 401
-without an ``api-key`` header (or with an ``Authorization`` one), 404 without ``api-version`` or for a body naming a
-model, and then behaves as above. Any other prompt succeeds with PNGs of the requested size (drawn with Pillow, not with the
-code under test)."""
+Edits (``POST /v1/images/edits``, multipart/form-data parsed by the API's own ``functions.api.multipart.parse_form``)
+are steered by their ``prompt`` field the same way, and also answer OpenAI's own edit errors: ``fail:image-file``
+(an image it cannot read), ``fail:mask-alpha``, ``fail:mask-size``, ``fail:rgba`` (DALL-E 2's "format must be in
+['RGBA', 'LA', 'L']"); the first three are also what a request gets whose image does not open in Pillow, whose mask
+has no alpha channel or is not the first image's size. Each edit is recorded with its text fields (``fields``) and
+its files (``files``: field name, filename, content type, size and sha256 of each part), a generation with its
+``json``.
+Azure OpenAI's paths ``/openai/deployments/<name>/images/{generations,edits}?api-version=...`` are served too: they
+answer 401 without an ``api-key`` header (or with an ``Authorization`` one), 404 without ``api-version`` or for a body
+naming a model, and then behave as above. Any other prompt succeeds with PNGs of the requested size (1024x1024 for
+``auto``; drawn with Pillow, not with the code under test)."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -28,10 +36,13 @@ from typing import Any
 
 from PIL import Image as PILImage
 
+from functions.api.multipart import FormData, parse_form
+from imagegen.errors import InvalidRequestError
 from tests.fakes.loopback import LoopbackHTTPServer, QuietHandler
 
 SLOW_SECONDS = 30.0
-AZURE_PATH = re.compile(r"^/openai/deployments/([^/?]+)/images/generations\?api-version=([^&]+)$")
+AZURE_PATH = re.compile(r"^/openai/deployments/([^/?]+)/images/(generations|edits)\?api-version=([^&]+)$")
+OPENAI_PATHS = {"/v1/images/generations": "generations", "/v1/images/edits": "edits"}
 
 
 def png(width: int, height: int, seed: int) -> bytes:
@@ -87,6 +98,25 @@ FAILURES: dict[str, tuple[int, Any, dict[str, str]]] = {
     "fail:preview": _error(400, "This feature is not enabled for this request."),
     "fail:429-bare": _error(429, "Rate limit reached for images per minute.", "rate_limit_exceeded", kind="requests"),
     "fail:503": _error(503, "The engine is currently overloaded, please try again later.", kind="server_error"),
+    # Edits: the wording reported from OpenAI's images/edits (e.g. ComfyUI #8430, go-openai #188, and API gateways
+    # passing on OpenAI's body); the index is the image's place in the form.
+    "fail:image-file": _error(
+        400,
+        "Invalid image file or mode for image 1, please check your image file. If you believe this is an error, contact us at "
+        "help.openai.com and include the request ID.",
+        "invalid_image_file",
+        kind="image_generation_user_error",
+    ),
+    "fail:mask-alpha": _error(
+        400, "Invalid mask image format - mask image missing alpha channel", "invalid_mask_image_format", kind="image_generation_user_error"
+    ),
+    "fail:mask-size": _error(
+        400,
+        "Invalid mask image format - mask size does not match image size",
+        "invalid_mask_image_format",
+        kind="image_generation_user_error",
+    ),
+    "fail:rgba": _error(400, "Invalid input image - format must be in ['RGBA', 'LA', 'L'], got RGB."),
 }
 HTML_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
 
@@ -108,16 +138,29 @@ class FakeOpenAI(LoopbackHTTPServer):
         class Handler(QuietHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                body = json.loads(raw)
-                fake.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
                 azure = AZURE_PATH.match(self.path)
+                operation = azure[2] if azure else OPENAI_PATHS.get(self.path)
+                if operation is None:
+                    return self._send(404, {"error": {"message": "no route", "type": "invalid_request_error"}}, {})
+                if operation == "edits":
+                    try:
+                        form = parse_form(raw, self.headers.get("content-type", ""))
+                    except InvalidRequestError as exc:
+                        return self._send(*_error(400, exc.message))
+                    body = form.fields
+                    fake.requests.append({"path": self.path, "headers": dict(self.headers), "fields": form.fields, "files": received(form)})
+                else:
+                    body = json.loads(raw)
+                    fake.requests.append({"path": self.path, "headers": dict(self.headers), "json": body})
                 if azure:
                     if "api-key" not in self.headers or "authorization" in self.headers:
                         return self._send(*_error(401, "Access denied due to invalid subscription key.", "401"))
                     if "model" in body:
                         return self._send(404, {"error": {"message": "the deployment implies the model", "code": "404"}}, {})
-                elif self.path != "/v1/images/generations":
-                    return self._send(404, {"error": {"message": "no route", "type": "invalid_request_error"}}, {})
+                if operation == "edits":
+                    refused = edit_refusal(form)
+                    if refused is not None:
+                        return self._send(*refused)
                 prompt = body.get("prompt", "")
                 if prompt == "fail:slow":
                     time.sleep(SLOW_SECONDS)
@@ -166,6 +209,7 @@ class FakeOpenAI(LoopbackHTTPServer):
 
     @staticmethod
     def success(body: dict[str, Any]) -> dict[str, Any]:
+        """n PNGs of the size asked (an edit's form fields are strings, a generation's JSON numbers)."""
         size = body.get("size", "1024x1024")
         width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
         dalle3 = body.get("model") == "dall-e-3"
@@ -174,7 +218,51 @@ class FakeOpenAI(LoopbackHTTPServer):
                 "b64_json": base64.b64encode(png(width, height, index)).decode(),
                 **({"revised_prompt": f"revised: {body['prompt']}"} if dalle3 else {}),
             }
-            for index in range(body.get("n", 1))
+            for index in range(int(body.get("n", 1)))
         ]
         usage = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110} if str(body.get("model")).startswith("gpt-image") else None
         return {"created": int(time.time()), "data": data, **({"usage": usage} if usage else {})}
+
+
+def received(form: FormData) -> list[dict[str, Any]]:
+    """Each file part as it arrived, in order: enough for a test to tell that every input reached OpenAI intact."""
+    return [
+        {
+            "name": part.name,
+            "filename": part.filename,
+            "content_type": part.content_type,
+            "bytes": len(part.data),
+            "sha256": hashlib.sha256(part.data).hexdigest(),
+        }
+        for parts in form.files.values()
+        for part in parts
+    ]
+
+
+def edit_refusal(form: FormData) -> tuple[int, Any, dict[str, str]] | None:
+    """What OpenAI answers for an edit's files before it edits anything: no image, an image it cannot open, a mask
+    without an alpha channel or of another size than the first image."""
+    images = form.files.get("image", [])
+    if not images:
+        return _error(400, "Missing required parameter: 'image'.", "missing_required_parameter", "image")
+    sizes = []
+    for index, part in enumerate(images):
+        try:
+            with PILImage.open(io.BytesIO(part.data)) as image:
+                image.load()
+                sizes.append(image.size)
+        except (OSError, SyntaxError, ValueError):
+            status, payload, headers = FAILURES["fail:image-file"]
+            message = payload["error"]["message"].replace("for image 1", f"for image {index}")
+            return status, {"error": {**payload["error"], "message": message}}, headers
+    for part in form.files.get("mask", []):
+        try:
+            with PILImage.open(io.BytesIO(part.data)) as mask:
+                alpha, size = mask.mode in ("RGBA", "LA", "PA") or "transparency" in mask.info, mask.size
+        except (OSError, SyntaxError, ValueError):
+            alpha, size = False, None  # a mask that is no image has no alpha channel either
+        if not alpha:
+            return FAILURES["fail:mask-alpha"]
+        if size != sizes[0]:
+            return FAILURES["fail:mask-size"]
+    return None
