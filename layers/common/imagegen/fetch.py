@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import logging
 import socket
 import ssl
 import time
@@ -243,6 +244,21 @@ def _timed_out(budget: float, *, param: str) -> InvalidRequestError:
 _FETCH_END: ContextVar[float | None] = ContextVar("imagegen_fetch_end", default=None)
 
 
+class _RedactUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO; during a fetch here that is the caller's, whose path and query may
+    be a credential (a presigned URL): only its scheme and address are left."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _FETCH_END.get() is not None and isinstance(record.args, tuple):
+            record.args = tuple(
+                f"{arg.scheme}://{arg.netloc.decode('ascii')}/..." if isinstance(arg, httpx.URL) else arg for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactUrls())
+
+
 def _bounded(timeout: float | None, timeout_error: type[httpcore.TimeoutException]) -> float | None:
     end = _FETCH_END.get()
     if end is None:
@@ -382,6 +398,9 @@ def _open(target: _Target, *, stack: ExitStack, http: httpx.Client, param: str, 
             )
         except httpx.TimeoutException:
             raise _timed_out(budget, param=param) from None
+        except httpx.InvalidURL:
+            # httpx parses a redirect's Location even when it follows none, and fails on some (data:, no host).
+            raise _refuse("the image_url redirected to a URL that is not a valid https URL.", param=param) from None
         except httpx.ConnectError as error:
             # Another address of the name may answer; a certificate not valid for the name fails them all alike.
             failure = _describe(error)
