@@ -35,6 +35,8 @@ from devtools.sigv4 import SignatureError, SigV4Verifier
 from imagegen.auth import bearer_key
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
+# template.yaml's BinaryMediaTypes: API Gateway hands such bodies to the function base64-encoded, whatever they hold.
+BINARY_MEDIA_TYPES = frozenset({"multipart/form-data"})
 INTEGRATION_TIMEOUT = 29.0
 PROXY_RESPONSE_KEYS = {"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded", "base64Encoded"}
 # Routes open without a key when keys are required (template.yaml: Authorizer NONE on these events).
@@ -105,11 +107,16 @@ def build_event(
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         query[key] = value
         multi_query.setdefault(key, []).append(value)
-    text: str | None
-    try:
-        text, encoded = body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        text, encoded = base64.b64encode(body).decode("ascii"), True
+    content_type = next((value for name, value in headers if name.lower() == "content-type"), "")
+    encoded = content_type.split(";")[0].strip().lower() in BINARY_MEDIA_TYPES
+    text: str | None = None
+    if not encoded:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            encoded = True
+    if encoded:
+        text = base64.b64encode(body).decode("ascii")
     now = datetime.now(UTC)
     user_agent = next((value for name, value in headers if name.lower() == "user-agent"), None)
     host = next((value for name, value in headers if name.lower() == "host"), f"{LOOPBACK}:{port}")
@@ -237,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return b"".join(chunks)
                 total += size
                 if total > limit:
-                    raise GatewayError(413, "Request Too Long")
+                    raise GatewayError(413, "Request Too Long", response_type="REQUEST_TOO_LARGE")
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         try:
@@ -245,7 +252,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise GatewayError(400, "Bad Request") from None
         if length > limit:
-            raise GatewayError(413, "Request Too Long")
+            raise GatewayError(413, "Request Too Long", response_type="REQUEST_TOO_LARGE")
         return self.rfile.read(length) if length > 0 else b""
 
     def _handle(self) -> None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, SecurityScheme
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+if TYPE_CHECKING or __package__:  # tests and tools import the package functions.api (and so does mypy)
+    from functions.api.forms import read_edit, read_variation
+else:  # in Lambda this directory is the task root (CodeUri functions/api) and this module is the top-level "app"
+    from forms import read_edit, read_variation
 from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
 from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
@@ -37,7 +42,13 @@ SECURITY_SCHEMES: dict[str, SecurityScheme] = {
 }
 CALLER: list[dict[str, list[str]]] = [{"authorization": []}]
 
-app = ImagesApiResolver(max_body_bytes=lambda: get_settings().max_request_bytes)
+EDITS_PATH = "/v1/images/edits"
+VARIATIONS_PATH = "/v1/images/variations"
+app = ImagesApiResolver(
+    max_body_bytes=lambda: get_settings().max_request_bytes,
+    max_upload_bytes=lambda: get_settings().max_upload_bytes,
+    upload_paths=frozenset({EDITS_PATH, VARIATIONS_PATH}),
+)
 app.configure_openapi(
     title="imagegen-serverless",
     version="1.0.0",
@@ -70,7 +81,7 @@ def caller() -> str:
     security=CALLER,
 )
 def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | JobAccepted]:
-    request_id = app.current_event.request_context.request_id or app.lambda_context.aws_request_id
+    request_id = _request_id()
     metrics.add_metric(name="GenerationRequests", unit=MetricUnit.Count, value=1)
     # Only an async request builds the job clients: a synchronous cold start does not pay for them.
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
@@ -90,11 +101,7 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
             headers["Idempotent-Replayed"] = "true" if replayed else "false"
         return Response(202, content_types.APPLICATION_JSON, accepted, headers)
     service = get_service()
-    deadline = Deadline.for_api_request(
-        app.lambda_context,
-        request_time_epoch_ms=app.current_event.request_context.request_time_epoch or None,
-        margin_seconds=service.settings.response_margin_seconds,
-    )
+    deadline = _deadline(service.settings.response_margin_seconds)
     key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return Response(200, content_types.APPLICATION_JSON, service.generate(request, request_id=request_id, deadline=deadline))
@@ -104,6 +111,56 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
         request, key=key, client=caller(), request_id=request_id, deadline=deadline, context=app.lambda_context
     )
     return Response(200, content_types.APPLICATION_JSON, answer, {"Idempotent-Replayed": "true" if replayed else "false"})
+
+
+IMAGES_ANSWER: dict[int, OpenAPIResponse] = {200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}}}
+
+
+@app.post(
+    EDITS_PATH,
+    summary="Edit images (OpenAI-compatible): multipart/form-data with image/image[] (up to 16), mask, markup and the "
+    "options as fields, or JSON with images: [{image_url}] (https or data: URLs)",
+    responses=IMAGES_ANSWER,
+    security=CALLER,
+)
+def edit_images() -> Response[ImagesResponse]:
+    options, sources, json_form = read_edit(app.current_event.raw_event)
+    metrics.add_metric(name="EditRequests", unit=MetricUnit.Count, value=1)
+    service = get_service()
+    answer = service.edit(
+        options, sources, request_id=_request_id(), deadline=_deadline(service.settings.response_margin_seconds), json_form=json_form
+    )
+    return Response(200, content_types.APPLICATION_JSON, answer)
+
+
+@app.post(
+    VARIATIONS_PATH,
+    summary="Variations of an image (OpenAI-compatible) for the models that still make them: multipart/form-data with "
+    "image, or JSON with image: {image_url}",
+    responses=IMAGES_ANSWER,
+    security=CALLER,
+)
+def create_variations() -> Response[ImagesResponse]:
+    options, sources, json_form = read_variation(app.current_event.raw_event)
+    metrics.add_metric(name="VariationRequests", unit=MetricUnit.Count, value=1)
+    service = get_service()
+    answer = service.vary(
+        options, sources, request_id=_request_id(), deadline=_deadline(service.settings.response_margin_seconds), json_form=json_form
+    )
+    return Response(200, content_types.APPLICATION_JSON, answer)
+
+
+def _request_id() -> str:
+    return app.current_event.request_context.request_id or app.lambda_context.aws_request_id
+
+
+def _deadline(margin_seconds: float) -> Deadline:
+    """API Gateway's 29 s from the request's arrival, or the Lambda's own time if earlier, less the margin."""
+    return Deadline.for_api_request(
+        app.lambda_context,
+        request_time_epoch_ms=app.current_event.request_context.request_time_epoch or None,
+        margin_seconds=margin_seconds,
+    )
 
 
 @app.get(

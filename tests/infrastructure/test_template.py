@@ -44,6 +44,8 @@ ELF_MACHINE_AARCH64 = 0xB7
 
 API_ROUTES = {
     ("POST", "/v1/images/generations"),
+    ("POST", "/v1/images/edits"),
+    ("POST", "/v1/images/variations"),
     ("GET", "/v1/models"),
     ("GET", "/health"),
     ("GET", "/openapi.json"),
@@ -324,9 +326,10 @@ def test_api_function_touches_only_images_prefix_its_jobs_and_its_secret(resourc
     # Given every statement the API function's role may get
     statements = _statements(resources, "ApiFunction")
 
-    # Then S3 access is object-level, on images/ only, never s3:* nor "*"
+    # Then S3 access is object-level, on images/ and (writes only) inputs/, never s3:* nor "*"
     assert _granted(resources, "ApiFunction", "s3:") == {
-        "${ImagesBucket.Arn}/images/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
+        "${ImagesBucket.Arn}/images/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"},
+        "${ImagesBucket.Arn}/inputs/*": {"s3:PutObject", "s3:DeleteObject"},
     }
     # And it creates and reads jobs but never updates or deletes them (the worker updates, TTL deletes)
     assert _granted(resources, "ApiFunction", "dynamodb:") == {
@@ -858,7 +861,7 @@ def test_no_function_gets_wildcards_on_s3_dynamodb_or_sqs(resources: dict[str, A
                 assert text != "*", (name, statement)
                 # S3: object ARNs under one prefix, never the bucket's every object
                 if any(a.startswith("s3:") for a in data_actions):
-                    assert re.fullmatch(r".+/(images|results|requests)/\*", text), (name, text)
+                    assert re.fullmatch(r".+/(images|inputs|results|requests)/\*", text), (name, text)
 
 
 def test_generated_roles_carry_no_broad_managed_policy(transformed: dict[str, Any]) -> None:

@@ -170,7 +170,13 @@ def test_openapi_document_says_which_routes_need_the_authorization_header(lambda
         if operation.get("security")
     }
     # Exactly the routes template.yaml protects (its public ones: GET /, /health, /docs, /openapi.json)
-    assert secured == {("POST", "/v1/images/generations"), ("GET", "/v1/images/jobs/{job_id}"), ("GET", "/v1/models")}
+    assert secured == {
+        ("POST", "/v1/images/generations"),
+        ("POST", "/v1/images/edits"),
+        ("POST", "/v1/images/variations"),
+        ("GET", "/v1/images/jobs/{job_id}"),
+        ("GET", "/v1/models"),
+    }
     assert "security" not in payload  # no global requirement: the public routes stay public
 
 
@@ -190,11 +196,11 @@ def test_unknown_route_is_404_json(lambda_context) -> None:
     ],
 )
 def test_unknown_route_with_any_body_is_unknown_route(lambda_context, content_type, body, base64_encoded) -> None:
-    # What an SDK's images.edit sends to a deployment without the route: the answer names the route, not the body
+    # What an SDK sends to a route this deployment lacks: the answer names the route, not the body
     event = raw_event(body, content_type)
-    event["path"] = event["resource"] = "/v1/images/edits"
+    event["path"] = event["resource"] = "/v1/images/upscales"
     event["isBase64Encoded"] = base64_encoded
     status, payload, _ = invoke(event, lambda_context)
     assert status == 404
     assert payload["error"]["code"] == "unknown_url"
-    assert "POST /v1/images/edits" in payload["error"]["message"]
+    assert "POST /v1/images/upscales" in payload["error"]["message"]

@@ -180,7 +180,7 @@ def test_the_template_answers_each_front_refusal_with_the_fronts_status() -> Non
         ("ApiKey", "INVALID_API_KEY", 403),
         ("IAM", "MISSING_AUTHENTICATION_TOKEN", 403),
         ("IAM", "INVALID_SIGNATURE", 403),
-        ("ApiKey", "DEFAULT_4XX", 413),
+        ("ApiKey", "REQUEST_TOO_LARGE", 413),
         ("IAM", "DEFAULT_5XX", 504),
     } <= answers
     for mode, response_type, status in sorted(answers):

@@ -145,9 +145,18 @@ class ImagesApiResolver(APIGatewayRestResolver):
     """APIGatewayRestResolver with validation and OpenAPI on, OpenAI error shapes, and a body-size guard that runs
     before any parsing (Powertools' own request validation runs before every middleware)."""
 
-    def __init__(self, *, max_body_bytes: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        *,
+        max_body_bytes: Callable[[], int],
+        max_upload_bytes: Callable[[], int] | None = None,
+        upload_paths: frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__(enable_validation=True, json_body_deserializer=json_body, serializer=response_json)
         self._max_body_bytes = max_body_bytes
+        # Routes that take uploads (multipart/form-data, base64-encoded by API Gateway) and parse their own bodies.
+        self._max_upload_bytes = max_upload_bytes or max_body_bytes
+        self._upload_paths = upload_paths
         self.exception_handler(ImageGenError)(self._on_imagegen_error)
         self.exception_handler(RequestValidationError)(self._on_validation_error)
         self.exception_handler(NotFoundError)(self._on_not_found)
@@ -157,10 +166,27 @@ class ImagesApiResolver(APIGatewayRestResolver):
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         body = event.get("body")
         error: ImageGenError | None = None
-        if isinstance(body, str) and len(body) > (limit := self._max_body_bytes()):
+        upload = self._remove_prefix(str(event.get("path") or "")) in self._upload_paths and event.get("httpMethod") == "POST"
+        if upload and isinstance(body, str) and len(body) > (limit := self._max_upload_bytes()):
+            error = PayloadTooLargeError(
+                f"The request body is {len(body)} bytes as it reached the function (API Gateway sends uploads base64-encoded, "
+                f"a third larger); the limit is {limit} bytes. Send the images by URL instead: JSON with "
+                '"images": [{"image_url": "https://..."}].',
+                code="request_too_large",
+            )
+        elif not upload and isinstance(body, str) and len(body) > (limit := self._max_body_bytes()):
             error = PayloadTooLargeError(f"The request body is {len(body)} bytes; the limit is {limit} bytes.")
         elif not self._has_route(event):
             pass  # an unknown route is a 404 whatever its body says (super().resolve answers it, body unread)
+        elif upload:
+            # Parsed by the route itself: multipart/form-data (binary) or JSON.
+            name, media = media_type(event.get("headers"))
+            if media not in ("", "application/json", "multipart/form-data"):
+                error = InvalidRequestError(
+                    f"Unsupported Content-Type '{media}': send multipart/form-data (the images as files) or application/json "
+                    "(the images by image_url).",
+                    code="unsupported_content_type",
+                )
         elif undecodable_body(event):
             error = InvalidRequestError("The request body is not UTF-8 text: send the options as UTF-8 encoded JSON.", code="invalid_json")
         elif event.get("httpMethod") in BODY_METHODS:

@@ -16,7 +16,6 @@ from imagegen.planning import InputPictures
 from imagegen.storage import ImageStore, StoredObject, input_key
 
 if TYPE_CHECKING:
-    from imagegen.fetch import UrlPolicy
     from imagegen.pictures import Picture
 
 
@@ -62,8 +61,9 @@ class InputReader:
     name keys under ``inputs/``; an API caller may not (it could name another caller's inputs)."""
 
     store: ImageStore
-    policy: UrlPolicy
     max_bytes: int
+    # image_url over plain http to loopback (tests, `make local`).
+    allow_loopback_urls: bool = False
     trusted: bool = False
 
     def read(self, source: InputSource, *, param: str, max_bytes: int, deadline: Deadline) -> Picture:
@@ -95,9 +95,10 @@ class InputReader:
                 )
             return inspect(self.store.read_input(source.key, max_bytes=limit, param=key_param), param=key_param)
         assert source.image_url is not None  # ImageReference holds exactly one
-        from imagegen.fetch import fetch_image  # httpx: only requests with an image_url pay for it
+        from imagegen.fetch import UrlPolicy, fetch_image  # only requests with an image_url pay for the import
 
-        fetched = fetch_image(source.image_url, param=param, max_bytes=limit, deadline=deadline, policy=self.policy)
+        policy = UrlPolicy(allow_http_loopback=self.allow_loopback_urls)
+        fetched = fetch_image(source.image_url, param=param, max_bytes=limit, deadline=deadline, policy=policy)
         return inspect(fetched.data, param=param)
 
     def read_all(self, sources: EditSources, *, max_bytes: int, mask_max_bytes: int, deadline: Deadline, json_form: bool) -> InputPictures:

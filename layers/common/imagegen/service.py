@@ -162,10 +162,10 @@ class ImageService:
 
     def reader(self, *, trusted: bool = False) -> InputReader:
         """How input images are read: uploads, image_url fetched safely, and (``trusted`` only) keys under inputs/."""
-        from imagegen.fetch import UrlPolicy
-
-        policy = UrlPolicy(allow_http_loopback=self.settings.allow_loopback_image_urls)
-        return InputReader(self.store, policy, max_bytes=self.settings.input_image_max_bytes, trusted=trusted)
+        settings = self.settings
+        return InputReader(
+            self.store, max_bytes=settings.input_image_max_bytes, allow_loopback_urls=settings.allow_loopback_image_urls, trusted=trusted
+        )
 
     def plan_inputs(
         self,

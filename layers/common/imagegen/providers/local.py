@@ -1,5 +1,7 @@
 """An offline provider: a deterministic placeholder PNG drawn from the prompt (same prompt, size and index give
-the same bytes), so the whole path works with no account and no network."""
+the same bytes), and for edits and variations a deterministic transform of the first input image
+(:func:`imagegen.pictures.transform_for_local`: the masked area changed, the input's hash in a tEXt chunk), so the
+whole path works with no account and no network, and a test can see which input arrived."""
 
 from __future__ import annotations
 
@@ -46,4 +48,9 @@ def draw(prompt: str, width: int, height: int, seed: int = 0) -> bytes:
 class LocalProvider:
     def generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
         deadline.require("draw the images")
+        if plan.inputs is not None:
+            from imagegen.pictures import transform_for_local
+
+            image = transform_for_local(plan.inputs.images[0], prompt=plan.prompt, mask=plan.inputs.mask)
+            return ProviderResult(images=(ProviderImage(image),) * plan.n)
         return ProviderResult(images=tuple(ProviderImage(draw(plan.prompt, plan.width, plan.height, seed)) for seed in range(plan.n)))
