@@ -51,6 +51,19 @@ def _options(spec: ModelSpec) -> str:
     return "; ".join(options) or "–"
 
 
+def _inputs(spec: ModelSpec) -> str:
+    """Edits and variations: how many images, and what goes with them."""
+    parts = []
+    if spec.edits is not None:
+        extras = [name for name, on in (("mask", spec.edits.mask), ("markup", spec.edits.markup)) if on]
+        if spec.edits.input_fidelities:
+            extras.append(f"input_fidelity {_code(spec.edits.input_fidelities)}")
+        parts.append(f"edits: 1–{spec.edits.max_images} images" + (f", {', '.join(extras)}" if extras else ""))
+    if spec.variations is not None:
+        parts.append("variations")
+    return "; ".join(parts) or "–"
+
+
 def _lifecycle(spec: ModelSpec) -> str:
     if spec.retired_on is None:
         return "current"
@@ -62,15 +75,15 @@ def render(models: Catalog) -> str:
     default = set(models.defaults.values())
     rows = [
         BEGIN,
-        "| provider | model | sizes | n | prompt | quality | output_format (default) | other options | lifecycle |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| provider | model | sizes | n | prompt | quality | output_format (default) | other options | edits, variations | lifecycle |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for spec in models.specs:
         name = f"`{spec.id}`" + (" (default)" if spec.id in default else "")
         formats = _code(spec.output_formats) if spec.output_formats else "–"
         rows.append(
             f"| {PROVIDERS[spec.provider]} | {name} | {_sizes(spec)} | 1–{spec.max_n} | {spec.max_prompt_chars} | {_qualities(spec)} "
-            f"| {formats} (`{spec.native_format}`) | {_options(spec)} | {_lifecycle(spec)} |"
+            f"| {formats} (`{spec.native_format}`) | {_options(spec)} | {_inputs(spec)} | {_lifecycle(spec)} |"
         )
     rows += [
         "",

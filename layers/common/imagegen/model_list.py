@@ -7,7 +7,31 @@ from typing import Literal
 from pydantic import BaseModel
 
 from imagegen.registry import ModelRegistry
-from imagegen.specs import ModelSpec
+from imagegen.specs import InputRule, ModelSpec
+
+
+class InputCapabilities(BaseModel):
+    """What ``POST /v1/images/edits`` or ``/v1/images/variations`` takes for a model."""
+
+    max_images: int
+    formats: list[str]
+    max_image_bytes: int
+    mask: bool
+    markup: bool
+    input_fidelities: list[str]
+
+    @classmethod
+    def of(cls, rule: InputRule | None) -> InputCapabilities | None:
+        if rule is None:
+            return None
+        return cls(
+            max_images=rule.max_images,
+            formats=list(rule.formats),
+            max_image_bytes=rule.max_image_bytes,
+            mask=rule.mask,
+            markup=rule.markup,
+            input_fidelities=list(rule.input_fidelities),
+        )
 
 
 class ModelCapabilities(BaseModel):
@@ -24,6 +48,9 @@ class ModelCapabilities(BaseModel):
     output_formats: list[str]
     complexities: list[str]
     backgrounds: list[str]
+    # None: the model does not edit / make variations.
+    edits: InputCapabilities | None
+    variations: InputCapabilities | None
 
 
 class ModelCard(BaseModel):
@@ -59,6 +86,8 @@ def _card(spec: ModelSpec, default_model: str) -> ModelCard:
             output_formats=list(spec.output_formats) or [spec.native_format],
             complexities=list(spec.complexities),
             backgrounds=list(spec.backgrounds),
+            edits=InputCapabilities.of(spec.edits),
+            variations=InputCapabilities.of(spec.variations),
         ),
     )
 
