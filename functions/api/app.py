@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
 
 if TYPE_CHECKING or __package__:  # tests and tools import the package functions.api (and so does mypy)
     from functions.api.forms import read_edit, read_variation
@@ -24,7 +25,16 @@ from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, 
 from imagegen.jobs import get_job_service
 from imagegen.model_list import ModelList, list_models
 from imagegen.observability import logger, metrics, tracer
-from imagegen.options import ImageGenerationRequest, ImagesResponse, JobAccepted, JobView
+from imagegen.options import (
+    ImageEditOptions,
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    ImageVariationOptions,
+    ImageVariationRequest,
+    JobAccepted,
+    JobView,
+)
 from imagegen.playground import build_page, presigned_origin
 from imagegen.service import get_service
 from imagegen.settings import get_settings
@@ -183,6 +193,36 @@ def health() -> dict[str, str]:
 @app.get("/openapi.json", summary="The OpenAPI document of this API")
 def openapi() -> dict[str, Any]:
     document: dict[str, Any] = json.loads(app.get_openapi_json_schema())
+    return with_upload_bodies(document)
+
+
+# The files of each upload route's multipart form, and the model of its JSON form (the routes parse their own bodies,
+# so Powertools cannot document them).
+UPLOAD_FORMS: dict[str, tuple[dict[str, str], type[BaseModel], type[BaseModel]]] = {
+    EDITS_PATH: (
+        {"image": "One image, or several as image[] (1-16, per model)", "mask": "PNG with alpha", "markup": "PNG overlay"},
+        ImageEditOptions,
+        ImageEditRequest,
+    ),
+    VARIATIONS_PATH: ({"image": "The image to vary"}, ImageVariationOptions, ImageVariationRequest),
+}
+
+
+def with_upload_bodies(document: dict[str, Any]) -> dict[str, Any]:
+    """The request bodies of the upload routes: their multipart form (files plus the options as fields) and JSON."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for path, (files, options, json_model) in UPLOAD_FORMS.items():
+        content: dict[str, Any] = {}
+        for media, model in (("multipart/form-data", options), ("application/json", json_model)):
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            if media == "multipart/form-data":
+                files_schema = {name: {"type": "string", "format": "binary", "description": text} for name, text in files.items()}
+                schema["properties"] = {**files_schema, **schema["properties"]}
+                schema["required"] = ["image", *schema.get("required", [])]
+            schemas[f"{model.__name__}{'Form' if media.startswith('multipart') else ''}"] = schema
+            content[media] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}{'Form' if media.startswith('multipart') else ''}"}}
+        document["paths"][path]["post"]["requestBody"] = {"required": True, "content": content}
     return document
 
 

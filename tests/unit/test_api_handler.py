@@ -204,3 +204,21 @@ def test_unknown_route_with_any_body_is_unknown_route(lambda_context, content_ty
     assert status == 404
     assert payload["error"]["code"] == "unknown_url"
     assert "POST /v1/images/upscales" in payload["error"]["message"]
+
+
+def test_openapi_document_describes_both_upload_forms(lambda_context) -> None:
+    # The upload routes parse their own bodies: the document still says what each takes, as multipart and as JSON
+    event = load_event("api_health.json")
+    event["path"] = event["resource"] = "/openapi.json"
+    _, payload, _ = invoke(event, lambda_context)
+    schemas = payload["components"]["schemas"]
+    for path, files in (("/v1/images/edits", {"image", "mask", "markup"}), ("/v1/images/variations", {"image"})):
+        content = payload["paths"][path]["post"]["requestBody"]["content"]
+        assert set(content) == {"multipart/form-data", "application/json"}
+        form = schemas[content["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
+        assert {name for name, field in form["properties"].items() if field.get("format") == "binary"} == files
+        assert "image" in form["required"] and "images" not in form["properties"]
+        json_form = schemas[content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+        assert ("images" if path.endswith("edits") else "image") in json_form["required"]
+    assert "input_fidelity" in schemas["ImageEditOptionsForm"]["properties"]
+    assert "ImageReference" in schemas
