@@ -8,6 +8,13 @@ of ``ERRORS``), ``fail:filtered`` (Stability: a finish reason; Nova/Titan: the o
 with Pillow: Nova/Titan at the requested width x height, Stability at the size the project lists for the ratio.
 Requests are recorded with their headers; unsigned requests or a credential scope other than bedrock are 403.
 
+Nova/Titan edits as Bedrock takes them: ``INPAINTING`` (``inPaintingParams``: image, text, exactly one of maskImage or
+maskPrompt; a mask image of the input's size with pure black and white pixels only) answers at the input's size;
+``IMAGE_VARIATION`` (``imageVariationParams``: 1-5 images, optional text) at the config's width x height. A body
+that breaks these rules is a 400 ValidationException in Bedrock's "Malformed input request: #/path: ..." style. Each
+recorded request carries ``inputs``: the decoded images and mask (``images``, ``mask``; bytes), for tests to check
+what arrived.
+
 Model ids as Bedrock takes them: a foundation model id, or a cross-Region inference profile ``<geo>.<model id>``;
 a model in ``profile_only`` refuses its bare id as Bedrock does ("... with on-demand throughput isn't supported"),
 and an id of an unknown geography is "The provided model identifier is invalid"."""
@@ -15,6 +22,7 @@ and an id of an unknown geography is "The provided model identifier is invalid".
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 import threading
@@ -44,6 +52,69 @@ ERRORS: dict[str, tuple[int, str]] = {
     "ServiceQuotaExceededException": (400, "Your request exceeds the service quota for your account."),
     "ContentFilter": (400, "This request has been blocked by our content filters."),
 }
+# The parameters field of each Amazon task.
+AMAZON_TASKS = {"TEXT_IMAGE": "textToImageParams", "INPAINTING": "inPaintingParams", "IMAGE_VARIATION": "imageVariationParams"}
+MAX_VARIATION_IMAGES = 5
+
+
+class Malformed(Exception):
+    """A body Bedrock refuses: its ValidationException message."""
+
+
+def _malformed(path: str, problem: str) -> Malformed:
+    return Malformed(f"Malformed input request: #/{path}: {problem}, please reformat your input and try again.")
+
+
+def decode_image(value: Any, path: str) -> tuple[bytes, PILImage.Image]:
+    """A base64 PNG or JPEG of the body, as Bedrock reads it."""
+    if not isinstance(value, str):
+        raise _malformed(path, f"expected type: String, found: {type(value).__name__}")
+    try:
+        data = base64.b64decode(value, validate=True)
+        image = PILImage.open(io.BytesIO(data))
+        image.load()
+    except (binascii.Error, ValueError, OSError) as exc:
+        raise Malformed(f"Unable to process the image at {path}: it is not a base64-encoded PNG or JPEG image.") from exc
+    if image.format not in ("PNG", "JPEG"):
+        raise Malformed(f"Unable to process the image at {path}: {image.format} is not supported; send PNG or JPEG.")
+    return data, image
+
+
+def amazon_inputs(task: str, params: dict[str, Any]) -> tuple[dict[str, Any], tuple[int, int] | None]:
+    """The decoded inputs of an edit task, and the size it answers at (None: the config's)."""
+    if task == "INPAINTING":
+        field = AMAZON_TASKS[task]
+        if "image" not in params:
+            raise _malformed(field, "required key [image] not found")
+        if ("maskImage" in params) == ("maskPrompt" in params):
+            raise Malformed("Exactly one of maskImage or maskPrompt must be provided for INPAINTING.")
+        data, image = decode_image(params["image"], f"{field}/image")
+        inputs: dict[str, Any] = {"images": [data], "mask": None}
+        if "maskImage" in params:
+            mask_data, mask = decode_image(params["maskImage"], f"{field}/maskImage")
+            if mask.size != image.size:
+                raise Malformed(
+                    f"The mask image ({mask.size[0]}x{mask.size[1]}) must have the input image's size ({image.size[0]}x{image.size[1]})."
+                )
+            colours = {colour for _, colour in mask.convert("RGB").getcolors(maxcolors=1 << 24) or []}
+            if not colours <= {(0, 0, 0), (255, 255, 255)}:
+                raise Malformed("The mask image must contain only pure black and pure white pixels.")
+            inputs["mask"] = mask_data
+        return inputs, image.size
+    if task == "IMAGE_VARIATION":
+        field = AMAZON_TASKS[task]
+        images = params.get("images")
+        if not isinstance(images, list):
+            raise _malformed(field, "required key [images] not found")
+        if not 1 <= len(images) <= MAX_VARIATION_IMAGES:
+            bound = "minimum item count: 1" if not images else f"maximum item count: {MAX_VARIATION_IMAGES}"
+            raise _malformed(f"{field}/images", f"expected {bound}, found: {len(images)}")
+        if "text" in params and not params["text"]:
+            raise _malformed(f"{field}/text", "expected minLength: 1, actual: 0")
+        return {"images": [decode_image(value, f"{field}/images/{index}")[0] for index, value in enumerate(images)], "mask": None}, None
+    return {}, None
+
+
 # Stability answers at its own resolution per ratio; the fake uses the sizes the project's registry lists.
 # Geographies of Bedrock's cross-Region (system-defined) inference profiles.
 GEOS = ("us", "us-gov", "eu", "apac", "jp", "au", "global")
@@ -125,7 +196,8 @@ class FakeBedrock(LoopbackHTTPServer):
                     return self._error(404, "UnknownOperationException", "no such operation")
                 model_id = urllib.parse.unquote(parts[2])
                 body = json.loads(raw)
-                fake.requests.append({"model": model_id, "headers": dict(self.headers), "json": body})
+                record: dict[str, Any] = {"model": model_id, "headers": dict(self.headers), "json": body}
+                fake.requests.append(record)
                 scope = f"/{fake.region}/bedrock/aws4_request"
                 if not self.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 ") or scope not in self.headers["authorization"]:
                     return self._error(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
@@ -135,11 +207,11 @@ class FakeBedrock(LoopbackHTTPServer):
                     return self._error(403, "InvalidSignatureException", "The request signature we calculated does not match.")
                 fake._enter()
                 try:
-                    self._answer(model_id, body)
+                    self._answer(model_id, body, record)
                 finally:
                     fake._leave()
 
-            def _answer(self, model_id: str, body: dict[str, Any]) -> None:
+            def _answer(self, model_id: str, body: dict[str, Any], record: dict[str, Any]) -> None:
                 geo, _, base = model_id.partition(".")
                 if geo in GEOS:
                     model_id = base
@@ -148,7 +220,26 @@ class FakeBedrock(LoopbackHTTPServer):
                 elif model_id in fake.profile_only:
                     return self._error(400, "ValidationException", ON_DEMAND_MESSAGE.format(model=model_id))
                 stability = model_id.startswith("stability.")
-                prompt = body["prompt"] if stability else body["textToImageParams"]["text"]
+                size: tuple[int, int] | None = None
+                if stability:
+                    prompt = body["prompt"]
+                else:
+                    task = body.get("taskType")
+                    if task not in AMAZON_TASKS:
+                        return self._error(
+                            400, "ValidationException", f"Malformed input request: #/taskType: {task} is not a valid enum value"
+                        )
+                    params = body.get(AMAZON_TASKS[task])
+                    if not isinstance(params, dict):
+                        return self._error(
+                            400, "ValidationException", f"Malformed input request: #: required key [{AMAZON_TASKS[task]}] not found"
+                        )
+                    try:
+                        inputs, size = amazon_inputs(task, params)
+                    except Malformed as exc:
+                        return self._error(400, "ValidationException", str(exc))
+                    record["inputs"] = inputs
+                    prompt = params.get("text", "")
                 time.sleep(0.2)  # long enough for concurrent calls to overlap
                 if prompt == "fail:slow":
                     time.sleep(SLOW_SECONDS)
@@ -172,7 +263,8 @@ class FakeBedrock(LoopbackHTTPServer):
                     payload = {"images": [base64.b64encode(image).decode()], "finish_reasons": [None], "seeds": [body["seed"]]}
                 else:
                     config = body["imageGenerationConfig"]
-                    images = [draw(config["width"], config["height"], config["seed"] + index) for index in range(config["numberOfImages"])]
+                    width, height = size or (config["width"], config["height"])
+                    images = [draw(width, height, config["seed"] + index) for index in range(config["numberOfImages"])]
                     payload = {"images": [base64.b64encode(image).decode() for image in images], "error": None}
                 self._send(200, json.dumps(payload).encode())
 

@@ -1,9 +1,27 @@
 """Amazon Bedrock image models over boto3 ``bedrock-runtime`` ``invoke_model`` (IAM only, no keys).
 
-Two wire shapes: Amazon's (Nova Canvas, Titan Image Generator v2: ``TEXT_IMAGE``, up to 5 images per call, more
-in consecutive calls) and Stability's (Stable Image Core/Ultra, SD3.5 Large: an aspect ratio, one image per call,
-so ``n`` calls run concurrently). Every call is bounded by the request's deadline; Bedrock's errors become ours
-here, in one table.
+Two wire shapes: Amazon's (Nova Canvas, Titan Image Generator v2: up to 5 images per call, more in consecutive
+calls) and Stability's (Stable Image Core/Ultra, SD3.5 Large: an aspect ratio, one image per call, so ``n`` calls
+run concurrently; text-to-image only here). Every call is bounded by the request's deadline; Bedrock's errors become
+ours here, in one table.
+
+Amazon's task per operation (Amazon Nova user guide, "Request and response structure for image generation" and
+"Image generation access and usage", docs.aws.amazon.com/nova/latest/userguide/image-gen-req-resp-structure.html;
+Bedrock user guide, "Amazon Titan Image Generator G1", docs.aws.amazon.com/bedrock/latest/userguide/
+model-parameters-titan-image.html):
+
+- generation: ``TEXT_IMAGE`` (``textToImageParams.text``), at ``imageGenerationConfig`` width x height.
+- edit with a mask: ``INPAINTING`` of the first (only) image, ``inPaintingParams`` {image, maskImage, text}. The
+  mask is a black-and-white image of the input's size: a (0 0 0) pixel is inside the mask, the area the model
+  changes, a (255 255 255) pixel outside it; so OpenAI's mask (alpha 0 = edit) becomes black where it is
+  transparent. The output has the input image's size (the editing tasks take no width/height).
+- edit without a mask: ``IMAGE_VARIATION`` of all images (1-5), ``imageVariationParams`` {images, text}, at width x
+  height (the edit's, which is the first input's size: the catalog makes edits follow the input).
+- variation: ``IMAGE_VARIATION`` of the one image without text (the text is optional for both models: "with or
+  without a text prompt"), at the size asked. ``similarityStrength`` (0.2-1.0) is left at the model's default.
+
+Input images (both models): PNG or JPEG, base64 in the body; Nova Canvas refuses a PNG whose alpha channel has
+transparent pixels. The byte and side limits are the catalog's (``imagegen/catalog/bedrock.json``).
 """
 
 from __future__ import annotations
@@ -37,6 +55,7 @@ from imagegen.errors import (
     RateLimitError,
 )
 from imagegen.observability import logger, tracer
+from imagegen.pictures import alpha_mask_to_black_white
 from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
 from imagegen.specs import bedrock_base_id
@@ -55,6 +74,8 @@ DEFAULT_CFG_SCALE = 6.5
 # so the calls of one request never draw the same image.
 AMAZON_MAX_SEED = 858_993_459
 STABILITY_MAX_SEED = 4_294_967_294
+# Bedrock's mask convention (Titan and Nova alike): a black pixel is inside the mask, the area INPAINTING changes.
+MASK_EDIT_IS_BLACK = True
 # The aspect ratios Stability's Bedrock models accept, as (width, height) units.
 STABILITY_ASPECT_RATIOS = ((1, 1), (16, 9), (9, 16), (3, 2), (2, 3), (4, 5), (5, 4), (21, 9), (9, 21))
 # Threads for the calls of one request (n is at most 10), with room for calls an earlier request abandoned at its
@@ -74,20 +95,39 @@ def aspect_ratio(width: int, height: int) -> str:
     raise ValueError(f"{width}x{height} is none of Stability's aspect ratios")
 
 
-def amazon_body(plan: GenerationPlan, count: int, seed: int) -> dict[str, Any]:
-    """Nova Canvas / Titan v2 ``TEXT_IMAGE`` request for ``count`` (<= 5) images."""
-    return {
-        "taskType": "TEXT_IMAGE",
-        "textToImageParams": {"text": plan.prompt},
-        "imageGenerationConfig": {
-            "numberOfImages": count,
-            "width": plan.width,
-            "height": plan.height,
-            "cfgScale": CFG_SCALE.get(bedrock_base_id(plan.model.provider_model), DEFAULT_CFG_SCALE),
-            "seed": seed,
-            "quality": plan.quality or "standard",
-        },
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def amazon_task(plan: GenerationPlan) -> dict[str, Any]:
+    """The task half of a Nova Canvas / Titan v2 body (``taskType`` and its parameters) for the plan's operation,
+    built once per request: the images are encoded and the mask converted once, not per call."""
+    if plan.operation == "generation":
+        return {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": plan.prompt}}
+    inputs = plan.inputs
+    assert inputs is not None  # imagegen.planning attaches the inputs of every edit and variation
+    images = [_b64(picture.data) for picture in inputs.images]
+    if plan.operation == "edit" and inputs.mask is not None:
+        mask = alpha_mask_to_black_white(inputs.mask.data, edit_is_black=MASK_EDIT_IS_BLACK)
+        return {"taskType": "INPAINTING", "inPaintingParams": {"image": images[0], "maskImage": _b64(mask), "text": plan.prompt}}
+    params: dict[str, Any] = {"images": images}
+    if plan.operation == "edit":
+        params["text"] = plan.prompt
+    return {"taskType": "IMAGE_VARIATION", "imageVariationParams": params}
+
+
+def amazon_body(plan: GenerationPlan, count: int, seed: int, task: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A Nova Canvas / Titan v2 request for ``count`` (<= 5) images: ``task`` (default: the plan's) and its config."""
+    task = amazon_task(plan) if task is None else task
+    config: dict[str, Any] = {
+        "numberOfImages": count,
+        "cfgScale": CFG_SCALE.get(bedrock_base_id(plan.model.provider_model), DEFAULT_CFG_SCALE),
+        "seed": seed,
+        "quality": plan.quality or "standard",
     }
+    if task["taskType"] != "INPAINTING":  # inpainting answers at the input image's size and takes no width/height
+        config.update(width=plan.width, height=plan.height)
+    return {**task, "imageGenerationConfig": config}
 
 
 def stability_body(plan: GenerationPlan, seed: int) -> dict[str, Any]:
@@ -251,12 +291,17 @@ class BedrockProvider:
         model = plan.model.provider_model
         calls: list[Callable[[], tuple[ProviderImage, ...]]] = []
         if plan.model.family == "stability":
+            if plan.operation != "generation":
+                # Never reached in practice: the catalog gives Stability's Bedrock models no edits or variations.
+                raise ProviderError(f"The model '{plan.model.id}' does not make {plan.operation}s here.", code="unsupported_operation")
             for _ in range(plan.n):
                 calls.append(partial(self._stability_call, model, stability_body(plan, self._seed(STABILITY_MAX_SEED)), deadline))
         else:
+            task = amazon_task(plan)
             for start in range(0, plan.n, AMAZON_MAX_IMAGES_PER_CALL):
                 count = min(AMAZON_MAX_IMAGES_PER_CALL, plan.n - start)
-                calls.append(partial(self._amazon_call, model, amazon_body(plan, count, self._seed(AMAZON_MAX_SEED)), count, deadline))
+                body = amazon_body(plan, count, self._seed(AMAZON_MAX_SEED), task)
+                calls.append(partial(self._amazon_call, model, body, count, deadline))
         batches = self._run(calls, deadline)
         return ProviderResult(images=tuple(image for batch in batches for image in batch))
 
