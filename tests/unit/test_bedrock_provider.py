@@ -1,4 +1,5 @@
-"""Bedrock request bodies (golden), size rules, batching and the error table, with a stub client (no sockets)."""
+"""Bedrock request bodies (golden; edits and variations too), size and input rules, batching and the error table, with a
+stub client (no sockets)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+from PIL import Image as PILImage
 
+from imagegen import pictures
 from imagegen.deadline import Deadline
 from imagegen.errors import (
     ContentPolicyError,
@@ -20,8 +23,18 @@ from imagegen.errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from imagegen.options import ImageGenerationRequest
-from imagegen.providers.bedrock import BedrockProvider, amazon_body, aspect_ratio, client_error, stability_body, transport_error
+from imagegen.options import ImageEditOptions, ImageGenerationRequest, ImageVariationOptions
+from imagegen.planning import GenerationPlan, InputPictures, plan_edit, plan_variation
+from imagegen.providers import bedrock
+from imagegen.providers.bedrock import (
+    BedrockProvider,
+    amazon_body,
+    amazon_task,
+    aspect_ratio,
+    client_error,
+    stability_body,
+    transport_error,
+)
 from imagegen.providers.local import draw
 from imagegen.registry import build_registry
 from imagegen.specs import catalog
@@ -130,7 +143,8 @@ class StubClient:
     @staticmethod
     def amazon(body: dict[str, Any]) -> dict[str, Any]:
         config = body["imageGenerationConfig"]
-        image = base64.b64encode(draw("x", config["width"], config["height"])).decode()
+        # Inpainting has no width/height (it answers at the input's size): a small image stands in.
+        image = base64.b64encode(draw("x", config.get("width", 8), config.get("height", 8))).decode()
         return {"images": [image] * config["numberOfImages"], "error": None}
 
 
@@ -252,3 +266,168 @@ def test_an_inference_profile_is_invoked_by_its_own_id_with_the_base_models_body
     assert call["body"] == amazon_body(plan(model=TITAN, size="1173x640"), 1, seed=7)  # cfgScale 8.0: Titan's own
     core = registry.plan(ImageGenerationRequest(prompt="a cat", model=f"eu.{CORE}", size="1280x720"))
     assert (core.model.family, core.model.provider_model) == ("stability", f"eu.{CORE}")
+
+
+# --- edits and variations (Nova Canvas, Titan v2) ---------------------------------------------------------------------
+
+
+def png(width: int, height: int, mode: str = "RGB", colour: tuple[int, ...] = (200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new(mode, (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (width, height), (10, 90, 200)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def hole_mask(width: int, height: int, box: tuple[int, int, int, int]) -> bytes:
+    """OpenAI's mask: opaque, with a fully transparent rectangle (the area to edit)."""
+    mask = PILImage.new("RGBA", (width, height), (255, 255, 255, 255))
+    mask.paste((0, 0, 0, 0), box)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def edit(model: str, *images: bytes, mask: bytes | None = None, **fields: Any) -> GenerationPlan:
+    inputs = InputPictures(
+        images=tuple(pictures.inspect(data, param="image") for data in images),
+        mask=pictures.inspect(mask, param="mask") if mask is not None else None,
+    )
+    return plan_edit(REGISTRY.get(model), ImageEditOptions.model_validate({"prompt": "add a red hat", **fields}), inputs)
+
+
+def variation(model: str, image: bytes, **fields: Any) -> GenerationPlan:
+    return plan_variation(REGISTRY.get(model), ImageVariationOptions.model_validate(fields), pictures.inspect(image, param="image"))
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+IMAGE = png(384, 320)
+MASK = hole_mask(384, 320, (100, 50, 200, 150))
+
+
+def test_an_edit_with_a_mask_is_inpainting_of_the_image_with_bedrocks_black_and_white_mask() -> None:
+    body = amazon_body(edit(NOVA, IMAGE, mask=MASK, quality="hd", n=2), 2, seed=42)
+    assert body["taskType"] == "INPAINTING" and set(body) == {"taskType", "inPaintingParams", "imageGenerationConfig"}
+    params = body["inPaintingParams"]
+    assert set(params) == {"image", "maskImage", "text"}
+    assert (params["image"], params["text"]) == (b64(IMAGE), "add a red hat")
+    # Inpainting answers at the input's size: no width/height in the config.
+    assert body["imageGenerationConfig"] == {"numberOfImages": 2, "cfgScale": 6.5, "seed": 42, "quality": "premium"}
+    mask = PILImage.open(io.BytesIO(base64.b64decode(params["maskImage"], validate=True)))
+    assert (mask.format, mask.mode, mask.size) == ("PNG", "RGB", (384, 320))
+    # Black (0 0 0) is inside Bedrock's mask, the area changed: exactly OpenAI's transparent rectangle.
+    assert mask.crop((100, 50, 200, 150)).getcolors() == [(100 * 100, (0, 0, 0))]
+    assert sorted(mask.getcolors() or []) == [(100 * 100, (0, 0, 0)), (384 * 320 - 100 * 100, (255, 255, 255))]
+
+
+def test_titan_inpainting_keeps_its_own_cfg_scale() -> None:
+    body = amazon_body(edit(TITAN, jpeg(512, 512), mask=hole_mask(512, 512, (0, 0, 10, 10))), 1, seed=3)
+    assert body["taskType"] == "INPAINTING"
+    assert body["imageGenerationConfig"] == {"numberOfImages": 1, "cfgScale": 8.0, "seed": 3, "quality": "standard"}
+
+
+def test_an_edit_without_a_mask_is_an_image_variation_of_every_image_with_the_prompt_at_the_inputs_size() -> None:
+    second = jpeg(640, 480)
+    request_plan = edit(NOVA, IMAGE, second)
+    assert (request_plan.size, request_plan.width, request_plan.height) == ("384x320", 384, 320)
+    body = amazon_body(request_plan, 1, seed=5)
+    assert body == {
+        "taskType": "IMAGE_VARIATION",
+        "imageVariationParams": {"images": [b64(IMAGE), b64(second)], "text": "add a red hat"},
+        "imageGenerationConfig": {"numberOfImages": 1, "width": 384, "height": 320, "cfgScale": 6.5, "seed": 5, "quality": "standard"},
+    }
+
+
+def test_a_variation_is_an_image_variation_without_text_at_the_size_asked() -> None:
+    body = amazon_body(variation(TITAN, IMAGE, size="768x768"), 1, seed=9)
+    assert body == {
+        "taskType": "IMAGE_VARIATION",
+        "imageVariationParams": {"images": [b64(IMAGE)]},
+        "imageGenerationConfig": {"numberOfImages": 1, "width": 768, "height": 768, "cfgScale": 8.0, "seed": 9, "quality": "standard"},
+    }
+    assert variation(NOVA, IMAGE).size == "1024x1024"  # the model's default size, not the input's
+
+
+def test_the_mask_is_converted_once_for_all_calls_of_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    conversions: list[bool] = []
+    real = pictures.alpha_mask_to_black_white
+
+    def counting(mask_png: bytes, *, edit_is_black: bool) -> bytes:
+        conversions.append(edit_is_black)
+        return real(mask_png, edit_is_black=edit_is_black)
+
+    monkeypatch.setattr(bedrock, "alpha_mask_to_black_white", counting)
+    spec = REGISTRY.get(NOVA).model_copy(update={"max_n": 10})
+    request_plan = edit(NOVA, IMAGE, mask=MASK, n=5).model_copy(update={"model": spec, "n": 7})
+    client = StubClient()
+    result = BedrockProvider(client, seed=lambda upper: 1).generate(request_plan, Deadline.after(10))
+    assert len(result.images) == 7
+    assert sorted(call["body"]["imageGenerationConfig"]["numberOfImages"] for call in client.calls) == [2, 5]
+    assert {call["body"]["taskType"] for call in client.calls} == {"INPAINTING"}
+    assert len({call["body"]["inPaintingParams"]["maskImage"] for call in client.calls}) == 1
+    assert conversions == [True]
+
+
+def test_amazon_task_of_a_generation_is_text_image() -> None:
+    assert amazon_task(plan(model=NOVA, prompt="a fox")) == {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a fox"}}
+
+
+def test_a_stability_edit_is_an_unsupported_operation_without_a_call() -> None:
+    client = StubClient()
+    stability_edit = plan(model=CORE, size="1024x1024").model_copy(update={"operation": "edit"})
+    with pytest.raises(ProviderError) as caught:
+        BedrockProvider(client).generate(stability_edit, Deadline.after(10))
+    assert caught.value.code == "unsupported_operation" and client.calls == []
+
+
+def test_the_catalog_gives_edits_and_variations_to_the_amazon_models_only() -> None:
+    for model in (NOVA, TITAN):
+        spec = catalog()[model]
+        assert spec.edits is not None and spec.variations is not None
+        assert (spec.edits.mask, spec.edits.max_images, spec.edits.max_images_with_mask, spec.edits.output_follows_input) == (
+            True,
+            5,
+            1,
+            True,
+        )
+        assert (spec.variations.max_images, spec.variations.output_follows_input) == (1, False)
+        assert spec.edits.formats == spec.variations.formats == ("png", "jpeg")
+    for spec in catalog().of("bedrock"):
+        if spec.family == "stability":
+            assert spec.edits is None and spec.variations is None
+
+
+@pytest.mark.parametrize(
+    ("make", "param", "text"),
+    [
+        (lambda: edit(NOVA, IMAGE, IMAGE, mask=MASK), "image", "with a mask this model takes at most 1"),
+        (lambda: edit(NOVA, *[IMAGE] * 6), "image", "at most 5"),
+        (lambda: edit(TITAN, png(1472, 704)), "image", "320 to 1408"),
+        (lambda: edit(NOVA, png(320, 256)), "image", "320 to 4096"),
+        (lambda: edit(NOVA, png(2048, 2064)), "image", "above the model's 4194303 pixels"),
+        (lambda: edit(NOVA, png(384, 320, "RGBA", (1, 2, 3, 255)), mask=png(384, 320)), "mask", "alpha channel"),
+        (lambda: edit(NOVA, IMAGE, size="1024x1024"), "size", "input image's size"),
+        (lambda: edit(NOVA, IMAGE, mask=hole_mask(320, 320, (0, 0, 1, 1))), "mask", "first image's size"),
+        (lambda: variation(TITAN, png(4112, 320)), "image", "320 to 4096"),
+        (lambda: variation(TITAN, IMAGE, size="1000x1000"), "size", "not supported"),
+    ],
+)
+def test_edit_and_variation_inputs_are_checked_against_the_catalog(make: Any, param: str, text: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        make()
+    assert caught.value.param == param and text in caught.value.message, caught.value.message
+
+
+def test_a_gif_or_webp_input_is_refused_for_bedrock() -> None:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (320, 320)).save(buffer, format="WEBP")
+    with pytest.raises(InvalidRequestError) as caught:
+        edit(NOVA, buffer.getvalue())
+    assert caught.value.param == "image" and "PNG or JPEG" in caught.value.message
