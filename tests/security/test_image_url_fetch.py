@@ -226,6 +226,19 @@ class TestHostileRemote:
         assert error.code == "image_url_timeout" and "1.0 s" in error.message
         assert 0.9 < elapsed < 2.0
 
+    def test_a_slow_drip_fails_within_the_cap_with_a_callers_own_client(self, server: Server, names: Resolver) -> None:
+        # A plain client's per-read timeout never trips on a byte every 0.5 s: only the clock between chunks stops it.
+        server.routes["/drip.png"] = drip(0.5)
+        started = time.monotonic()
+        with httpx.Client(trust_env=False) as client:
+            error = refused(
+                lambda: fetch(
+                    f"http://images.example.com:{server.port}/drip.png", loopback_policy(names, timeout_seconds=1.0), client=client
+                )
+            )
+        assert error.code == "image_url_timeout"
+        assert time.monotonic() - started < 2.0
+
     @pytest.mark.parametrize("route", [drip(0.5, headers_only=True), silent()], ids=["silent-after-headers", "no-answer"])
     def test_a_remote_that_stops_answering_fails_within_the_cap(self, server: Server, names: Resolver, route: Route) -> None:
         server.routes["/stall.png"] = route

@@ -45,7 +45,6 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # One fetch, redirects included, never takes longer than this even when the request has more time left: a slow
 # image host must not eat the provider's share of the request.
 DEFAULT_FETCH_TIMEOUT_SECONDS = 10.0
-_CHUNK_BYTES = 64 * 1024
 
 # Ranges ``is_global`` lets through in Python 3.11 although no public server lives there, or that are named apart
 # so a refusal says what was hit.
@@ -435,7 +434,8 @@ def _read_image(response: httpx.Response, *, target: _Target, param: str, max_by
         raise _too_large(max_bytes, param=param)
     body = bytearray()
     try:
-        for chunk in _chunks(response.iter_raw(_CHUNK_BYTES), end=end, budget=budget, param=param):
+        # No chunk_size: httpx would gather that many bytes before yielding, and a drip would never reach the clock check.
+        for chunk in _chunks(response.iter_raw(), end=end, budget=budget, param=param):
             body += chunk
             if len(body) > max_bytes:
                 raise _too_large(max_bytes, param=param)
