@@ -334,7 +334,7 @@ class TestHostileRemote:
         server.routes["/secret/a.png"] = serve(b"nope", content_type="text/plain", status=status)
         url = f"http://images.example.com:{server.port}/secret/a.png?X-Amz-Signature=s3cr3t"
         error = refused(lambda: fetch(url, loopback_policy(names)))
-        assert f"HTTP {status}" in error.message
+        assert f"HTTP {status}" in error.message and error.code == "image_url_http_error"
         assert "s3cr3t" not in error.message and "/secret" not in error.message
 
     def test_httpx_logs_no_path_or_query_of_the_image_url(self, server: Server, names: Resolver, caplog: pytest.LogCaptureFixture) -> None:

@@ -363,7 +363,7 @@ def _fetch(url: str, *, http: httpx.Client, param: str, max_bytes: int, policy: 
                     raise _refuse("the image_url redirected to an invalid URL.", param=param) from None
                 continue
             if not 200 <= response.status_code < 300:
-                raise _refuse(f"the image_url answered HTTP {response.status_code}.", param=param, code="image_url_unreachable")
+                raise _refuse(f"the image_url answered HTTP {response.status_code}.", param=param, code="image_url_http_error")
             return _read_image(response, target=target, param=param, max_bytes=max_bytes, budget=budget, end=end)
     raise _refuse(f"the image_url redirected more than {policy.max_redirects} times.", param=param, code="too_many_redirects")
 
@@ -417,8 +417,6 @@ def _describe(error: BaseException) -> str:
         if isinstance(cause, ssl.SSLError):
             return "the TLS handshake failed"
         cause = cause.__cause__ or cause.__context__
-    if isinstance(error, httpx.ConnectError):
-        return "the connection failed"
     if isinstance(error, httpx.RemoteProtocolError):
         return "the connection ended or broke the HTTP protocol"
     return "the connection failed"
