@@ -1,0 +1,197 @@
+"""Bedrock edits and variations over real HTTP: boto3's bedrock-runtime client (serialization, SigV4, error parsing)
+against the fake Bedrock on loopback, which validates the INPAINTING / IMAGE_VARIATION bodies as Bedrock does and
+records the images and mask it decoded from them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from PIL import Image as PILImage
+
+from imagegen import pictures
+from imagegen.clients import bedrock_runtime_client
+from imagegen.deadline import Deadline
+from imagegen.errors import ContentPolicyError, InvalidRequestError, RateLimitError
+from imagegen.options import ImageEditOptions, ImageVariationOptions
+from imagegen.planning import GenerationPlan, InputPictures, plan_edit, plan_variation
+from imagegen.providers.bedrock import BedrockProvider
+from imagegen.registry import ModelRegistry, build_registry
+from tests.fakes.bedrock_server import FakeBedrock
+
+pytestmark = pytest.mark.integration
+
+NOVA = "amazon.nova-canvas-v1:0"
+TITAN = "amazon.titan-image-generator-v2:0"
+REGISTRY = build_registry(openai_enabled=False, default_model=None, bedrock_enabled=True)
+
+
+def png(width: int, height: int, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (width, height), (10, 90, 200)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def hole_mask(width: int, height: int, box: tuple[int, int, int, int]) -> bytes:
+    """OpenAI's mask: opaque, with a fully transparent rectangle where the image is edited."""
+    mask = PILImage.new("RGBA", (width, height), (90, 90, 90, 255))
+    mask.paste((0, 0, 0, 0), box)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+IMAGE = png(384, 320)
+MASK = hole_mask(384, 320, (100, 50, 200, 150))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def edit(model: str, *images: bytes, mask: bytes | None = None, registry: ModelRegistry = REGISTRY, **fields: Any) -> GenerationPlan:
+    inputs = InputPictures(
+        images=tuple(pictures.inspect(data, param="image") for data in images),
+        mask=pictures.inspect(mask, param="mask") if mask is not None else None,
+    )
+    return plan_edit(registry.get(model), ImageEditOptions.model_validate({"prompt": "add a red hat", **fields}), inputs)
+
+
+def variation(model: str, image: bytes, **fields: Any) -> GenerationPlan:
+    return plan_variation(REGISTRY.get(model), ImageVariationOptions.model_validate(fields), pictures.inspect(image, param="image"))
+
+
+@pytest.fixture
+def client(bedrock_env: FakeBedrock) -> Any:
+    """The deployment's bedrock-runtime client (no retries), made afresh (it is cached per container) so that its
+    endpoint is the fake's and its credentials the ones the fake checks."""
+    return bedrock_runtime_client.__wrapped__()
+
+
+@pytest.fixture
+def provider(client: Any) -> BedrockProvider:
+    return BedrockProvider(client)
+
+
+def sizes(result: Any) -> list[tuple[int, int]]:
+    return [PILImage.open(io.BytesIO(image.data)).size for image in result.images]
+
+
+def test_an_edit_with_a_mask_arrives_as_inpainting_with_the_image_and_bedrocks_mask(bedrock_env, provider) -> None:
+    result = provider.generate(edit(NOVA, IMAGE, mask=MASK, n=2, quality="hd"), Deadline.after(10))
+    assert sizes(result) == [(384, 320)] * 2  # inpainting answers at the input's size
+    (sent,) = bedrock_env.requests
+    assert sent["model"] == NOVA and sent["json"]["taskType"] == "INPAINTING"
+    assert sent["json"]["inPaintingParams"]["text"] == "add a red hat"
+    assert sent["json"]["imageGenerationConfig"]["quality"] == "premium"
+    (image,) = sent["inputs"]["images"]
+    assert sha256(image) == sha256(IMAGE)
+    mask = PILImage.open(io.BytesIO(sent["inputs"]["mask"])).convert("RGB")
+    assert mask.size == (384, 320)
+    # Black where OpenAI's mask was transparent (the area Bedrock changes), white everywhere else.
+    assert mask.crop((100, 50, 200, 150)).getcolors() == [(100 * 100, (0, 0, 0))]
+    assert sorted(mask.getcolors() or []) == [(100 * 100, (0, 0, 0)), (384 * 320 - 100 * 100, (255, 255, 255))]
+
+
+def test_an_edit_without_a_mask_sends_every_image_in_order_with_the_prompt(bedrock_env, provider) -> None:
+    second, third = jpeg(640, 480), png(512, 512, (1, 2, 3))
+    result = provider.generate(edit(TITAN, IMAGE, second, third), Deadline.after(10))
+    assert sizes(result) == [(384, 320)]  # the first input's size, sent as width x height
+    (sent,) = bedrock_env.requests
+    assert sent["json"]["taskType"] == "IMAGE_VARIATION"
+    assert sent["json"]["imageVariationParams"]["text"] == "add a red hat"
+    assert [sha256(data) for data in sent["inputs"]["images"]] == [sha256(IMAGE), sha256(second), sha256(third)]
+    assert sent["inputs"]["mask"] is None
+
+
+def test_variations_beyond_five_take_consecutive_calls_without_text(bedrock_env, client) -> None:
+    spec = REGISTRY.get(NOVA).model_copy(update={"max_n": 10})
+    request_plan = variation(NOVA, IMAGE, size="512x512", n=5).model_copy(update={"model": spec, "n": 7})
+    seeds = iter((11, 22))
+    result = BedrockProvider(client, seed=lambda upper: next(seeds)).generate(request_plan, Deadline.after(10))
+    assert sizes(result) == [(512, 512)] * 7
+    assert sorted(request["json"]["imageGenerationConfig"]["numberOfImages"] for request in bedrock_env.requests) == [2, 5]
+    assert sorted(request["json"]["imageGenerationConfig"]["seed"] for request in bedrock_env.requests) == [11, 22]
+    for request in bedrock_env.requests:
+        assert request["json"]["imageVariationParams"].keys() == {"images"}
+        assert [sha256(data) for data in request["inputs"]["images"]] == [sha256(IMAGE)]
+
+
+def test_an_inference_profile_edits_under_its_own_id(bedrock_env, provider) -> None:
+    registry = build_registry(openai_enabled=False, default_model=None, bedrock_models=[f"us.{NOVA}"])
+    bedrock_env.profile_only.add(NOVA)
+    result = provider.generate(edit(f"us.{NOVA}", IMAGE, mask=MASK, registry=registry), Deadline.after(10))
+    assert sizes(result) == [(384, 320)]
+    assert [request["model"] for request in bedrock_env.requests] == [f"us.{NOVA}"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "error"),
+    [("fail:filtered", ContentPolicyError), ("fail:ContentFilter", ContentPolicyError), ("fail:ThrottlingException", RateLimitError)],
+)
+def test_an_edit_meets_the_same_error_table(bedrock_env, provider, prompt, error) -> None:
+    with pytest.raises(error):
+        provider.generate(edit(NOVA, IMAGE, mask=MASK, prompt=prompt), Deadline.after(10))
+    assert len(bedrock_env.requests) == 1
+
+
+def invoke(client: Any, body: dict[str, Any]) -> ClientError:
+    with pytest.raises(ClientError) as caught:
+        client.invoke_model(modelId=NOVA, body=json.dumps(body), contentType="application/json", accept="application/json")
+    return caught.value
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+CONFIG = {"numberOfImages": 1, "seed": 1, "cfgScale": 6.5}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"taskType": "INPAINTING", "inPaintingParams": {"text": "x", "maskPrompt": "a hat"}}, "required key [image] not found"),
+        ({"taskType": "INPAINTING", "inPaintingParams": {"image": b64(IMAGE), "text": "x"}}, "Exactly one of maskImage or maskPrompt"),
+        (
+            {"taskType": "INPAINTING", "inPaintingParams": {"image": b64(IMAGE), "maskImage": b64(png(320, 320, (0, 0, 0)))}},
+            "must have the input image's size (384x320)",
+        ),
+        (
+            {"taskType": "INPAINTING", "inPaintingParams": {"image": b64(IMAGE), "maskImage": b64(png(384, 320, (90, 90, 90)))}},
+            "only pure black and pure white",
+        ),
+        ({"taskType": "INPAINTING", "inPaintingParams": {"image": "not base64!", "maskPrompt": "a hat"}}, "not a base64-encoded"),
+        ({"taskType": "IMAGE_VARIATION", "imageVariationParams": {"images": []}}, "expected minimum item count: 1, found: 0"),
+        ({"taskType": "IMAGE_VARIATION", "imageVariationParams": {"images": [b64(IMAGE)] * 6}}, "expected maximum item count: 5, found: 6"),
+        ({"taskType": "IMAGE_VARIATION", "imageVariationParams": {"images": [b64(b"GIF89a...")]}}, "images/0"),
+    ],
+)
+def test_the_fake_refuses_what_bedrock_refuses(bedrock_env, client, body, message) -> None:
+    error = invoke(client, {**body, "imageGenerationConfig": CONFIG})
+    assert error.response["Error"]["Code"] == "ValidationException"
+    assert message in error.response["Error"]["Message"]
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_bedrocks_refusal_of_an_edit_body_is_a_400_naming_its_reason(bedrock_env, provider) -> None:
+    """A body that planning would never build (a mask of another size) is refused by Bedrock: the provider says so."""
+    request_plan = edit(NOVA, IMAGE, mask=MASK)
+    small = pictures.inspect(hole_mask(320, 320, (0, 0, 5, 5)), param="mask")
+    assert request_plan.inputs is not None
+    wrong = request_plan.model_copy(update={"inputs": InputPictures(images=request_plan.inputs.images, mask=small)})
+    with pytest.raises(InvalidRequestError) as caught:
+        provider.generate(wrong, Deadline.after(10))
+    assert caught.value.status_code == 400
+    assert "Amazon Bedrock refused the request" in caught.value.message and "input image's size" in caught.value.message
