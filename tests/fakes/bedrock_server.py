@@ -13,7 +13,7 @@ maskPrompt; a mask image of the input's size with pure black and white pixels on
 ``IMAGE_VARIATION`` (``imageVariationParams``: 1-5 images, optional text) at the config's width x height. A body
 that breaks these rules is a 400 ValidationException in Bedrock's "Malformed input request: #/path: ..." style. Each
 recorded request carries ``inputs``: the decoded images and mask (``images``, ``mask``; bytes), for tests to check
-what arrived.
+what arrived; ``edit_plan`` / ``variation_plan`` and the image builders make what such tests send.
 
 Model ids as Bedrock takes them: a foundation model id, or a cross-Region inference profile ``<geo>.<model id>``;
 a model in ``profile_only`` refuses its bare id as Bedrock does ("... with on-demand throughput isn't supported"),
@@ -36,6 +36,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from PIL import Image as PILImage
 
+from imagegen import pictures
+from imagegen.options import ImageEditOptions, ImageVariationOptions
+from imagegen.planning import GenerationPlan, InputPictures, plan_edit, plan_variation
+from imagegen.specs import ModelSpec
 from tests.fakes.loopback import LoopbackHTTPServer, QuietHandler
 
 SLOW_SECONDS = 5.0
@@ -135,10 +139,38 @@ STABILITY_SIZES = {
 }
 
 
-def draw(width: int, height: int, seed: int, image_format: str = "PNG") -> bytes:
+def picture(width: int, height: int, colour: tuple[int, ...] = (200, 40, 40), *, mode: str = "RGB", image_format: str = "PNG") -> bytes:
+    """A flat image, encoded."""
     buffer = io.BytesIO()
-    PILImage.new("RGB", (width, height), ((seed * 37) % 256, 120, 80)).save(buffer, format=image_format)
+    PILImage.new(mode, (width, height), colour).save(buffer, format=image_format)
     return buffer.getvalue()
+
+
+def draw(width: int, height: int, seed: int, image_format: str = "PNG") -> bytes:
+    return picture(width, height, ((seed * 37) % 256, 120, 80), image_format=image_format)
+
+
+def openai_mask(width: int, height: int, box: tuple[int, int, int, int]) -> bytes:
+    """For tests that send edits: OpenAI's mask, opaque grey with a fully transparent rectangle (the area to edit)."""
+    mask = PILImage.new("RGBA", (width, height), (90, 90, 90, 255))
+    mask.paste((0, 0, 0, 0), box)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def edit_plan(spec: ModelSpec, *images: bytes, mask: bytes | None = None, **fields: Any) -> GenerationPlan:
+    """For tests that send edits: the plan of an edit of ``images`` (prompt "add a red hat" unless given)."""
+    inputs = InputPictures(
+        images=tuple(pictures.inspect(data, param="image") for data in images),
+        mask=pictures.inspect(mask, param="mask") if mask is not None else None,
+    )
+    return plan_edit(spec, ImageEditOptions.model_validate({"prompt": "add a red hat", **fields}), inputs)
+
+
+def variation_plan(spec: ModelSpec, image: bytes, **fields: Any) -> GenerationPlan:
+    """For tests that send variations: the plan of variations of ``image``."""
+    return plan_variation(spec, ImageVariationOptions.model_validate(fields), pictures.inspect(image, param="image"))
 
 
 def signature_matches(method: str, url: str, headers: dict[str, str], body: bytes, credentials: Credentials, region: str) -> bool:

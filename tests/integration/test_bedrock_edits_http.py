@@ -18,11 +18,10 @@ from imagegen import pictures
 from imagegen.clients import bedrock_runtime_client
 from imagegen.deadline import Deadline
 from imagegen.errors import ContentPolicyError, InvalidRequestError, RateLimitError
-from imagegen.options import ImageEditOptions, ImageVariationOptions
-from imagegen.planning import GenerationPlan, InputPictures, plan_edit, plan_variation
+from imagegen.planning import GenerationPlan, InputPictures
 from imagegen.providers.bedrock import BedrockProvider
 from imagegen.registry import ModelRegistry, build_registry
-from tests.fakes.bedrock_server import FakeBedrock
+from tests.fakes.bedrock_server import FakeBedrock, edit_plan, openai_mask, picture, variation_plan
 
 pytestmark = pytest.mark.integration
 
@@ -32,28 +31,15 @@ REGISTRY = build_registry(openai_enabled=False, default_model=None, bedrock_enab
 
 
 def png(width: int, height: int, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.new("RGB", (width, height), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return picture(width, height, colour)
 
 
 def jpeg(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.new("RGB", (width, height), (10, 90, 200)).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def hole_mask(width: int, height: int, box: tuple[int, int, int, int]) -> bytes:
-    """OpenAI's mask: opaque, with a fully transparent rectangle where the image is edited."""
-    mask = PILImage.new("RGBA", (width, height), (90, 90, 90, 255))
-    mask.paste((0, 0, 0, 0), box)
-    buffer = io.BytesIO()
-    mask.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return picture(width, height, (10, 90, 200), image_format="JPEG")
 
 
 IMAGE = png(384, 320)
-MASK = hole_mask(384, 320, (100, 50, 200, 150))
+MASK = openai_mask(384, 320, (100, 50, 200, 150))
 
 
 def sha256(data: bytes) -> str:
@@ -61,15 +47,11 @@ def sha256(data: bytes) -> str:
 
 
 def edit(model: str, *images: bytes, mask: bytes | None = None, registry: ModelRegistry = REGISTRY, **fields: Any) -> GenerationPlan:
-    inputs = InputPictures(
-        images=tuple(pictures.inspect(data, param="image") for data in images),
-        mask=pictures.inspect(mask, param="mask") if mask is not None else None,
-    )
-    return plan_edit(registry.get(model), ImageEditOptions.model_validate({"prompt": "add a red hat", **fields}), inputs)
+    return edit_plan(registry.get(model), *images, mask=mask, **fields)
 
 
 def variation(model: str, image: bytes, **fields: Any) -> GenerationPlan:
-    return plan_variation(REGISTRY.get(model), ImageVariationOptions.model_validate(fields), pictures.inspect(image, param="image"))
+    return variation_plan(REGISTRY.get(model), image, **fields)
 
 
 @pytest.fixture
@@ -188,7 +170,7 @@ def test_the_fake_refuses_what_bedrock_refuses(bedrock_env, client, body, messag
 def test_bedrocks_refusal_of_an_edit_body_is_a_400_naming_its_reason(bedrock_env, provider) -> None:
     """A body that planning would never build (a mask of another size) is refused by Bedrock: the provider says so."""
     request_plan = edit(NOVA, IMAGE, mask=MASK)
-    small = pictures.inspect(hole_mask(320, 320, (0, 0, 5, 5)), param="mask")
+    small = pictures.inspect(openai_mask(320, 320, (0, 0, 5, 5)), param="mask")
     assert request_plan.inputs is not None
     wrong = request_plan.model_copy(update={"inputs": InputPictures(images=request_plan.inputs.images, mask=small)})
     with pytest.raises(InvalidRequestError) as caught:

@@ -23,8 +23,8 @@ from imagegen.errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from imagegen.options import ImageEditOptions, ImageGenerationRequest, ImageVariationOptions
-from imagegen.planning import GenerationPlan, InputPictures, plan_edit, plan_variation
+from imagegen.options import ImageGenerationRequest
+from imagegen.planning import GenerationPlan
 from imagegen.providers import bedrock
 from imagegen.providers.bedrock import (
     BedrockProvider,
@@ -38,6 +38,7 @@ from imagegen.providers.bedrock import (
 from imagegen.providers.local import draw
 from imagegen.registry import build_registry
 from imagegen.specs import catalog
+from tests.fakes.bedrock_server import edit_plan, openai_mask, picture, variation_plan
 
 REGISTRY = build_registry(openai_enabled=False, default_model=None, bedrock_enabled=True)
 NOVA, TITAN, CORE = "amazon.nova-canvas-v1:0", "amazon.titan-image-generator-v2:0", "stability.stable-image-core-v1:1"
@@ -272,36 +273,19 @@ def test_an_inference_profile_is_invoked_by_its_own_id_with_the_base_models_body
 
 
 def png(width: int, height: int, mode: str = "RGB", colour: tuple[int, ...] = (200, 40, 40)) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.new(mode, (width, height), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return picture(width, height, colour, mode=mode)
 
 
 def jpeg(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.new("RGB", (width, height), (10, 90, 200)).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def hole_mask(width: int, height: int, box: tuple[int, int, int, int]) -> bytes:
-    """OpenAI's mask: opaque, with a fully transparent rectangle (the area to edit)."""
-    mask = PILImage.new("RGBA", (width, height), (255, 255, 255, 255))
-    mask.paste((0, 0, 0, 0), box)
-    buffer = io.BytesIO()
-    mask.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return picture(width, height, (10, 90, 200), image_format="JPEG")
 
 
 def edit(model: str, *images: bytes, mask: bytes | None = None, **fields: Any) -> GenerationPlan:
-    inputs = InputPictures(
-        images=tuple(pictures.inspect(data, param="image") for data in images),
-        mask=pictures.inspect(mask, param="mask") if mask is not None else None,
-    )
-    return plan_edit(REGISTRY.get(model), ImageEditOptions.model_validate({"prompt": "add a red hat", **fields}), inputs)
+    return edit_plan(REGISTRY.get(model), *images, mask=mask, **fields)
 
 
 def variation(model: str, image: bytes, **fields: Any) -> GenerationPlan:
-    return plan_variation(REGISTRY.get(model), ImageVariationOptions.model_validate(fields), pictures.inspect(image, param="image"))
+    return variation_plan(REGISTRY.get(model), image, **fields)
 
 
 def b64(data: bytes) -> str:
@@ -309,7 +293,7 @@ def b64(data: bytes) -> str:
 
 
 IMAGE = png(384, 320)
-MASK = hole_mask(384, 320, (100, 50, 200, 150))
+MASK = openai_mask(384, 320, (100, 50, 200, 150))
 
 
 def test_an_edit_with_a_mask_is_inpainting_of_the_image_with_bedrocks_black_and_white_mask() -> None:
@@ -328,7 +312,7 @@ def test_an_edit_with_a_mask_is_inpainting_of_the_image_with_bedrocks_black_and_
 
 
 def test_titan_inpainting_keeps_its_own_cfg_scale() -> None:
-    body = amazon_body(edit(TITAN, jpeg(512, 512), mask=hole_mask(512, 512, (0, 0, 10, 10))), 1, seed=3)
+    body = amazon_body(edit(TITAN, jpeg(512, 512), mask=openai_mask(512, 512, (0, 0, 10, 10))), 1, seed=3)
     assert body["taskType"] == "INPAINTING"
     assert body["imageGenerationConfig"] == {"numberOfImages": 1, "cfgScale": 8.0, "seed": 3, "quality": "standard"}
 
@@ -414,7 +398,7 @@ def test_the_catalog_gives_edits_and_variations_to_the_amazon_models_only() -> N
         (lambda: edit(NOVA, png(2048, 2064)), "image", "above the model's 4194303 pixels"),
         (lambda: edit(NOVA, png(384, 320, "RGBA", (1, 2, 3, 255)), mask=png(384, 320)), "mask", "alpha channel"),
         (lambda: edit(NOVA, IMAGE, size="1024x1024"), "size", "input image's size"),
-        (lambda: edit(NOVA, IMAGE, mask=hole_mask(320, 320, (0, 0, 1, 1))), "mask", "first image's size"),
+        (lambda: edit(NOVA, IMAGE, mask=openai_mask(320, 320, (0, 0, 1, 1))), "mask", "first image's size"),
         (lambda: variation(TITAN, png(4112, 320)), "image", "320 to 4096"),
         (lambda: variation(TITAN, IMAGE, size="1000x1000"), "size", "not supported"),
     ],
