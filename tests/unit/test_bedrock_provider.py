@@ -13,7 +13,6 @@ import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 from PIL import Image as PILImage
 
-from imagegen import pictures
 from imagegen.deadline import Deadline
 from imagegen.errors import (
     ContentPolicyError,
@@ -341,7 +340,7 @@ def test_a_variation_is_an_image_variation_without_text_at_the_size_asked() -> N
 
 def test_the_mask_is_converted_once_for_all_calls_of_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
     conversions: list[bool] = []
-    real = pictures.alpha_mask_to_black_white
+    real = bedrock.alpha_mask_to_black_white
 
     def counting(mask_png: bytes, *, edit_is_black: bool) -> bytes:
         conversions.append(edit_is_black)

@@ -55,8 +55,8 @@ from imagegen.errors import (
     RateLimitError,
 )
 from imagegen.observability import logger, tracer
-from imagegen.pictures import alpha_mask_to_black_white
 from imagegen.planning import GenerationPlan
+from imagegen.png import alpha_plane, encode_png_rgb
 from imagegen.providers.base import ProviderImage, ProviderResult
 from imagegen.specs import bedrock_base_id
 
@@ -93,6 +93,23 @@ def aspect_ratio(width: int, height: int) -> str:
         if width * units_h == height * units_w:
             return f"{units_w}:{units_h}"
     raise ValueError(f"{width}x{height} is none of Stability's aspect ratios")
+
+
+def alpha_mask_to_black_white(mask_png: bytes, *, edit_is_black: bool) -> bytes:
+    """OpenAI's mask (a PNG whose fully transparent pixels, alpha 0, mark where to edit) -> an RGB PNG of the same
+    size with no alpha, pure black and pure white only, where the edit area is black if ``edit_is_black``.
+
+    Amazon Bedrock (Nova Canvas, the Amazon Nova user guide, "Masking images"): a mask contains only pure black and pure
+    white pixels; for INPAINTING the black area is the masked area that is changed and the rest must be pure white; for
+    OUTPAINTING the model changes the white area. An inpainting mask therefore passes ``edit_is_black=True``. The guide
+    also allows an alpha channel only without transparent pixels, so the result has none."""
+    width, height, alpha = alpha_plane(mask_png, param="mask")
+    edit, keep = (0, 255) if edit_is_black else (255, 0)
+    grey = alpha.translate(bytes([edit] + [keep] * 255))
+    rgb = bytearray(3 * width * height)
+    for channel in range(3):
+        rgb[channel::3] = grey
+    return encode_png_rgb(width, height, bytes(rgb))
 
 
 def _b64(data: bytes) -> str:

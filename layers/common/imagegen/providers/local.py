@@ -1,29 +1,23 @@
 """An offline provider: a deterministic placeholder PNG drawn from the prompt (same prompt, size and index give
 the same bytes), and for edits and variations a deterministic transform of the first input image
-(:func:`imagegen.pictures.transform_for_local`: the masked area changed, the input's hash in a tEXt chunk), so the
-whole path works with no account and no network, and a test can see which input arrived."""
+(:func:`transform_for_local`: the masked area changed, the input's hash in a tEXt chunk), so the whole path works
+with no account and no network, and a test can see which input arrived."""
 
 from __future__ import annotations
 
 import hashlib
-import struct
-import zlib
+from typing import TYPE_CHECKING
 
 from imagegen.deadline import Deadline
 from imagegen.planning import GenerationPlan
+from imagegen.png import alpha_plane, decode_png, encode_flat_rgb, encode_png_rgba, encode_scanlines
 from imagegen.providers.base import ProviderImage, ProviderResult
 
+if TYPE_CHECKING:
+    from imagegen.pictures import Picture
+
 _GRID = 8  # an 8x8, left-right mirrored pattern, like an identicon
-
-
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def encode_png(width: int, height: int, scanlines: bytes) -> bytes:
-    """A truecolour 8-bit PNG from filtered scanlines (each row: filter byte 0 + RGB pixels)."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(scanlines, 6)) + _chunk(b"IEND", b"")
+INPUT_SHA256_KEY = "imagegen:input-sha256"
 
 
 def draw(prompt: str, width: int, height: int, seed: int = 0) -> bytes:
@@ -42,15 +36,41 @@ def draw(prompt: str, width: int, height: int, seed: int = 0) -> bytes:
         )
         line = b"\x00" + pixels
         rows.append(line * (height * (grid_row + 1) // _GRID - height * grid_row // _GRID))
-    return encode_png(width, height, b"".join(rows))
+    return encode_scanlines(width, height, 2, b"".join(rows))
+
+
+def transform_for_local(picture: Picture, *, prompt: str, mask: Picture | None) -> bytes:
+    """The offline provider's edit: a deterministic PNG of the input's width and height, carrying a tEXt chunk
+    ``imagegen:input-sha256`` (the SHA-256 of the input's bytes) so a test sees which input arrived.
+
+    A PNG input is decoded and its RGB inverted where the mask's alpha is 0 (everywhere without a mask); every other
+    pixel, and the alpha of all, stays identical. JPEG, WebP and GIF cannot be decoded with the standard library, so
+    they become a flat image whose colour is drawn from SHA-256(input bytes + prompt). The mask is the one
+    :func:`imagegen.planning.plan_edit` accepted: a PNG with alpha, of the image's width and height."""
+    text = {INPUT_SHA256_KEY: hashlib.sha256(picture.data).hexdigest()}
+    if picture.format != "png":
+        colour = hashlib.sha256(picture.data + prompt.encode()).digest()[:3]
+        return encode_flat_rgb(picture.width, picture.height, colour, text=text)
+    width, height, rgba = decode_png(picture.data, param="image")
+    pixels = width * height
+    if mask is None:
+        flips = b"\xff\xff\xff\x00" * pixels
+    else:
+        _, _, alpha = alpha_plane(mask.data, param="mask")
+        edited = alpha.translate(b"\xff" + bytes(255))
+        selection = bytearray(4 * pixels)
+        for channel in range(3):
+            selection[channel::4] = edited
+        flips = bytes(selection)
+    size = 4 * pixels
+    inverted = (int.from_bytes(rgba, "big") ^ int.from_bytes(flips, "big")).to_bytes(size, "big")
+    return encode_png_rgba(width, height, inverted, text=text)
 
 
 class LocalProvider:
     def generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
         deadline.require("draw the images")
         if plan.inputs is not None:
-            from imagegen.pictures import transform_for_local
-
             image = transform_for_local(plan.inputs.images[0], prompt=plan.prompt, mask=plan.inputs.mask)
             return ProviderResult(images=(ProviderImage(image),) * plan.n)
         return ProviderResult(images=tuple(ProviderImage(draw(plan.prompt, plan.width, plan.height, seed)) for seed in range(plan.n)))
