@@ -6,8 +6,8 @@ import random
 
 from imagegen.deadline import Deadline
 from imagegen.planning import GenerationPlan
+from imagegen.png import encode_scanlines
 from imagegen.providers.base import ProviderImage, ProviderResult
-from imagegen.providers.local import encode_png
 
 
 def noise_png(target_bytes: int, seed: int = 7) -> bytes:
@@ -15,7 +15,7 @@ def noise_png(target_bytes: int, seed: int = 7) -> bytes:
     side = max(1, int((target_bytes / 3) ** 0.5))
     rng = random.Random(seed)
     scanlines = b"".join(b"\x00" + rng.randbytes(3 * side) for _ in range(side))
-    return encode_png(side, side, scanlines)
+    return encode_scanlines(side, side, 2, scanlines)
 
 
 class PremadeProvider:
