@@ -21,6 +21,7 @@ else:  # in Lambda this directory is the task root (CodeUri functions/api) and t
     from forms import read_edit, read_variation
 from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
+from imagegen.errors import InvalidRequestError
 from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
 from imagegen.jobs import get_job_service
 from imagegen.model_list import ModelList, list_models
@@ -133,9 +134,30 @@ IMAGES_ANSWER: dict[int, OpenAPIResponse] = {200: {"description": "The images", 
     responses=IMAGES_ANSWER,
     security=CALLER,
 )
-def edit_images() -> Response[ImagesResponse]:
+def edit_images() -> Response[ImagesResponse | JobAccepted]:
     options, sources, json_form = read_edit(app.current_event.raw_event)
     metrics.add_metric(name="EditRequests", unit=MetricUnit.Count, value=1)
+    if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
+        if app.current_event.headers.get(IDEMPOTENCY_HEADER) is not None:
+            # Refused, never ignored: a retry would otherwise queue (and bill) the edit twice.
+            raise InvalidRequestError(
+                f"The {IDEMPOTENCY_HEADER} header is not supported on asynchronous edits yet; send the request without it.",
+                param=IDEMPOTENCY_HEADER,
+                code="unsupported_parameter",
+            )
+        # The inputs are read, checked and stored now: a bad image is a 400 here, and the job carries their keys.
+        request_id = _request_id()
+        job = jobs.submit_inputs(
+            options,
+            sources,
+            job_id=request_id,
+            owner=caller(),
+            deadline=_deadline(jobs.images.settings.response_margin_seconds),
+            json_form=json_form,
+        )
+        location = f"{stage_prefix(app.current_event)}/v1/images/jobs/{job.id}"
+        accepted = JobAccepted(id=job.id, status=job.status, created=job.created, location=location)
+        return Response(202, content_types.APPLICATION_JSON, accepted, {"Location": location, "Preference-Applied": "respond-async"})
     service = get_service()
     answer = service.edit(
         options, sources, request_id=_request_id(), deadline=_deadline(service.settings.response_margin_seconds), json_form=json_form

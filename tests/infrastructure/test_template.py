@@ -490,9 +490,11 @@ def test_worker_is_fed_by_the_jobs_queue_with_partial_batch_failures_and_a_concu
 
 
 def test_worker_permissions(resources: dict[str, Any]) -> None:
-    # It writes images and manifests, never reads them (the API answers jobs); claims and records jobs, never reads one
+    # It writes images and manifests, never reads them (the API answers jobs); reads an edit's inputs and stores the
+    # ones it fetches; claims and records jobs, never reads one
     assert _granted(resources, "WorkerFunction", "s3:") == {
         "${ImagesBucket.Arn}/images/*": {"s3:PutObject", "s3:DeleteObject"},
+        "${ImagesBucket.Arn}/inputs/*": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"},
         "${ImagesBucket.Arn}/results/*": {"s3:PutObject"},
     }
     assert _granted(resources, "WorkerFunction", "dynamodb:") == {"GetAtt:JobsTable.Arn": {"dynamodb:UpdateItem", "dynamodb:PutItem"}}

@@ -5,6 +5,10 @@ Every accepted job ends as a result (``status: succeeded`` + ``results/`` manife
 (recorded as failed too). A permanent error (bad options, content policy) is recorded and never retried. Request
 objects under ``requests/`` go through the same queue, so they share its retries, dead-letter queue and the
 worker's concurrency cap (a burst of objects waits in the queue instead of failing as provider 429s).
+
+A job is a generation, an edit or a variation (the message's ``operation``). An edit's or a variation's images travel
+by reference: keys under ``inputs/`` (the API stores the uploads there before queueing; a trusted producer may name
+its own) or ``image_url``s, which the worker fetches and stores under ``inputs/`` as a synchronous edit does.
 """
 
 from __future__ import annotations
@@ -36,21 +40,28 @@ from imagegen.errors import (
     StorageError,
     invalid_request_from,
 )
+from imagegen.inputs import EditSources, input_objects, stored_sources
 from imagegen.observability import logger
 from imagegen.options import (
     JOB_ID_PATTERN,
     RESULTS_PREFIX,
     ErrorDetail,
+    ImageEditJobRequest,
+    ImageEditOptions,
     ImageGenerationRequest,
     ImageJobRequest,
+    ImageVariationJobRequest,
+    ImageVariationOptions,
     Job,
+    JobRequest,
     JobStatus,
     JobView,
     StoredImage,
     Usage,
+    parse_job_request,
     validate_result_key,
 )
-from imagegen.service import ImageService, get_service
+from imagegen.service import Generation, ImageService, get_service
 from imagegen.settings import get_settings
 
 if TYPE_CHECKING:
@@ -233,7 +244,7 @@ class JobQueue:
         self._client = client
         self._queue_url = queue_url
 
-    def send(self, request: ImageJobRequest) -> None:
+    def send(self, request: JobRequest) -> None:
         try:
             self._client.send_message(QueueUrl=self._queue_url, MessageBody=request.model_dump_json(exclude_none=True))
         except (BotoCoreError, ClientError) as exc:
@@ -325,6 +336,57 @@ class JobService:
                 logger.warning("the job was queued but could not be marked so", extra={"job_id": job.id})
         return job, False
 
+    def submit_inputs(
+        self,
+        options: ImageEditOptions | ImageVariationOptions,
+        sources: EditSources,
+        *,
+        job_id: str,
+        owner: str,
+        deadline: Deadline,
+        json_form: bool = False,
+    ) -> Job:
+        """An edit (``ImageEditOptions``) or a variation from the API, queued: its inputs read and checked now (a bad
+        image is a 400 now, not a failed job later), stored under ``inputs/``, the job recorded (readable by ``owner``
+        only) and its message queued with the inputs as keys, which the worker reads as trusted."""
+        assert self.table is not None and self.queue is not None, "async jobs are not configured"
+        plan = self.images.plan_inputs(options, sources, deadline=deadline, json_form=json_form)
+        assert plan.inputs is not None  # plan_inputs plans every input it read
+        now = self.clock()
+        objects, keys = input_objects(sources, plan.inputs, job_id, now)
+        self.images.store.put_all(objects, {"request-id": job_id, "model": plan.model.id}, deadline=deadline)
+        stored = stored_sources(keys, sources)
+        seconds = _seconds(now)
+        job = Job(
+            id=job_id,
+            status="queued",
+            created=seconds,
+            updated=seconds,
+            model=plan.model.id,
+            response_format=plan.response_format,
+            owner=owner,
+        )
+        fields = {
+            **options.model_dump(exclude_none=True, exclude={"images", "mask", "markup", "image"}),
+            "id": job_id,
+            "model": plan.model.id,
+        }
+        message: JobRequest
+        if isinstance(options, ImageEditOptions):
+            message = ImageEditJobRequest.model_validate(
+                {**fields, "operation": "edit", "images": list(stored.images), "mask": stored.mask, "markup": stored.markup}
+            )
+        else:
+            message = ImageVariationJobRequest.model_validate({**fields, "operation": "variation", "image": stored.images[0]})
+        if not self.table.create(job):
+            raise QueueError("A job with this request's id exists already; try again.")
+        try:
+            self.queue.send(message)
+        except QueueError as error:
+            self.table.save(_failed(job, error, seconds))
+            raise
+        return job
+
     def _existing_submit(self, job: Job, *, now: dt.datetime) -> tuple[Job, bool]:
         """The job an earlier submit with this key created and True, to answer it again; or that job taken over
         (its creator died before queueing it) and False: this call must queue it."""
@@ -398,7 +460,7 @@ class JobService:
             self._come_back(receipt_handle, 0)
             raise
         try:
-            request = ImageJobRequest.model_validate_json(body)
+            request = parse_job_request(body)
         except ValidationError as exc:
             job_id, manifest_key = _declared_in(body)
             job = self.table.begin(job_id or message_id, created=sent_at)
@@ -411,9 +473,7 @@ class JobService:
         job = job.model_copy(update={"model": request.model or job.model})
         manifest_key = request.result_key
         try:
-            # No answer-size limit: the results go to S3 and the manifest; a job submitted through the API was checked
-            # against the synchronous limit when it was accepted (its GET is a synchronous answer).
-            generation = self.images.produce(request, request_id=job_id, deadline=deadline, when=sent_at, max_response_bytes=None)
+            generation = self._produce(request, job_id=job_id, deadline=deadline, when=sent_at)
         except ImageGenError as error:
             if error.retryable and receive_count < self.max_receive_count:
                 self.table.save(job.model_copy(update={"status": "queued", "error": ErrorDetail(**error.body()["error"])}))
@@ -430,6 +490,18 @@ class JobService:
             usage=generation.usage,
             manifest_key=manifest_key,
         )
+
+    def _produce(self, request: JobRequest, *, job_id: str, deadline: Deadline, when: dt.datetime) -> Generation:
+        """The job's images, stored. An edit's or a variation's inputs are read as trusted (keys under inputs/ are
+        this deployment's); a key that names no object is the request's fault, a 400 never retried."""
+        # No answer-size limit: the results go to S3 and the manifest; a job submitted through the API was checked
+        # against the synchronous limit when it was accepted (its GET is a synchronous answer).
+        if isinstance(request, ImageJobRequest):
+            return self.images.produce(request, request_id=job_id, deadline=deadline, when=when, max_response_bytes=None)
+        sources = EditSources.of_edit(request) if isinstance(request, ImageEditJobRequest) else EditSources.of_variation(request)
+        plan = self.images.plan_inputs(request, sources, deadline=deadline, json_form=True, trusted=True, max_response_bytes=None)
+        # ``when`` dates the keys of the inputs it stores (fetched image_urls) as of the images: a retry rewrites them
+        return self.images.run(plan, request_id=job_id, deadline=deadline, when=when, sources=sources)
 
     def _come_back(self, receipt_handle: str | None, seconds: int) -> None:
         if self.queue is not None and receipt_handle is not None:
@@ -470,7 +542,7 @@ class JobService:
         if len(body) > limit:  # rewritten larger since the notification
             return self._record(job, failed=_too_large(len(body), limit), manifest_key=manifest_key)
         try:
-            request = ImageJobRequest.model_validate_json(body)
+            request = parse_job_request(body)
         except ValidationError as exc:
             return self._record(job, failed=invalid_request_from(exc.errors()), manifest_key=manifest_key)
         job = job.model_copy(update={"id": _object_job_id(relative, request.id, sequencer), "model": request.model})

@@ -8,6 +8,7 @@ this module only checks what holds for every model.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -286,9 +287,8 @@ def validate_result_key(key: str) -> str:
     return key
 
 
-class ImageJobRequest(ImageGenerationRequest):
-    """An asynchronous job: the same options plus an optional caller-chosen ``id`` (the schema of an SQS message
-    body and of an S3 request object). Re-sending an id that already finished does not generate again."""
+class JobFields(BaseModel):
+    """What every job message adds to its operation's options: an optional caller-chosen ``id`` and ``result_key``."""
 
     id: Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)] | None = Field(
         default=None, description="Caller-chosen job id (letters, digits, '-', '_'; at most 64); default: generated."
@@ -299,6 +299,60 @@ class ImageJobRequest(ImageGenerationRequest):
         description="Where the job's manifest goes, 'results/<path>.json'; default: 'results/<id>.json'. "
         "A request object's is 'results/<its key under requests/>'.",
     )
+
+
+class ImageJobRequest(ImageGenerationRequest, JobFields):
+    """An asynchronous generation: the same options plus an optional caller-chosen ``id`` (the schema of an SQS message
+    body and of an S3 request object). Re-sending an id that already finished does not generate again."""
+
+    operation: Literal["generation"] = Field(
+        default="generation", description="What the job does: 'generation' (the default), 'edit' or 'variation'."
+    )
+
+
+class ImageEditJobRequest(ImageEditRequest, JobFields):
+    """An asynchronous edit: ``"operation": "edit"``, the options of an edit, and its images (mask, markup) as
+    references: ``{"key": "inputs/..."}`` (an object of this deployment's bucket) or ``{"image_url": ...}``."""
+
+    operation: Literal["edit"]
+
+
+class ImageVariationJobRequest(ImageVariationRequest, JobFields):
+    """An asynchronous variation: ``"operation": "variation"``, the options of a variation and its image by reference."""
+
+    operation: Literal["variation"]
+
+
+JobRequest = ImageJobRequest | ImageEditJobRequest | ImageVariationJobRequest
+JobOperation = Literal["generation", "edit", "variation"]
+_JOB_MODELS: dict[str, type[ImageJobRequest] | type[ImageEditJobRequest] | type[ImageVariationJobRequest]] = {
+    "generation": ImageJobRequest,
+    "edit": ImageEditJobRequest,
+    "variation": ImageVariationJobRequest,
+}
+
+
+class _Operation(BaseModel):
+    """Only to refuse an unknown ``operation`` with pydantic's own error (it lists the allowed ones)."""
+
+    operation: JobOperation
+
+
+def parse_job_request(body: str | bytes) -> JobRequest:
+    """A job message (SQS body, S3 request object) validated by the model of its ``operation`` (absent: a
+    generation, so every message written before edits existed stays valid). The model is chosen before validation
+    rather than by a tagged union, so that errors name the field as sent (``images[0].key``, not ``edit.images...``).
+    Raises pydantic's ValidationError."""
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        fields = None  # ImageJobRequest reports the invalid JSON as pydantic does
+    operation = fields.get("operation", "generation") if isinstance(fields, dict) else "generation"
+    model = _JOB_MODELS.get(operation) if isinstance(operation, str) else None
+    if model is None:
+        _Operation.model_validate({"operation": operation})
+        raise AssertionError("unreachable: an operation outside _JOB_MODELS is refused above")
+    return model.model_validate_json(body)
 
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
