@@ -14,6 +14,7 @@ The counts (requests, statuses) are printed at the end of the session. ``FUZZ_SE
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -43,12 +44,16 @@ from tests.e2e.conftest import deployed_url
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 GENERATIONS = "/v1/images/generations"
+EDITS = "/v1/images/edits"
+VARIATIONS = "/v1/images/variations"
+IMAGE_ROUTES = (GENERATIONS, EDITS, VARIATIONS)
 THREADS = 8
 MIN_REQUESTS = 5_000
 # Cases per (operation, mode) for schemathesis; the rest come from our own strategies.
 SCHEMATHESIS_CASES = {GenerationMode.POSITIVE: 700, GenerationMode.NEGATIVE: 1_300}
 SCHEMATHESIS_OTHER_CASES = 150  # each other operation that takes parameters (the job id)
 HYPOTHESIS_CASES = 3_400
+UPLOAD_CASES = 500
 MAX_REQUEST_BYTES = 256 * 1024  # the function's default MAX_REQUEST_BYTES
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED") or secrets.randbits(32))
 
@@ -107,14 +112,14 @@ class SummaryPlugin:
                 terminalreporter.write_line(line)
 
 
-def is_generation(exchange: Exchange) -> bool:
-    """A POST to the generations route; Powertools (as API Gateway) also serves it with a trailing slash, which the
-    fuzzer sends now and then."""
-    return exchange.method == "POST" and exchange.path.rstrip("/") == GENERATIONS
+def makes_images(exchange: Exchange) -> bool:
+    """A POST to a route that makes images (generations, edits, variations); Powertools (as API Gateway) also serves
+    them with a trailing slash, which the fuzzer sends now and then."""
+    return exchange.method == "POST" and exchange.path.rstrip("/") in IMAGE_ROUTES
 
 
 def images_answered(exchange: Exchange) -> int:
-    if exchange.status != 200 or not is_generation(exchange):
+    if exchange.status != 200 or not makes_images(exchange):
         return 0
     return len(exchange.json()["data"])
 
@@ -142,14 +147,14 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]
 
 @pytest.fixture(scope="module")
 def tally(request: pytest.FixtureRequest, fuzz_stack: LocalStack) -> Tally:
-    assert stored_keys(fuzz_stack) == [], "the fuzz bucket must start empty"
+    assert stored_keys(fuzz_stack) == stored_keys(fuzz_stack, "inputs/") == [], "the fuzz bucket must start empty"
     tally = Tally()
     request.config.pluginmanager.register(SummaryPlugin(tally), f"fuzz-summary-{id(tally)}")
     return tally
 
 
-def stored_keys(stack: LocalStack) -> list[str]:
-    pages = stack.s3_client().get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix="images/")
+def stored_keys(stack: LocalStack, prefix: str = "images/") -> list[str]:
+    pages = stack.s3_client().get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=prefix)
     return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
 
@@ -162,7 +167,7 @@ def problems(exchange: Exchange) -> list[str]:
         return [f"{status} without an x-amzn-RequestId header"]
     if status >= 500:
         return [f"{status} (a 5xx)"]
-    if status == 200 and is_generation(exchange):
+    if status == 200 and makes_images(exchange):
         body = exchange.json()
         if not (isinstance(body.get("created"), int) and isinstance(body.get("data"), list) and body["data"]):
             return ["200 without images"]
@@ -501,6 +506,104 @@ def test_oversized_bodies_are_413_in_the_openai_shape(fuzz_stack: LocalStack, ta
     assert response.json()["error"]["code"] == code
 
 
+# --- hypothesis: edit and variation uploads ------------------------------------------------------------------------
+
+
+def _png(size: tuple[int, int], mode: str = "RGB", transparent_left: bool = False) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    image = PILImage.new(mode, size, (120, 30, 200, 255) if mode == "RGBA" else (120, 30, 200))
+    if transparent_left:
+        image.paste((0, 0, 0, 0), (0, 0, size[0] // 2, size[1]))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# Small real images (cheap to edit), masks that fit and masks that do not, and bytes that are no image.
+IMAGES = {
+    "png16": _png((16, 16)),
+    "png24x16": _png((24, 16)),
+    "rgba16": _png((16, 16), "RGBA", transparent_left=True),
+}
+MASKS = {"mask16": _png((16, 16), "RGBA", transparent_left=True), "mask24": _png((24, 24), "RGBA", True), "opaque16": _png((16, 16))}
+JUNK = (b"", b"GIF89a", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"RIFF\x00\x00\x00\x00WEBP", b"<svg/>", b"BM")
+UPLOAD_FIELDS = ("prompt", "model", "n", "size", "response_format", "quality", "input_fidelity", "output_format", "background", "user")
+real_images = st.sampled_from(list(IMAGES.values()))
+image_bytes = real_images | real_images | real_images | st.sampled_from(JUNK) | st.binary(max_size=64)
+# No name that needs DNS: the stack has no network, and what image_url fetching refuses has its own suite.
+image_urls = st.one_of(
+    st.sampled_from(list(IMAGES.values()) + list(MASKS.values())).map(
+        lambda data: "data:image/png;base64," + base64.b64encode(data).decode()
+    ),
+    st.sampled_from(["data:image/png;base64,!!", "data:,", "file:///etc/passwd", "https://169.254.169.254/latest", "http://127.0.0.1:1/x"]),
+    st.text(max_size=30),
+)
+
+
+@st.composite
+def upload_requests(draw: st.DrawFn) -> RawRequest:
+    """An edit or a variation, as multipart (the SDKs' form: image/image[], mask) or as JSON by reference: mostly
+    valid, with one or two things wrong."""
+    path = draw(st.sampled_from([EDITS, EDITS, VARIATIONS]))
+    fields: dict[str, Any] = {"model": "local"}
+    if path == EDITS:
+        fields["prompt"] = draw(st.text(min_size=1, max_size=40).filter(str.strip))
+    for _ in range(draw(st.integers(min_value=0, max_value=2))):
+        name = draw(st.sampled_from(UPLOAD_FIELDS) | st.text(min_size=1, max_size=10))
+        fields[name] = draw(
+            st.sampled_from(["1", "2", "11", "auto", "16x16", "url", "b64_json", "high", "low", "png", "gpt-image-2.5-sunburst", ""])
+            | st.text(max_size=12)
+        )
+    if draw(st.booleans()):  # JSON: the images by reference
+        if path == EDITS:
+            fields["images"] = [{"image_url": url} for url in draw(st.lists(image_urls, min_size=0, max_size=3))]
+            if draw(st.booleans()):
+                fields["mask"] = {"image_url": draw(image_urls)}
+        else:
+            fields["image"] = draw(st.sampled_from([{"image_url": draw(image_urls)}, {"file_id": "file-1"}, {}, "x"]))
+        return RawRequest("POST", path, "application/json", encode(fields))
+    count = draw(st.integers(min_value=0, max_value=3)) if path == EDITS else draw(st.integers(min_value=0, max_value=2))
+    name = "image[]" if count > 1 else "image"
+    files = [
+        (name, (f"in{index}.png", draw(image_bytes), draw(st.sampled_from(["image/png", "application/octet-stream", "text/plain"]))))
+        for index in range(count)
+    ]
+    if path == EDITS and draw(st.booleans()):
+        files.append(("mask", ("mask.png", draw(st.sampled_from(list(MASKS.values())) | image_bytes), "image/png")))
+    data = {key: value if isinstance(value, str) else json.dumps(value) for key, value in fields.items()}
+    if not files:  # httpx sends a form without files urlencoded: the fields go as file-less parts, still multipart
+        files = [(key, (None, value.encode(), None)) for key, value in data.items()]
+        data = {}
+    request = httpx.Request("POST", f"http://fuzz{path}", data=data, files=files)
+    body = request.read()
+    return RawRequest("POST", path, request.headers["content-type"], body)
+
+
+def test_hypothesis_edit_and_variation_uploads(fuzz_stack: LocalStack, tally: Tally) -> None:
+    cases = collect(upload_requests(), UPLOAD_CASES)
+
+    def send(case: RawRequest) -> Exchange:
+        headers = {"Content-Type": case.content_type or ""}
+        response = client(fuzz_stack.base_url).request(case.method, case.path, content=case.body, headers=headers)
+        return Exchange(
+            "uploads",
+            case.method,
+            case.path,
+            response.status_code,
+            response.headers.get("x-amzn-RequestId"),
+            response.content,
+            case.replay(),
+        )
+
+    failures = run_concurrently(cases, send, tally)
+    assert not failures, report(failures, len(cases))
+    kinds = Counter(exchange.status for exchange in tally.exchanges if exchange.source == "uploads")
+    assert kinds[200] and kinds[400], f"the strategies should reach successes and 400s: {kinds}"
+
+
 # --- across the run -------------------------------------------------------------------------------------------------
 
 
@@ -514,6 +617,11 @@ def test_only_successful_requests_left_objects_in_s3(fuzz_stack: LocalStack, tal
     by_id = {exchange.request_id: exchange for exchange in tally.exchanges}
     unexpected = [(rid, by_id.get(rid)) for rid in stored if stored[rid] != answered.get(rid)][:5]
     assert stored == answered, f"every object belongs to a 200 answer, and every answered image is stored: {unexpected}"
+    # And the input images of edits and variations were kept only for requests that were answered 200 (the local
+    # provider cannot fail once they are stored): a refused request wrote nothing at all
+    inputs = {key.split("/")[4] for key in stored_keys(fuzz_stack, "inputs/")}
+    assert not inputs & rejected, f"rejected requests left inputs: {sorted(inputs & rejected)[:10]}"
+    assert inputs <= set(answered), sorted(inputs - set(answered))[:10]
 
 
 def test_the_run_reached_its_counts(tally: Tally) -> None:
