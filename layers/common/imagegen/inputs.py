@@ -79,10 +79,11 @@ class InputReader:
                 )
             return inspect(source.data, param=param)
         if source.file_id is not None:
+            file_param = param.replace("image_url", "file_id")
             raise InvalidRequestError(
-                f"Invalid '{param}': this deployment has no Files API, so a 'file_id' cannot be used; send the image in "
+                f"Invalid '{file_param}': this deployment has no Files API, so a 'file_id' cannot be used; send the image in "
                 "the multipart form, or as an 'image_url' (https or a data: URL).",
-                param=param.replace("image_url", "file_id"),
+                param=file_param,
                 code="file_id_unsupported",
             )
         if source.key is not None:
