@@ -37,6 +37,8 @@ class EditSources:
     images: tuple[InputSource, ...]
     mask: InputSource | None = None
     markup: InputSource | None = None
+    # A variation's JSON names its one image 'image', not 'images[0]'.
+    variation: bool = False
 
     @classmethod
     def of_edit(cls, request: ImageEditRequest) -> EditSources:
@@ -44,12 +46,12 @@ class EditSources:
 
     @classmethod
     def of_variation(cls, request: ImageVariationRequest) -> EditSources:
-        return cls(images=(request.image,))
+        return cls(images=(request.image,), variation=True)
 
     def params(self, *, json_form: bool) -> tuple[list[str], str, str]:
         """The request field of each image, of the mask and of the markup, as the caller sent them."""
         if json_form:
-            names = [f"images[{index}].image_url" for index in range(len(self.images))]
+            names = ["image.image_url"] if self.variation else [f"images[{index}].image_url" for index in range(len(self.images))]
             return names, "mask.image_url", "markup.image_url"
         names = ["image"] if len(self.images) == 1 else [f"image[{index}]" for index in range(len(self.images))]
         return names, "mask", "markup"
@@ -112,7 +114,7 @@ class InputReader:
         markup = (
             None if sources.markup is None else self.read(sources.markup, param=markup_param, max_bytes=mask_max_bytes, deadline=deadline)
         )
-        return InputPictures(images=images, mask=mask, markup=markup)
+        return InputPictures(images=images, mask=mask, markup=markup, params=tuple(names))
 
 
 def input_objects(

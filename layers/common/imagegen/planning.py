@@ -33,14 +33,24 @@ Operation = Literal["generation", "edit", "variation"]
 
 class InputPictures:
     """The input images of an edit or a variation, inspected (format, size): the first is the one a mask applies to.
+    ``params`` names each image as the request sent it (``images[1].image_url`` in JSON), for the 400s of planning;
+    empty means the multipart form's names (``image``, or ``image[i]`` for several).
     (A plain class: a plan holds it as it is, pydantic checks only its type.)"""
 
-    __slots__ = ("images", "mask", "markup")
+    __slots__ = ("images", "mask", "markup", "params")
 
-    def __init__(self, images: tuple[Picture, ...], mask: Picture | None = None, markup: Picture | None = None) -> None:
+    def __init__(
+        self, images: tuple[Picture, ...], mask: Picture | None = None, markup: Picture | None = None, params: tuple[str, ...] = ()
+    ) -> None:
         self.images = images
         self.mask = mask
         self.markup = markup
+        self.params = params
+
+    def param(self, index: int) -> str:
+        if self.params:
+            return self.params[index]
+        return f"image[{index}]" if len(self.images) > 1 else "image"
 
 
 class GenerationPlan(BaseModel):
@@ -125,7 +135,7 @@ def plan_edit(spec: ModelSpec, options: ImageEditOptions, inputs: InputPictures)
     check_input_count(spec, rule, len(inputs.images), param="image", has_mask=inputs.mask is not None)
     first = inputs.images[0]
     for index, picture in enumerate(inputs.images):
-        check_picture(spec, rule, picture, param=f"image[{index}]" if len(inputs.images) > 1 else "image")
+        check_picture(spec, rule, picture, param=inputs.param(index))
     if inputs.mask is not None:
         _check_overlay(spec, rule, "mask", inputs.mask, first, allowed=rule.mask)
     if inputs.markup is not None:
