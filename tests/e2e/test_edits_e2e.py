@@ -66,14 +66,15 @@ def expected_edit(source: bytes, mask: bytes | None) -> list[tuple[int, int, int
 
 
 def assert_edit_of(data: bytes, source: bytes, mask: bytes | None) -> None:
+    """``data`` is the local model's edit of ``source`` under ``mask``, at its size, naming its SHA-256."""
     image = decode(data)
-    assert (image.format, image.size) == ("PNG", (WIDTH, HEIGHT))
+    assert (image.format, image.size) == ("PNG", decode(source).size)
     assert image.text.get(INPUT_SHA256_KEY) == hashlib.sha256(source).hexdigest(), "the edit is not of the first input"
     actual = list(image.convert("RGBA").get_flattened_data())
     expected = expected_edit(source, mask)
     wrong = [index for index, (got, want) in enumerate(zip(actual, expected, strict=True)) if got != want]
     assert wrong == [], (
-        f"{len(wrong)} pixels differ, the first at {divmod(wrong[0], WIDTH)[::-1]}: {actual[wrong[0]]} != {expected[wrong[0]]}"
+        f"{len(wrong)} pixels differ, the first at {divmod(wrong[0], image.width)[::-1]}: {actual[wrong[0]]} != {expected[wrong[0]]}"
     )
 
 

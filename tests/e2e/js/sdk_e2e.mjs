@@ -5,11 +5,15 @@
  *
  * Every response is checked against the SDK's own declared types (sdk_types.mjs) after this file has been
  * type-checked against them (the same compilation as `tsc -p .`). Prints one JSON report on stdout:
- *   { sdk, node, typecheck: [diagnostics], checks: [{ name, errors, ... }], images: [{ check, source, size, base64 }] }
+ *   { sdk, node, typecheck: [diagnostics], checks: [{ name, errors, ... }], images: [{ check, source, size, base64 }],
+ *     inputs: { name: base64 } }
+ * `inputs` are the PNGs this script uploads for edits and variations (drawn here, so it needs no files).
  * tests/e2e/test_node_sdk_e2e.py runs it and decodes every image with Pillow (an independent decoder).
  * Exits 1 when the type check or any check found an error, 2 when it could not run at all.
  */
-import OpenAI from 'openai';
+import { crc32, deflateSync } from 'node:zlib';
+
+import OpenAI, { toFile } from 'openai';
 import { VERSION } from 'openai/version';
 
 import { SdkTypes } from './sdk_types.mjs';
@@ -99,6 +103,116 @@ async function modelsList(context) {
 }
 
 /**
+ * An 8-bit RGBA PNG (colour type 6, no interlace, filter 0 on every row).
+ * @param {number} width
+ * @param {number} height
+ * @param {(x: number, y: number) => [number, number, number, number]} pixel
+ */
+function encodePng(width, height, pixel) {
+  const rows = Buffer.alloc(height * (1 + 4 * width));
+  for (let y = 0; y < height; y += 1) {
+    for (let x = 0; x < width; x += 1) rows.set(pixel(x, y), y * (1 + 4 * width) + 1 + 4 * x);
+  }
+  /** @param {string} type @param {Buffer} data */
+  const chunk = (type, data) => {
+    const typed = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(typed));
+    return Buffer.concat([length, typed, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 6, 0, 0, 0], 8);
+  const signature = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  return Buffer.concat([signature, chunk('IHDR', header), chunk('IDAT', deflateSync(rows)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+// Not square, so a swapped width and height shows; every pixel of `a` differs from its neighbours and the top rows
+// are half transparent, so an edit that moves, misses or repaints pixels, or drops alpha, shows in the output.
+const WIDTH = 64;
+const HEIGHT = 48;
+const INPUT_SIZE = `${WIDTH}x${HEIGHT}`;
+const INPUTS = {
+  a: encodePng(WIDTH, HEIGHT, (x, y) => [(x * 4 + 17) % 256, (y * 5 + 3) % 256, (x * y) % 256, y < 4 ? 128 : 255]),
+  b: encodePng(WIDTH, HEIGHT, (x, y) => [255 - x * 3, y * 2, 99, 255]),
+  // transparent (the edit area) on the left half
+  mask: encodePng(WIDTH, HEIGHT, (x) => [0, 0, 0, x < WIDTH / 2 ? 0 : 255]),
+  mask_taller: encodePng(WIDTH, HEIGHT + 1, (x) => [0, 0, 0, x < WIDTH / 2 ? 0 : 255]),
+};
+
+/** @param {keyof typeof INPUTS} name */
+function upload(name) {
+  return toFile(INPUTS[name], `${name}.png`, { type: 'image/png' });
+}
+
+/**
+ * Hand back every image of an answer: b64_json as it came, a URL fetched (a presigned S3 GET).
+ * @param {Context} context
+ * @param {string} check
+ * @param {OpenAI.ImagesResponse} response
+ * @param {'url' | 'b64_json' | undefined} format what was asked for (undefined: the API's default)
+ */
+async function handBack(context, check, response, format) {
+  for (const [index, image] of (response.data ?? []).entries()) {
+    if (format === 'url') expect(context, image.b64_json === undefined, `data[${index}] has b64_json in a url answer`);
+    if (format === 'b64_json') expect(context, image.url === undefined, `data[${index}] has a url in a b64_json answer`);
+    if (typeof image.b64_json === 'string') {
+      context.images.push({ check, source: 'b64_json', size: INPUT_SIZE, base64: image.b64_json });
+    } else if (typeof image.url === 'string') {
+      const fetched = await fetch(image.url);
+      expect(context, fetched.status === 200, `GET data[${index}].url answered ${fetched.status}`);
+      context.images.push({ check, source: 'url', size: INPUT_SIZE, base64: Buffer.from(await fetched.arrayBuffer()).toString('base64') });
+    } else {
+      context.errors.push(`data[${index}] has neither a url nor b64_json`);
+    }
+  }
+}
+
+/**
+ * An edit as the SDK sends it, multipart: two images (image[]) and a mask; one image answered.
+ * @param {Context} context
+ * @param {'url' | 'b64_json'} format
+ */
+async function editMultipart(context, format) {
+  const image = [await upload('a'), await upload('b')];
+  const response = await client.images.edit({ model: 'local', image, mask: await upload('mask'), prompt: 'invert the left half', response_format: format });
+  conforms(context, response, 'OpenAI.ImagesResponse');
+  expect(context, (response.data ?? []).length === 1, `n omitted answered ${(response.data ?? []).length} images`);
+  await handBack(context, `edit_multipart_${format}`, response, format);
+}
+
+/**
+ * An edit in JSON, the image by reference (a data: URL): the SDK's generic post, as for any route it has no method for.
+ * @param {Context} context
+ */
+async function editJson(context) {
+  const body = {
+    model: 'local',
+    prompt: 'invert it all',
+    images: [{ image_url: `data:image/png;base64,${INPUTS.a.toString('base64')}` }],
+    response_format: 'b64_json',
+  };
+  const response = /** @type {OpenAI.ImagesResponse} */ (await client.post('/images/edits', { body }));
+  conforms(context, response, 'OpenAI.ImagesResponse');
+  expect(context, (response.data ?? []).length === 1, `n omitted answered ${(response.data ?? []).length} images`);
+  await handBack(context, 'edit_json', response, 'b64_json');
+}
+
+/**
+ * Two variations of one image, in the API's default response format.
+ * @param {Context} context
+ */
+async function variation(context) {
+  const response = await client.images.createVariation({ model: 'local', image: await upload('a'), n: 2 });
+  conforms(context, response, 'OpenAI.ImagesResponse');
+  expect(context, (response.data ?? []).length === 2, `n=2 answered ${(response.data ?? []).length} images`);
+  await handBack(context, 'variation', response, undefined);
+}
+
+/**
  * An invalid request surfaces as the SDK's error class for its status, with the OpenAI error fields set.
  * @param {Context} context
  * @param {() => Promise<unknown>} call
@@ -139,12 +253,21 @@ const CHECKS = [
     'error_unknown_model',
     (context) => refused(context, () => client.images.generate({ model: 'no-such-model', prompt: 'a red fox' }), OpenAI.NotFoundError, 404, 'model'),
   ],
-  // Edits and variations (issue #13 items 3 and 5) are not served yet. When they are, add their checks here, each
-  // validated with conforms(context, response, 'OpenAI.ImagesResponse') and its images handed back like generateUrl's:
-  //   ['edit_multipart', ...]  client.images.edit({ model: 'local', image: [await toFile(...), await toFile(...)], mask, prompt })
-  //   ['edit_json', ...]       client.images.edit({ model: 'local', images: [{ image_url: 'data:image/png;base64,...' }], prompt })
-  //   ['variation', ...]       client.images.createVariation({ model: 'local', image: await toFile(...) })
-  // and add their names to EXPECTED_CHECKS in tests/e2e/test_node_sdk_e2e.py.
+  ['edit_multipart_b64_json', (context) => editMultipart(context, 'b64_json')],
+  ['edit_multipart_url', (context) => editMultipart(context, 'url')],
+  ['edit_json', editJson],
+  ['variation', variation],
+  [
+    'error_mask_size',
+    (context) =>
+      refused(
+        context,
+        async () => client.images.edit({ model: 'local', image: await upload('a'), mask: await upload('mask_taller'), prompt: 'x' }),
+        OpenAI.BadRequestError,
+        400,
+        'mask',
+      ),
+  ],
 ];
 
 /** @type {CheckOut[]} */
@@ -163,5 +286,6 @@ for (const [name, run] of CHECKS) {
   images.push(...context.images);
 }
 
-process.stdout.write(`${JSON.stringify({ sdk: VERSION, node: process.version, typecheck: types.diagnostics, checks, images })}\n`);
+const inputs = Object.fromEntries(Object.entries(INPUTS).map(([name, data]) => [name, data.toString('base64')]));
+process.stdout.write(`${JSON.stringify({ sdk: VERSION, node: process.version, typecheck: types.diagnostics, checks, images, inputs })}\n`);
 process.exitCode = types.diagnostics.length > 0 || checks.some((check) => check.errors.length > 0) ? 1 : 0;
