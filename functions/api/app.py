@@ -23,6 +23,7 @@ from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
 from imagegen.errors import InvalidRequestError
 from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
+from imagegen.inputs import EditSources
 from imagegen.jobs import get_job_service
 from imagegen.model_list import ModelList, list_models
 from imagegen.observability import logger, metrics, tracer
@@ -125,26 +126,23 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
 
 
 IMAGES_ANSWER: dict[int, OpenAPIResponse] = {200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}}}
+QUEUED_ANSWER: dict[int, OpenAPIResponse] = {
+    202: {"description": "Queued: poll the Location", "content": {"application/json": {"model": JobAccepted}}}
+}
 
 
 @app.post(
     EDITS_PATH,
     summary="Edit images (OpenAI-compatible): multipart/form-data with image/image[] (up to 16), mask, markup and the "
     "options as fields, or JSON with images: [{image_url}] (https or data: URLs)",
-    responses=IMAGES_ANSWER,
+    responses={**IMAGES_ANSWER, **QUEUED_ANSWER},
     security=CALLER,
 )
 def edit_images() -> Response[ImagesResponse | JobAccepted]:
+    _refuse_idempotency_key("edits")
     options, sources, json_form = read_edit(app.current_event.raw_event)
     metrics.add_metric(name="EditRequests", unit=MetricUnit.Count, value=1)
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
-        if app.current_event.headers.get(IDEMPOTENCY_HEADER) is not None:
-            # Refused, never ignored: a retry would otherwise queue (and bill) the edit twice.
-            raise InvalidRequestError(
-                f"The {IDEMPOTENCY_HEADER} header is not supported on asynchronous edits yet; send the request without it.",
-                param=IDEMPOTENCY_HEADER,
-                code="unsupported_parameter",
-            )
         # The inputs are read, checked and stored now: a bad image is a 400 here, and the job carries their keys.
         request_id = _request_id()
         job = jobs.submit_inputs(
@@ -158,11 +156,7 @@ def edit_images() -> Response[ImagesResponse | JobAccepted]:
         location = f"{stage_prefix(app.current_event)}/v1/images/jobs/{job.id}"
         accepted = JobAccepted(id=job.id, status=job.status, created=job.created, location=location)
         return Response(202, content_types.APPLICATION_JSON, accepted, {"Location": location, "Preference-Applied": "respond-async"})
-    service = get_service()
-    answer = service.edit(
-        options, sources, request_id=_request_id(), deadline=_deadline(service.settings.response_margin_seconds), json_form=json_form
-    )
-    return Response(200, content_types.APPLICATION_JSON, answer)
+    return Response(200, content_types.APPLICATION_JSON, _from_inputs(options, sources, json_form))
 
 
 @app.post(
@@ -173,13 +167,26 @@ def edit_images() -> Response[ImagesResponse | JobAccepted]:
     security=CALLER,
 )
 def create_variations() -> Response[ImagesResponse]:
+    _refuse_idempotency_key("variations")
     options, sources, json_form = read_variation(app.current_event.raw_event)
     metrics.add_metric(name="VariationRequests", unit=MetricUnit.Count, value=1)
+    return Response(200, content_types.APPLICATION_JSON, _from_inputs(options, sources, json_form))
+
+
+def _from_inputs(options: ImageEditOptions | ImageVariationOptions, sources: EditSources, json_form: bool) -> ImagesResponse:
     service = get_service()
-    answer = service.vary(
-        options, sources, request_id=_request_id(), deadline=_deadline(service.settings.response_margin_seconds), json_form=json_form
-    )
-    return Response(200, content_types.APPLICATION_JSON, answer)
+    deadline = _deadline(service.settings.response_margin_seconds)
+    return service.from_inputs(options, sources, request_id=_request_id(), deadline=deadline, json_form=json_form)
+
+
+def _refuse_idempotency_key(what: str) -> None:
+    """Refused before anything is read, never ignored: a retry would make (and bill) the images again."""
+    if app.current_event.headers.get(IDEMPOTENCY_HEADER) is not None:
+        raise InvalidRequestError(
+            f"The {IDEMPOTENCY_HEADER} header is not supported on {what} yet (only on generations); send the request without it.",
+            param=IDEMPOTENCY_HEADER,
+            code="unsupported_parameter",
+        )
 
 
 def _request_id() -> str:

@@ -222,3 +222,14 @@ def test_openapi_document_describes_both_upload_forms(lambda_context) -> None:
         assert ("images" if path.endswith("edits") else "image") in json_form["required"]
     assert "input_fidelity" in schemas["ImageEditOptionsForm"]["properties"]
     assert "ImageReference" in schemas
+
+
+@pytest.mark.parametrize("path", ["/v1/images/edits", "/v1/images/variations"])
+def test_idempotency_key_on_uploads_is_refused_before_anything_is_read(lambda_context, path) -> None:
+    # Only generations replay by key: an edit retried with one would make (and bill) its images again
+    event = load_event("api_edit_multipart.json")
+    event["path"] = event["resource"] = path
+    event["headers"]["Idempotency-Key"] = "retry-1"
+    status, payload, _ = invoke(event, lambda_context)
+    assert status == 400
+    assert (payload["error"]["param"], payload["error"]["code"]) == ("Idempotency-Key", "unsupported_parameter")

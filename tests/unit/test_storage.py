@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from imagegen.deadline import Deadline
-from imagegen.errors import StorageError, StorageTimeoutError
+from imagegen.errors import InvalidRequestError, StorageError, StorageTimeoutError
 from imagegen.storage import CLEANUP_SHARE, WRITE_SHARE, ImageStore, StoredObject, image_key
 
 
@@ -151,3 +151,43 @@ def test_the_writes_may_use_their_share_of_the_margin_past_the_providers_deadlin
     threading.Timer(0.3, client.release.set).start()  # S3 answers 0.3 s after the provider's deadline
     store.put_all(objects(2), {}, deadline=Deadline.after(0.0))
     assert sorted(client.puts) == ["images/k/0.png", "images/k/1.png"] and client.deleted == []
+
+
+class ReadStub:
+    """get_object answering one S3 error code (or a body of ``size`` bytes)."""
+
+    def __init__(self, code: str | None = None, size: int = 3) -> None:
+        self.code, self.size = code, size
+        self.closed = False
+
+    def get_object(self, Bucket: str, Key: str) -> dict:  # noqa: N803 - boto3's names
+        if self.code is not None:
+            raise ClientError({"Error": {"Code": self.code, "Message": "injected"}}, "GetObject")
+        stub = self
+
+        class Body:
+            def read(self) -> bytes:
+                return b"x" * stub.size
+
+            def close(self) -> None:
+                stub.closed = True
+
+        return {"Body": Body(), "ContentLength": self.size}
+
+
+@pytest.mark.parametrize("code", ["NoSuchKey", "AccessDenied"])
+def test_an_input_key_that_cannot_be_read_is_the_requests_fault(code: str) -> None:
+    # Without s3:ListBucket, S3 answers a missing key AccessDenied: a 400 naming the field, never a retry
+    with pytest.raises(InvalidRequestError) as caught:
+        ImageStore(ReadStub(code), "b").read_input("inputs/x.png", max_bytes=10, param="mask.key")
+    assert caught.value.param == "mask.key"
+
+
+def test_an_input_object_above_the_limit_is_refused_unread_and_a_server_error_is_retryable() -> None:
+    stub = ReadStub(size=11)
+    with pytest.raises(InvalidRequestError) as caught:
+        ImageStore(stub, "b").read_input("inputs/x.png", max_bytes=10, param="images[0].key")
+    assert caught.value.code == "image_too_large" and stub.closed
+    assert ImageStore(ReadStub(size=10), "b").read_input("inputs/x.png", max_bytes=10, param="p") == b"x" * 10
+    with pytest.raises(StorageError):
+        ImageStore(ReadStub("InternalError"), "b").read_input("inputs/x.png", max_bytes=10, param="p")

@@ -118,9 +118,9 @@ class ImageService:
         generation = self.produce(request, request_id=request_id, deadline=deadline, max_response_bytes=max_response_bytes)
         return self.respond(generation, max_response_bytes=max_response_bytes)
 
-    def edit(
+    def from_inputs(
         self,
-        options: ImageEditOptions,
+        options: ImageEditOptions | ImageVariationOptions,
         sources: EditSources,
         *,
         request_id: str,
@@ -128,23 +128,8 @@ class ImageService:
         json_form: bool = False,
         max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
     ) -> ImagesResponse:
-        """Read and check the input images, store them under inputs/, edit, store every image, and answer."""
-        plan = self.plan_inputs(options, sources, deadline=deadline, json_form=json_form, max_response_bytes=max_response_bytes)
-        return self.respond(
-            self.run(plan, request_id=request_id, deadline=deadline, sources=sources), max_response_bytes=max_response_bytes
-        )
-
-    def vary(
-        self,
-        options: ImageVariationOptions,
-        sources: EditSources,
-        *,
-        request_id: str,
-        deadline: Deadline,
-        json_form: bool = False,
-        max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
-    ) -> ImagesResponse:
-        """Variations of one input image, stored and answered like an edit's."""
+        """An edit (``ImageEditOptions``) or variations (``ImageVariationOptions``): read and check the input images,
+        store them under inputs/, call the provider, store every image, and answer."""
         plan = self.plan_inputs(options, sources, deadline=deadline, json_form=json_form, max_response_bytes=max_response_bytes)
         return self.respond(
             self.run(plan, request_id=request_id, deadline=deadline, sources=sources), max_response_bytes=max_response_bytes

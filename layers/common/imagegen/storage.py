@@ -190,8 +190,12 @@ class ImageStore:
         try:
             response = self._client.get_object(Bucket=self._bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise InvalidRequestError(f"Invalid '{param}': no object '{key}' in this deployment's bucket.", param=param) from exc
+            # Without s3:ListBucket (the roles have none), S3 answers a missing key with AccessDenied, not NoSuchKey:
+            # either way the request named an object this function cannot read, which no retry cures.
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "AccessDenied", "403"):
+                raise InvalidRequestError(
+                    f"Invalid '{param}': no object '{key}' that this deployment can read in its bucket.", param=param
+                ) from exc
             raise StorageError(f"Reading {key} failed; try again.") from exc
         except BotoCoreError as exc:
             raise StorageError(f"Reading {key} failed; try again.") from exc
