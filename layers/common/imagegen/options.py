@@ -154,13 +154,18 @@ class ImageReference(BaseModel):
     file_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     key: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = None
 
+    @field_validator("key")
+    @classmethod
+    def _under_inputs(cls, key: str | None) -> str | None:
+        if key is not None and (not key.startswith(INPUTS_PREFIX) or ".." in key.split("/") or _CONTROL.search(key)):
+            raise ValueError(f"a 'key' must name an object under '{INPUTS_PREFIX}' (no '..' segment, no control character)")
+        return key
+
     @model_validator(mode="after")
     def _exactly_one(self) -> ImageReference:
         given = [name for name in ("image_url", "file_id", "key") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of 'image_url' or 'file_id'")
-        if self.key is not None and (not self.key.startswith(INPUTS_PREFIX) or ".." in self.key.split("/") or _CONTROL.search(self.key)):
-            raise ValueError(f"a 'key' must name an object under '{INPUTS_PREFIX}' (no '..' segment, no control character)")
         return self
 
 
