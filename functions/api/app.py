@@ -93,6 +93,7 @@ def caller() -> str:
     security=CALLER,
 )
 def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | JobAccepted]:
+    _refuse_streaming(request)
     request_id = _request_id()
     metrics.add_metric(name="GenerationRequests", unit=MetricUnit.Count, value=1)
     # Only an async request builds the job clients: a synchronous cold start does not pay for them.
@@ -141,6 +142,7 @@ QUEUED_ANSWER: dict[int, OpenAPIResponse] = {
 def edit_images() -> Response[ImagesResponse | JobAccepted]:
     _refuse_idempotency_key("edits")
     options, sources, json_form = read_edit(app.current_event.raw_event)
+    _refuse_streaming(options)
     metrics.add_metric(name="EditRequests", unit=MetricUnit.Count, value=1)
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
         # The inputs are read, checked and stored now: a bad image is a 400 here, and the job carries their keys.
@@ -177,6 +179,17 @@ def _from_inputs(options: ImageEditOptions | ImageVariationOptions, sources: Edi
     service = get_service()
     deadline = _deadline(service.settings.response_margin_seconds)
     return service.from_inputs(options, sources, request_id=_request_id(), deadline=deadline, json_form=json_form)
+
+
+def _refuse_streaming(options: ImageGenerationRequest | ImageEditOptions) -> None:
+    """Planning accepts stream and partial_images, but this route cannot answer server-sent events yet (issue #14):
+    refused by name, before any job, provider call or write."""
+    if options.stream:
+        raise InvalidRequestError(
+            "Invalid 'stream': streaming is not supported by this deployment yet; omit 'stream' or set it to false.",
+            param="stream",
+            code="unsupported_parameter",
+        )
 
 
 def _refuse_idempotency_key(what: str) -> None:

@@ -20,7 +20,13 @@ its files (``files``: field name, filename, content type, size and sha256 of eac
 Azure OpenAI's paths ``/openai/deployments/<name>/images/{generations,edits}?api-version=...`` are served too: they
 answer 401 without an ``api-key`` header (or with an ``Authorization`` one), 404 without ``api-version`` or for a body
 naming a model, and then behave as above. Any other prompt succeeds with PNGs of the requested size (1024x1024 for
-``auto``; drawn with Pillow, not with the code under test)."""
+``auto``; drawn with Pillow, not with the code under test).
+``stream: true`` (JSON ``true``, a form's ``"true"``) answers ``text/event-stream``, chunked, each event written and
+flushed on its own: ``partial_images`` partial events (``image_generation.partial_image`` or ``image_edit.*``; smaller
+PNGs of the size, seeds 100+i) then one completed event per image (the PNGs of a plain answer, each with its usage).
+``slow-partials:<seconds>[:<anything>]`` waits that long before each event; ``fail:mid-stream`` sends one partial, then
+an ``error`` event (a server_error) and ends; ``fail:stream-cut`` sends one partial and closes the connection without
+ending the chunked body; ``fail:*`` refusals above are answered before any stream, as OpenAI does."""
 
 from __future__ import annotations
 
@@ -186,7 +192,28 @@ class FakeOpenAI(LoopbackHTTPServer):
                     return self._send(*FAILURES["fail:429"])
                 if prompt.startswith("flaky:") and fake.attempt(prompt) <= int(prompt.split(":")[1]):
                     return self._send(*FAILURES["fail:500"])
+                if body.get("stream") in (True, "true"):
+                    return self._stream(operation, prompt, body)
                 return self._send(200, fake.success(body), {})
+
+            def _stream(self, operation: str, prompt: str, body: dict[str, Any]) -> None:
+                prefix = "image_edit" if operation == "edits" else "image_generation"
+                pause = float(prompt.split(":")[1]) if prompt.startswith("slow-partials:") else 0.0
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream; charset=utf-8")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for event in stream_events(prefix, prompt, body):
+                    time.sleep(pause)
+                    if event is None:  # fail:stream-cut
+                        self.close_connection = True
+                        return
+                    self._chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+                self._chunk(b"")
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
 
             def _send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
                 self._send_raw(status, json.dumps(payload).encode(), "application/json", headers)
@@ -222,6 +249,53 @@ class FakeOpenAI(LoopbackHTTPServer):
         ]
         usage = {"input_tokens": 10, "output_tokens": 100, "total_tokens": 110} if str(body.get("model")).startswith("gpt-image") else None
         return {"created": int(time.time()), "data": data, **({"usage": usage} if usage else {})}
+
+
+# A completed event's usage, as OpenAI's stream events carry it (image_gen_completed_event.py).
+STREAM_USAGE = {
+    "input_tokens": 10,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 10},
+    "output_tokens": 100,
+    "total_tokens": 110,
+}
+
+
+def stream_events(prefix: str, prompt: str, body: dict[str, Any]) -> list[dict[str, Any] | None]:
+    """The events of a streamed answer, in order (None: the connection is cut there)."""
+    size = body.get("size", "1024x1024")
+    width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
+    settings = {
+        "background": body.get("background", "auto"),
+        "output_format": body.get("output_format", "png"),
+        "quality": body.get("quality", "auto"),
+        "size": size,
+    }
+    partials = [
+        {
+            "type": f"{prefix}.partial_image",
+            "b64_json": base64.b64encode(png(width, height, 100 + index)).decode(),
+            "created_at": int(time.time()),
+            "partial_image_index": index,
+            **settings,
+        }
+        for index in range(int(body.get("partial_images", 0)))
+    ]
+    if prompt == "fail:mid-stream":
+        error = {"message": "The server had an error while processing your request.", "type": "server_error", "param": None, "code": None}
+        return [*partials[:1], {"type": "error", "error": error}]
+    if prompt == "fail:stream-cut":
+        return [*partials[:1], None]
+    completed = [
+        {
+            "type": f"{prefix}.completed",
+            "b64_json": item["b64_json"],
+            "created_at": int(time.time()),
+            "usage": STREAM_USAGE,
+            **settings,
+        }
+        for item in FakeOpenAI.success(body)["data"]
+    ]
+    return [*partials, *completed]
 
 
 def received(form: FormData) -> list[dict[str, Any]]:

@@ -81,6 +81,9 @@ class GenerationPlan(BaseModel):
     # Edits and variations: the input pictures (validated for the model), and how closely to keep them.
     inputs: InputPictures | None = None
     input_fidelity: str | None = None
+    # Streamed (stream: true): the answer is server-sent events, with this many partial images (0-3) before the final.
+    stream: bool = False
+    partial_images: int = 0
 
     @property
     def input_rule(self) -> InputRule | None:
@@ -217,7 +220,6 @@ def _plan(
     follows: Picture | None = None,
     inputs: InputPictures | None = None,
 ) -> GenerationPlan:
-    _check_not_streaming(request)
     if follows is not None:
         size, width, height = _check_follows(spec, request.size, follows)
     else:
@@ -226,6 +228,7 @@ def _plan(
     n = _check_n(spec, request.n)
     if output_format == "svg" and n != 1:
         raise _invalid(spec, "n", f"{n} requested, output_format 'svg' makes one image: n must be 1")
+    stream, partials = _check_stream(spec, request, output_format)
     return GenerationPlan(
         model=spec,
         operation=operation,
@@ -247,6 +250,8 @@ def _plan(
         frame_duration_ms=_only_with(spec, "frame_duration_ms", request.frame_duration_ms, output_format, "gif"),
         svg=_only_with(spec, "svg", request.svg, output_format, "svg"),
         inputs=inputs,
+        stream=stream,
+        partial_images=partials,
     )
 
 
@@ -262,19 +267,17 @@ def _invalid(spec: ModelSpec, param: str, problem: str) -> InvalidRequestError:
     return InvalidRequestError(f"Invalid '{param}' for model '{spec.id}': {problem}.", param=param)
 
 
-def _check_not_streaming(request: ImageOptions) -> None:
-    if request.stream:
-        raise InvalidRequestError(
-            "Invalid 'stream': streaming is not supported by this deployment yet; omit 'stream' or set it to false.",
-            param="stream",
-            code="unsupported_parameter",
+def _check_stream(spec: ModelSpec, request: ImageOptions, output_format: str) -> tuple[bool, int]:
+    """(stream, partial_images): partial images only with streaming, and no streaming of GIF or SVG output (the SDK:
+    they "cannot use streaming, partial images")."""
+    stream = bool(request.stream)
+    if request.partial_images is not None and not stream:
+        raise _invalid(spec, "partial_images", "partial images need streaming; send 'stream': true with it, or omit it")
+    if stream and output_format in ("gif", "svg"):
+        raise _invalid(
+            spec, "stream", f"output_format '{output_format}' cannot be streamed; omit 'stream' or ask for another output_format"
         )
-    if request.partial_images is not None:
-        raise InvalidRequestError(
-            "Invalid 'partial_images': partial images need streaming, which this deployment does not support yet; omit it.",
-            param="partial_images",
-            code="unsupported_parameter",
-        )
+    return stream, request.partial_images or 0
 
 
 def _check_prompt(spec: ModelSpec, prompt: str) -> str:

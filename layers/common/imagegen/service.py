@@ -1,5 +1,6 @@
 """generate / edit / vary -> response: plan (inputs read and checked) -> inputs to S3 -> provider -> images to S3
--> presigned URL or base64. No event or HTTP concerns here."""
+-> presigned URL or base64; or streamed (:meth:`ImageService.stream`): the provider's partial images as they come, then
+the images once stored. No event or HTTP concerns here."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import base64
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
@@ -29,10 +32,12 @@ from imagegen.options import (
 )
 from imagegen.planning import GenerationPlan, check_input_count, plan_edit, plan_variation
 from imagegen.providers import ImageProvider, ProviderResult, get_provider
+from imagegen.providers.base import StreamingProvider
 from imagegen.registry import ModelRegistry
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
 from imagegen.specs import ProviderName
 from imagegen.storage import ImageStore, StoredObject, image_key
+from imagegen.streaming import CompletedEvent, ErrorEvent, EventQuality, EventUsage, PartialImageEvent, StreamEvent
 
 # Magic numbers of the formats a provider may answer -> (extension, content type).
 _FORMATS = (
@@ -44,6 +49,9 @@ _FORMATS = (
 _ON_REQUEST = {"gif": ((b"GIF87a", b"GIF89a"), "image/gif"), "svg": ((b"<?xml", b"<svg"), "image/svg+xml")}
 # Room for the JSON around the base64 text: field names, revised prompts, the proxy envelope.
 _RESPONSE_OVERHEAD_BYTES = 16 * 1024
+# A plan's quality as the SDK's stream events name it: DALL-E's and Bedrock's names as OpenAI maps them for GPT image
+# models (the catalog: standard -> medium, hd -> high), Bedrock's premium as its hd.
+_EVENT_QUALITY: dict[str, EventQuality] = {"standard": "medium", "hd": "high", "premium": "high"}
 
 
 def sniff_format(data: bytes, output_format: str | None = None) -> tuple[str, str]:
@@ -208,6 +216,92 @@ class ImageService:
         """A checked plan carried out: its inputs stored under inputs/ (``sources`` says which are stored already),
         the provider called, every image stored (all or nothing)."""
         now = when or self.clock()
+        self._log_start(plan)
+        input_keys = self._store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
+        result = self._call_provider(plan, deadline)
+        return self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
+
+    def stream(
+        self,
+        request: ImageGenerationRequest | ImageEditOptions,
+        *,
+        sources: EditSources | None = None,
+        request_id: str,
+        deadline: Deadline,
+        json_form: bool = False,
+    ) -> Iterator[StreamEvent]:
+        """A generation (``ImageGenerationRequest``) or an edit (``ImageEditOptions`` and its ``sources``) streamed:
+        the provider's partial images as they come (``*.partial_image`` events), then, once every image is stored,
+        one ``*.completed`` event per image with its base64 and its presigned ``url``. A provider that does not stream
+        gives the completed events only.
+
+        Everything up to the first event happens in this call, so a failure before it raises (and is answered as
+        any error); after it, a failure is the stream's last event (an :class:`ErrorEvent`), and storage is all or
+        nothing. No answer size limit applies: a stream is not a synchronous Lambda response."""
+        if isinstance(request, ImageEditOptions):
+            assert sources is not None  # an edit's images
+            plan = self.plan_inputs(request, sources, deadline=deadline, json_form=json_form, max_response_bytes=None)
+        else:
+            plan = self.plan(request, max_response_bytes=None)
+        events = self._stream(plan, request_id=request_id, deadline=deadline, sources=sources)
+        first = next(events)
+        return self._then_errors_as_events(first, events)
+
+    @staticmethod
+    def _then_errors_as_events(first: StreamEvent, events: Generator[StreamEvent, None, None]) -> Iterator[StreamEvent]:
+        yield first
+        try:
+            yield from events
+        except ImageGenError as error:
+            logger.warning("the stream failed after its first event", extra={"code": error.code, "status": error.status_code})
+            yield ErrorEvent.of(error)
+
+    def _stream(
+        self, plan: GenerationPlan, *, request_id: str, deadline: Deadline, sources: EditSources | None
+    ) -> Generator[StreamEvent, None, None]:
+        now = self.clock()
+        self._log_start(plan)
+        input_keys = self._store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
+        operation = "image_edit" if plan.operation == "edit" else "image_generation"
+        settings = _event_settings(plan)
+        provider = self.provider_for(plan.model.provider)
+        result: ProviderResult | None = None
+        with self._measured(plan):
+            if not isinstance(provider, StreamingProvider):
+                result = provider.generate(plan, deadline)
+            else:
+                items = provider.stream(plan, deadline)
+                try:
+                    for item in items:
+                        if isinstance(item, ProviderResult):
+                            result = item
+                            break
+                        yield PartialImageEvent(
+                            type=f"{operation}.partial_image",
+                            b64_json=_b64(item.data),
+                            created_at=int(self.clock().timestamp()),
+                            partial_image_index=item.index,
+                            **settings,
+                        )
+                finally:
+                    if isinstance(items, Generator):
+                        items.close()  # a stream left early (the client went) closes its upstream connection now
+                if result is None:
+                    raise ProviderError("The image provider's stream ended without its images.", code="provider_bad_response")
+        generation = self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
+        usages = _image_usages(result)
+        for obj, image, usage in zip(generation.objects, generation.images, usages, strict=True):
+            yield CompletedEvent(
+                type=f"{operation}.completed",
+                b64_json=_b64(obj.data),
+                created_at=int(self.clock().timestamp()),
+                usage=EventUsage.of(usage),
+                safety_identifier=plan.safety_identifier,
+                url=self.store.presign(image.key, self.settings.presign_ttl_seconds),
+                **settings,
+            )
+
+    def _log_start(self, plan: GenerationPlan) -> None:
         logger.info(
             "generating images",
             extra={
@@ -215,17 +309,35 @@ class ImageService:
                 "model": plan.model.id,
                 "n": plan.n,
                 "size": plan.size,
+                **({"stream": True, "partial_images": plan.partial_images} if plan.stream else {}),
                 # The end user as a hash only (safety_identifier, else user): never the raw value in logs.
                 **({"safety_identifier_sha256": _sha256(plan.safety_identifier)} if plan.safety_identifier else {}),
                 "prompt_sha256": _sha256(plan.prompt),
                 **({"prompt": plan.prompt} if self.settings.log_prompts else {}),
             },
         )
-        input_keys: tuple[str, ...] = ()
-        if plan.inputs is not None and sources is not None:
-            inputs, input_keys = input_objects(sources, plan.inputs, request_id, now)
-            self.store.put_all(inputs, {"request-id": request_id, "model": plan.model.id}, deadline=deadline)
-        result = self._call_provider(plan, deadline)
+
+    def _store_inputs(
+        self, plan: GenerationPlan, *, request_id: str, deadline: Deadline, now: dt.datetime, sources: EditSources | None
+    ) -> tuple[str, ...]:
+        """An edit's or a variation's inputs stored under inputs/ (``sources`` says which are stored already)."""
+        if plan.inputs is None or sources is None:
+            return ()
+        inputs, input_keys = input_objects(sources, plan.inputs, request_id, now)
+        self.store.put_all(inputs, {"request-id": request_id, "model": plan.model.id}, deadline=deadline)
+        return input_keys
+
+    def _store(
+        self,
+        plan: GenerationPlan,
+        result: ProviderResult,
+        *,
+        request_id: str,
+        deadline: Deadline,
+        now: dt.datetime,
+        input_keys: tuple[str, ...],
+    ) -> Generation:
+        """The provider's images stored (all or nothing) and counted."""
         _check_worst_case(plan, result)
         objects = tuple(_stored(request_id, index, image.data, now, plan.output_format) for index, image in enumerate(result.images))
         self.store.put_all(objects, _metadata(plan, request_id), deadline=deadline)
@@ -252,9 +364,15 @@ class ImageService:
 
     def _call_provider(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
         """The provider call, measured: latency always, failures counted by provider and error code."""
+        with self._measured(plan):
+            return self.provider_for(plan.model.provider).generate(plan, deadline)
+
+    @contextmanager
+    def _measured(self, plan: GenerationPlan) -> Iterator[None]:
+        """ProviderLatency of what runs inside (a stream's: until its last image), ProviderErrors by provider and code."""
         started = time.perf_counter()
         try:
-            return self.provider_for(plan.model.provider).generate(plan, deadline)
+            yield
         except ImageGenError as error:
             with single_metric(name="ProviderErrors", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
                 metric.add_dimension(name="provider", value=plan.model.provider)
@@ -319,6 +437,30 @@ def _check_worst_case(plan: GenerationPlan, result: ProviderResult) -> None:
     )
     with single_metric(name="WorstCaseBoundExceeded", unit=MetricUnit.Count, value=len(over), namespace=metrics.namespace) as metric:
         metric.add_dimension(name="model", value=plan.model.id)
+
+
+def _event_settings(plan: GenerationPlan) -> dict[str, str]:
+    """What every event of a plan's stream reports of it, in the SDK's literals (planning refuses to stream GIF and
+    SVG, so the format is PNG, JPEG or WebP)."""
+    quality = plan.quality or "auto"
+    return {
+        "background": plan.background or "auto",
+        "output_format": plan.output_format,
+        "quality": _EVENT_QUALITY.get(quality, quality),
+        "size": plan.size,
+    }
+
+
+def _image_usages(result: ProviderResult) -> list[dict[str, Any] | None]:
+    """Each completed event's usage, so that a stream's usages add up to the request's: each image's own when the
+    provider streamed them, else the request's on the first image and none (zeros) on the others."""
+    if all(image.usage is not None for image in result.images):
+        return [image.usage for image in result.images]
+    return [result.usage if index == 0 else None for index in range(len(result.images))]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _stored(request_id: str, index: int, data: bytes, now: dt.datetime, output_format: str) -> StoredObject:

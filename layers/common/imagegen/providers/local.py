@@ -1,17 +1,20 @@
 """An offline provider: a deterministic placeholder PNG drawn from the prompt (same prompt, size and index give
 the same bytes), and for edits and variations a deterministic transform of the first input image
 (:func:`transform_for_local`: the masked area changed, the input's hash in a tEXt chunk), so the whole path works
-with no account and no network, and a test can see which input arrived."""
+with no account and no network, and a test can see which input arrived. Streamed, it sends the first image's
+partials coarse to fine (:func:`partial_images`) before the final images."""
 
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from imagegen.deadline import Deadline
 from imagegen.planning import GenerationPlan
-from imagegen.png import alpha_plane, decode_png, encode_flat_rgb, encode_png_rgba, encode_scanlines
-from imagegen.providers.base import ProviderImage, ProviderResult
+from imagegen.png import alpha_plane, decode_png, encode_flat_rgb, encode_png_rgba, encode_scanlines, read_header
+from imagegen.providers.base import ProviderImage, ProviderPartial, ProviderResult
 
 if TYPE_CHECKING:
     from imagegen.pictures import Picture
@@ -67,6 +70,32 @@ def transform_for_local(picture: Picture, *, prompt: str, mask: Picture | None) 
     return encode_png_rgba(width, height, inverted, text=text)
 
 
+def mosaic(png: bytes, block_width: int, block_height: int) -> bytes:
+    """``png`` at a coarser resolution scaled back up, as an RGBA PNG of its size: each block of ``block_width`` x
+    ``block_height`` pixels (smaller at the right and bottom edges) takes the colour of its centre pixel."""
+    width, height, rgba = decode_png(png)
+    stride = 4 * width
+    rows = []
+    for top in range(0, height, block_height):
+        tall = min(block_height, height - top)
+        row = rgba[(top + tall // 2) * stride : (top + tall // 2 + 1) * stride]
+        spans = ((left, min(block_width, width - left)) for left in range(0, width, block_width))
+        line = b"".join(row[4 * (left + wide // 2) : 4 * (left + wide // 2) + 4] * wide for left, wide in spans)
+        rows.append(line * tall)
+    return encode_png_rgba(width, height, b"".join(rows))
+
+
+def partial_images(final: bytes, count: int, *, detail: tuple[int, int]) -> Iterator[bytes]:
+    """``count`` partials of ``final``, coarse to fine, at 1/2**count ... 1/4, 1/2 of its ``detail`` (cells per side:
+    the placeholder's grid, or an edit's pixels), each scaled up to the final's size."""
+    width, height = detail
+    header = read_header(final, param="image")
+    for index in range(count):
+        fraction = 2.0 ** (index - count)
+        blocks_x, blocks_y = max(1, math.ceil(width * fraction)), max(1, math.ceil(height * fraction))
+        yield mosaic(final, math.ceil(header.width / blocks_x), math.ceil(header.height / blocks_y))
+
+
 class LocalProvider:
     def generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
         deadline.require("draw the images")
@@ -74,3 +103,15 @@ class LocalProvider:
             image = transform_for_local(plan.inputs.images[0], prompt=plan.prompt, mask=plan.inputs.mask)
             return ProviderResult(images=(ProviderImage(image),) * plan.n)
         return ProviderResult(images=tuple(ProviderImage(draw(plan.prompt, plan.width, plan.height, seed)) for seed in range(plan.n)))
+
+    def stream(self, plan: GenerationPlan, deadline: Deadline) -> Iterator[ProviderPartial | ProviderResult]:
+        """``plan.partial_images`` partials of the first image, coarse to fine (of the placeholder's 8x8 grid, or of
+        an edit's pixels), then the images ``generate`` makes. Deterministic, as they are."""
+        result = self.generate(plan, deadline)
+        final = result.images[0].data
+        header = read_header(final, param="image")
+        detail = (_GRID, _GRID) if plan.inputs is None else (header.width, header.height)
+        for index, partial in enumerate(partial_images(final, plan.partial_images, detail=detail)):
+            deadline.require("draw the partial images")
+            yield ProviderPartial(partial, index)
+        yield result

@@ -3,6 +3,8 @@
 
 We always ask for ``b64_json`` (GPT image models only answer that), so there is no second download; the bytes go
 to S3 and the client gets a presigned URL or base64 as it asked. Upstream failures become our errors here, once.
+A streamed plan asks for ``stream: true`` and its ``partial_images``, and reads the server-sent events as they arrive
+(:meth:`OpenAIProvider.stream`).
 OpenAI serves no variations any more (its SDK: "This endpoint no longer accepts requests") and no catalog model of
 OpenAI or Azure declares them, so a variation plan is refused as an unsupported operation.
 """
@@ -11,11 +13,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import json
 import math
 import random
 import re
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -34,7 +40,8 @@ from imagegen.errors import (
 )
 from imagegen.observability import logger, tracer
 from imagegen.planning import GenerationPlan, Operation
-from imagegen.providers.base import ProviderImage, ProviderResult
+from imagegen.providers.base import ProviderImage, ProviderPartial, ProviderResult
+from imagegen.streaming import iter_sse, split_lines
 
 # Error codes OpenAI uses when its safety system refuses a prompt or an output.
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
@@ -164,6 +171,16 @@ def build_payload(plan: GenerationPlan, *, send_model: bool = True) -> Payload:
     raise _unsupported(plan)
 
 
+def build_stream_payload(plan: GenerationPlan, *, send_model: bool = True) -> Payload:
+    """The payload of a streamed plan: the plan's, asking for ``stream: true`` and its ``partial_images`` (as a form
+    field, ``"true"`` as the SDK sends booleans)."""
+    payload = build_payload(plan, send_model=send_model)
+    if payload.json is not None:
+        return Payload(json={**payload.json, "stream": True, "partial_images": plan.partial_images})
+    assert payload.data is not None  # an edit's form
+    return Payload(data={**payload.data, "stream": "true", "partial_images": str(plan.partial_images)}, files=payload.files)
+
+
 def _add_field(fields: dict[str, str], name: str, value: Any) -> None:
     """A value as form text fields: a dict by bracketed key path (the SDK's ``array_format="brackets"``)."""
     if value is None:
@@ -205,8 +222,32 @@ def _error_fields(response: httpx.Response) -> dict[str, Any]:
 
 def status_error(response: httpx.Response) -> ImageGenError:
     """The one table from an upstream HTTP status to our error."""
-    status = response.status_code
-    error = _error_fields(response)
+    return error_for(response.status_code, _error_fields(response), retry_after=_retry_after(response))
+
+
+# The HTTP status OpenAI answers each error type with (platform.openai.com/docs/guides/error-codes), for an error that
+# arrives as an event of a stream already answered 200.
+STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "image_generation_user_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "insufficient_quota": 429,
+    "rate_limit_error": 429,
+    "requests": 429,
+    "tokens": 429,
+}
+
+
+def stream_error(error: dict[str, Any]) -> ImageGenError:
+    """An ``error`` event's error object, through the same table as an HTTP error of its type (else a 500's)."""
+    kind = error.get("type")
+    return error_for(STREAM_ERROR_STATUS.get(kind, 500) if isinstance(kind, str) else 500, error)
+
+
+def error_for(status: int, error: dict[str, Any], *, retry_after: dict[str, str] | None = None) -> ImageGenError:
+    """Our error for an upstream status and OpenAI error object."""
     code = error.get("code") if isinstance(error.get("code"), str) else None
     message = redact_keys(str(error.get("message") or f"HTTP {status}"))
     if status == 400 and code in CONTENT_POLICY_CODES:
@@ -235,7 +276,7 @@ def status_error(response: httpx.Response) -> ImageGenError:
     if status == 429:
         return RateLimitError(
             "The image provider is rate limiting this deployment; retry after the time in Retry-After.",
-            headers=_retry_after(response),
+            headers=retry_after or {},
         )
     if status >= 500:
         return ProviderError(f"The image provider failed (HTTP {status}); try again later.")
@@ -315,11 +356,49 @@ class OpenAIProvider:
         """One call (a generation or an edit), retried while the deadline leaves room for the wait and another
         attempt; the last error otherwise (a 429 keeps its Retry-After for the client)."""
         payload = build_payload(plan, send_model=self._endpoint.send_model)
-        url = self._endpoint.url(plan)
+        response = self._with_retries(plan, lambda: self._attempt(self._endpoint.url(plan), payload, deadline), deadline)
+        return parse_images(response, plan.n)
+
+    def stream(self, plan: GenerationPlan, deadline: Deadline) -> Iterator[ProviderPartial | ProviderResult]:
+        """A streamed call: retried as :meth:`generate` until the provider answers 200 (nothing has been yielded by
+        then), then each partial image yielded as its event arrives and, once the stream ends, the completed events'
+        images as one result (one completed event per image, in order). An ``error`` event raises our error for it;
+        the deadline bounds the whole stream (a stalled read is cut at it). A 200 with a JSON body (a server that
+        does not stream) is read as :meth:`generate` reads it."""
+        payload = build_stream_payload(plan, send_model=self._endpoint.send_model)
+        response = self._with_retries(plan, lambda: self._attempt(self._endpoint.url(plan), payload, deadline, stream=True), deadline)
+        with _cut_at(response, deadline) as expired:
+            try:
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    response.read()
+                    yield parse_images(response, plan.n)
+                    return
+                completed: list[dict[str, Any]] = []
+                for event in _events(response):
+                    if event.get("type") in ("image_generation.partial_image", "image_edit.partial_image"):
+                        yield ProviderPartial(_b64(event), _index(event))
+                    elif event.get("type") in ("image_generation.completed", "image_edit.completed"):
+                        completed.append(event)
+                    if deadline.remaining() <= 0:
+                        raise ProviderTimeoutError("The image provider's stream did not end before the request deadline.")
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if expired.is_set() or isinstance(exc, httpx.TimeoutException):
+                    raise ProviderTimeoutError("The image provider's stream did not end before the request deadline.") from exc
+                raise ProviderError("The image provider's stream broke off before its images.", code="provider_bad_response") from exc
+            finally:
+                response.close()
+        yield _completed_result(completed, plan.n)
+
+    def _with_retries(
+        self,
+        plan: GenerationPlan,
+        attempt_once: Callable[[], tuple[httpx.Response | None, ImageGenError | None]],
+        deadline: Deadline,
+    ) -> httpx.Response:
         for attempt in range(self._max_retries + 1):
-            response, error = self._attempt(url, payload, deadline)
+            response, error = attempt_once()
             if error is None and response is not None:
-                return parse_images(response, plan.n)
+                return response
             assert error is not None
             error = preview_refusal(plan, error)
             delay = retry_delay(response, error, attempt)
@@ -329,12 +408,26 @@ class OpenAIProvider:
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _attempt(self, url: str, payload: Payload, deadline: Deadline) -> tuple[httpx.Response | None, ImageGenError | None]:
+    def _attempt(
+        self, url: str, payload: Payload, deadline: Deadline, *, stream: bool = False
+    ) -> tuple[httpx.Response | None, ImageGenError | None]:
+        """One request; streamed, the response is open (its body unread) when it is a success."""
         remaining = deadline.require("call the image provider")
         timeout = httpx.Timeout(remaining, connect=min(CONNECT_TIMEOUT_SECONDS, remaining))
         try:
             headers = self._endpoint.auth_headers(self._api_key())
-            response = self._client.post(url, json=payload.json, data=payload.data, files=payload.files, headers=headers, timeout=timeout)
+            if stream:
+                request = self._client.build_request(
+                    "POST", url, json=payload.json, data=payload.data, files=payload.files, headers=headers, timeout=timeout
+                )
+                response = self._client.send(request, stream=True)
+                if response.is_error:
+                    response.read()  # the error body, for the status table
+                    response.close()
+            else:
+                response = self._client.post(
+                    url, json=payload.json, data=payload.data, files=payload.files, headers=headers, timeout=timeout
+                )
         except httpx.TimeoutException as exc:
             raise ProviderTimeoutError(f"The image provider did not answer within {remaining:.1f} s.") from exc
         except httpx.TransportError as exc:
@@ -342,3 +435,87 @@ class OpenAIProvider:
             error.__cause__ = exc
             return None, error
         return response, (status_error(response) if response.is_error else None)
+
+
+class _cut_at:  # noqa: N801 - used as a context manager, like contextlib's lowercase ones
+    """Within ``with``: at the deadline, the response's connection is shut down, so a read waiting on a stalled stream
+    returns at once (httpx's read timeout holds per read, not for the whole body). The event says it was cut."""
+
+    def __init__(self, response: httpx.Response, deadline: Deadline) -> None:
+        self._socket = _socket_of(response)
+        self._expired = threading.Event()
+        self._timer = threading.Timer(max(0.0, deadline.remaining()), self._cut)
+        self._timer.daemon = True
+
+    def _cut(self) -> None:
+        self._expired.set()
+        if self._socket is not None:
+            with contextlib.suppress(OSError):  # already closed: nothing is waiting on it
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> threading.Event:
+        self._timer.start()
+        return self._expired
+
+    def __exit__(self, *_: object) -> None:
+        self._timer.cancel()
+
+
+def _socket_of(response: httpx.Response) -> socket.socket | None:
+    stream = response.extensions.get("network_stream")
+    found = stream.get_extra_info("socket") if stream is not None else None
+    return found if isinstance(found, socket.socket) else None
+
+
+def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    """The JSON data of each server-sent event until the stream ends (or ``[DONE]``); an error event raises."""
+    for kind, data in iter_sse(split_lines(response.iter_bytes())):
+        if data.startswith("[DONE]"):
+            return
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise ProviderError("The image provider streamed an event that is not JSON.", code="provider_bad_response") from exc
+        if not isinstance(event, dict):
+            raise ProviderError("The image provider streamed an event that is not an object.", code="provider_bad_response")
+        error = event.get("error")
+        if kind == "error" or event.get("type") == "error" or error:
+            raise stream_error(error if isinstance(error, dict) else {})
+        yield event
+
+
+def _b64(event: dict[str, Any]) -> bytes:
+    try:
+        return base64.b64decode(event["b64_json"], validate=True)
+    except (KeyError, TypeError, binascii.Error) as exc:
+        raise ProviderError("The image provider streamed an image that is not base64.", code="provider_bad_response") from exc
+
+
+def _index(event: dict[str, Any]) -> int:
+    index = event.get("partial_image_index")
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ProviderError("The image provider streamed a partial image without its index.", code="provider_bad_response")
+    return index
+
+
+def _completed_result(completed: list[dict[str, Any]], n: int) -> ProviderResult:
+    """The completed events as a result: one image each (with its own usage), the request's usage their sum."""
+    if len(completed) != n:
+        raise ProviderError(f"The image provider streamed {len(completed)} images instead of {n}.", code="provider_bad_response")
+    images = tuple(
+        ProviderImage(_b64(event), usage=event["usage"] if isinstance(event.get("usage"), dict) else None) for event in completed
+    )
+    usages = [image.usage for image in images if image.usage is not None]
+    return ProviderResult(images=images, usage=_sum_usage(usages) if usages else None)
+
+
+def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Token counts added up, nested ones (input_tokens_details) too; what is not a number is left out."""
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for key, value in usage.items():
+            if isinstance(value, dict):
+                total[key] = _sum_usage([total.get(key, {}), value])
+            elif isinstance(value, int) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+    return total
