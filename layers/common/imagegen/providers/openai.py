@@ -375,12 +375,12 @@ class OpenAIProvider:
                     return
                 completed: list[dict[str, Any]] = []
                 for event in _events(response):
+                    if deadline.remaining() <= 0:
+                        raise ProviderTimeoutError("The image provider's stream did not end before the request deadline.")
                     if event.get("type") in ("image_generation.partial_image", "image_edit.partial_image"):
                         yield ProviderPartial(_b64(event), _index(event))
                     elif event.get("type") in ("image_generation.completed", "image_edit.completed"):
                         completed.append(event)
-                    if deadline.remaining() <= 0:
-                        raise ProviderTimeoutError("The image provider's stream did not end before the request deadline.")
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 if expired.is_set() or isinstance(exc, httpx.TimeoutException):
                     raise ProviderTimeoutError("The image provider's stream did not end before the request deadline.") from exc
