@@ -199,7 +199,9 @@ def test_body_limit_holds_with_a_signature_and_unsigned_bodies_are_not_read(reco
     url = f"{front.base_url}/v1/images/generations"
     big = b"x" * (10 * 1024 * 1024 + 1)
     too_long = httpx.post(url, content=big, auth=SigV4Auth(CREDENTIALS), timeout=30)
-    assert too_long.status_code == 413 and too_long.json()["error"]["message"] == "Request Too Long"
+    # template.yaml's REQUEST_TOO_LARGE gateway response, as API Gateway renders it
+    assert too_long.status_code == 413 and too_long.json()["error"]["code"] == "request_too_large"
+    assert too_long.json()["error"]["message"].startswith("The request body is above API Gateway's 10 MB limit.")
     unsigned = httpx.post(url, content=big, timeout=30)
     assert unsigned.status_code == 403 and unsigned.json()["error"]["code"] == "missing_authentication"
     assert recorder.events == []
