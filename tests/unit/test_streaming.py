@@ -10,6 +10,7 @@ import io
 import json
 from typing import Any
 
+import httpx
 import httpx2
 import openai
 import pytest
@@ -28,6 +29,7 @@ from imagegen.options import ImageGenerationRequest
 from imagegen.planning import plan
 from imagegen.providers.base import ProviderImage, ProviderPartial, ProviderResult
 from imagegen.providers.local import LocalProvider, draw, mosaic
+from imagegen.providers.openai import OpenAIProvider
 from imagegen.registry import build_registry
 from imagegen.service import ImageService
 from imagegen.settings import Settings
@@ -420,3 +422,59 @@ def test_stream_events_report_the_plan_in_the_sdks_literals() -> None:
     (event,) = list(stream(service(LocalProvider()), quality="hd"))
     assert (event.quality, event.background, event.output_format, event.size) == ("high", "auto", "png", "256x256")
     ImageGenCompletedEvent.model_validate(sent(event))
+
+
+# --- the OpenAI provider's stream reader, on a mock transport ---
+
+
+def openai_stream(answer: httpx.Response, **fields: Any) -> list[ProviderPartial | ProviderResult]:
+    registry = build_registry(openai_enabled=True, default_model=None)
+    planned = registry.plan(ImageGenerationRequest.model_validate({"prompt": "a fox", "model": "gpt-image-1.5", "stream": True, **fields}))
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: answer))
+    provider = OpenAIProvider(client, base_url="http://openai.invalid/v1", api_key=lambda: "sk-test", max_retries=0)
+    return list(provider.stream(planned, Deadline.after(10)))
+
+
+def event_stream(*lines: str) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content="".join(lines).encode())
+
+
+def test_a_server_that_answers_json_instead_of_a_stream_is_read_as_a_generation() -> None:
+    (result,) = openai_stream(httpx.Response(200, json={"created": 0, "data": [{"b64_json": B64}]}), partial_images=2)
+    assert isinstance(result, ProviderResult) and result.images[0].data == PNG
+
+
+def test_done_ends_the_stream_and_data_only_events_are_read() -> None:
+    partial_data = json.dumps({"type": "image_generation.partial_image", "b64_json": B64, "partial_image_index": 0})
+    completed_data = json.dumps({"type": "image_generation.completed", "b64_json": B64})
+    items = openai_stream(
+        event_stream(f"data: {partial_data}\n\n", f"data: {completed_data}\n\n", "data: [DONE]\n\n", "data: {not json\n\n")
+    )
+    assert [type(item) for item in items] == [ProviderPartial, ProviderResult]
+
+
+def test_an_error_object_in_the_data_is_mapped_through_the_status_table() -> None:
+    error = {
+        "message": "Your request was rejected by the safety system.",
+        "type": "image_generation_user_error",
+        "code": "moderation_blocked",
+    }
+    with pytest.raises(ContentPolicyError) as caught:
+        openai_stream(event_stream(f"data: {json.dumps({'error': error})}\n\n"))
+    assert caught.value.code == "moderation_blocked" and "safety system" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'data: {"type": "image_generation.partial_image", "b64_json": "!!", "partial_image_index": 0}\n\n',
+        'data: {"type": "image_generation.partial_image", "b64_json": ""}\n\n',
+        "data: [1, 2]\n\n",
+        "data: {not json\n\n",
+        "",
+    ],
+)
+def test_a_malformed_stream_is_a_bad_response(body: str) -> None:
+    with pytest.raises(ProviderError) as caught:
+        openai_stream(event_stream(body))
+    assert caught.value.code == "provider_bad_response"
