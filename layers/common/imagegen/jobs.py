@@ -61,6 +61,7 @@ from imagegen.options import (
     parse_job_request,
     validate_result_key,
 )
+from imagegen.planning import GenerationPlan
 from imagegen.service import Generation, ImageService, get_service
 from imagegen.settings import get_settings
 
@@ -90,6 +91,19 @@ def request_hash(request: ImageGenerationRequest) -> str:
     """The request's fingerprint, whichever spelling (camelCase or snake_case) and key order it came in."""
     canonical = json.dumps(request.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _queued(job_id: str, plan: GenerationPlan, *, owner: str | None, seconds: int) -> Job:
+    """A job as recorded when it is submitted through the API."""
+    return Job(
+        id=job_id,
+        status="queued",
+        created=seconds,
+        updated=seconds,
+        model=plan.model.id,
+        response_format=plan.response_format,
+        owner=owner,
+    )
 
 
 def _seconds(when: dt.datetime) -> int:
@@ -296,15 +310,7 @@ class JobService:
         plan = self.images.plan(request)
         now = self.clock()
         seconds = _seconds(now)
-        job = Job(
-            id=job_id,
-            status="queued",
-            created=seconds,
-            updated=seconds,
-            model=plan.model.id,
-            response_format=plan.response_format,
-            owner=owner,
-        )
+        job = _queued(job_id, plan, owner=owner, seconds=seconds)
         if idempotency_key is not None:
             job = job.model_copy(
                 update={
@@ -357,15 +363,7 @@ class JobService:
         self.images.store.put_all(objects, {"request-id": job_id, "model": plan.model.id}, deadline=deadline)
         stored = stored_sources(keys, sources)
         seconds = _seconds(now)
-        job = Job(
-            id=job_id,
-            status="queued",
-            created=seconds,
-            updated=seconds,
-            model=plan.model.id,
-            response_format=plan.response_format,
-            owner=owner,
-        )
+        job = _queued(job_id, plan, owner=owner, seconds=seconds)
         fields = {
             **options.model_dump(exclude_none=True, exclude={"images", "mask", "markup", "image"}),
             "id": job_id,
