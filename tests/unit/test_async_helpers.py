@@ -127,3 +127,24 @@ def test_the_worker_waits_the_providers_retry_after(headers: dict[str, str], exp
     from imagegen.jobs import _retry_after_seconds
 
     assert _retry_after_seconds(RateLimitError("limited", headers=headers)) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"prompt": "x", "stream": true}',
+        '{"operation": "edit", "prompt": "x", "stream": true, "images": [{"key": "inputs/a.png"}]}',
+    ],
+)
+def test_a_job_message_cannot_stream(body: str) -> None:
+    # A job's images go to S3 and its manifest: stream is refused by name, never planned and ignored
+    from pydantic import ValidationError
+
+    from imagegen.errors import invalid_request_from
+    from imagegen.options import parse_job_request
+
+    with pytest.raises(ValidationError) as caught:
+        parse_job_request(body)
+    error = invalid_request_from(caught.value.errors())
+    assert error.param == "stream" and "cannot stream" in error.message
+    assert parse_job_request('{"prompt": "x", "stream": false}').stream is False

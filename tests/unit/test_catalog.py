@@ -169,14 +169,16 @@ def test_every_sdk_parameter_is_supported_or_refused_by_name() -> None:
         assert name in SERVED_HERE or SENT_AS.get(name, name) in body, f"{name} is accepted but silently dropped"
 
 
-@pytest.mark.parametrize("name", ["stream", "partial_images"])
-def test_streaming_is_refused_by_name_until_it_is_served(name: str) -> None:
+def test_stream_plans_and_partial_images_need_it() -> None:
+    # The core plans streams for every model (the HTTP API refuses them until its runtime streams: test_streaming.py)
     registry = build_registry(openai_enabled=True, default_model=None)
+    planned = registry.plan(ImageGenerationRequest(prompt="x", stream=True, partial_images=2))
+    assert (planned.stream, planned.partial_images) == (True, 2)
     with pytest.raises(InvalidRequestError) as caught:
-        registry.plan(ImageGenerationRequest.model_validate({"prompt": "x", name: SAMPLES[name]}))
-    assert (caught.value.param, caught.value.code) == (name, "unsupported_parameter")
-    assert "not support" in caught.value.message
-    assert registry.plan(ImageGenerationRequest(prompt="x", stream=False)).n == 1
+        registry.plan(ImageGenerationRequest(prompt="x", partial_images=2))
+    assert (caught.value.param, caught.value.code) == ("partial_images", "invalid_value")
+    assert "need streaming" in caught.value.message
+    assert registry.plan(ImageGenerationRequest(prompt="x", stream=False)).stream is False
 
 
 @pytest.mark.parametrize(

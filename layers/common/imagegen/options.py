@@ -305,6 +305,13 @@ class JobFields(BaseModel):
         "A request object's is 'results/<its key under requests/>'.",
     )
 
+    @field_validator("stream", check_fields=False)
+    @classmethod
+    def _not_streamed(cls, stream: bool | None) -> bool | None:
+        if stream:
+            raise ValueError("a job cannot stream: its images go to S3 and its manifest; omit stream")
+        return stream
+
 
 class ImageJobRequest(ImageGenerationRequest, JobFields):
     """An asynchronous generation: the same options plus an optional caller-chosen ``id`` (the schema of an SQS message
