@@ -40,7 +40,7 @@ from imagegen.errors import (
     StorageError,
     invalid_request_from,
 )
-from imagegen.inputs import EditSources, input_objects, stored_sources
+from imagegen.inputs import EditSources, stored_sources
 from imagegen.observability import logger
 from imagegen.options import (
     JOB_ID_PATTERN,
@@ -359,8 +359,7 @@ class JobService:
         plan = self.images.plan_inputs(options, sources, deadline=deadline, json_form=json_form)
         assert plan.inputs is not None  # plan_inputs plans every input it read
         now = self.clock()
-        objects, keys = input_objects(sources, plan.inputs, job_id, now)
-        self.images.store.put_all(objects, {"request-id": job_id, "model": plan.model.id}, deadline=deadline)
+        keys = self.images.store_inputs(plan, request_id=job_id, deadline=deadline, now=now, sources=sources)
         stored = stored_sources(keys, sources)
         seconds = _seconds(now)
         job = _queued(job_id, plan, owner=owner, seconds=seconds)

@@ -217,7 +217,7 @@ class ImageService:
         the provider called, every image stored (all or nothing)."""
         now = when or self.clock()
         self._log_start(plan)
-        input_keys = self._store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
+        input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
         result = self._call_provider(plan, deadline)
         return self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
 
@@ -261,7 +261,7 @@ class ImageService:
     ) -> Generator[StreamEvent, None, None]:
         now = self.clock()
         self._log_start(plan)
-        input_keys = self._store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
+        input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
         operation = "image_edit" if plan.operation == "edit" else "image_generation"
         settings = _event_settings(plan)
         provider = self.provider_for(plan.model.provider)
@@ -317,10 +317,11 @@ class ImageService:
             },
         )
 
-    def _store_inputs(
+    def store_inputs(
         self, plan: GenerationPlan, *, request_id: str, deadline: Deadline, now: dt.datetime, sources: EditSources | None
     ) -> tuple[str, ...]:
-        """An edit's or a variation's inputs stored under inputs/ (``sources`` says which are stored already)."""
+        """An edit's or a variation's inputs stored under inputs/ (``sources`` says which are stored already): every
+        input's key, in order (images, mask, markup)."""
         if plan.inputs is None or sources is None:
             return ()
         inputs, input_keys = input_objects(sources, plan.inputs, request_id, now)
