@@ -1,8 +1,16 @@
-"""API function: routes only. Parse, call the core once, return a model; errors map in imagegen.http."""
+"""API function: routes only. Parse, call the core once, return a model; errors map in imagegen.http.
+
+Under the streaming runtime (runtime.py, which sets IMAGEGEN_STREAMING_RUNTIME) a ``stream: true`` generation or
+edit is answered with server-sent events: the route stashes the events and answers an empty ``text/event-stream``
+Response, and lambda_handler hands the resolver's status and headers plus the events to the runtime as a
+StreamingResponse (Powertools serialises whatever a route returns, so the events cannot travel through it)."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,16 +25,18 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING or __package__:  # tests and tools import the package functions.api (and so does mypy)
     from functions.api.forms import read_edit, read_variation
+    from functions.api.runtime import STREAMING_RUNTIME_ENV, StreamingResponse
 else:  # in Lambda this directory is the task root (CodeUri functions/api) and this module is the top-level "app"
     from forms import read_edit, read_variation
+    from runtime import STREAMING_RUNTIME_ENV, StreamingResponse
 from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
-from imagegen.errors import InvalidRequestError
+from imagegen.errors import InternalError, InvalidRequestError
 from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
 from imagegen.inputs import EditSources
 from imagegen.jobs import get_job_service
 from imagegen.model_list import ModelList, list_models
-from imagegen.observability import logger, metrics, tracer
+from imagegen.observability import count_bug, logger, metrics, tracer
 from imagegen.options import (
     ImageEditOptions,
     ImageEditRequest,
@@ -40,6 +50,7 @@ from imagegen.options import (
 from imagegen.playground import build_page, presigned_origin
 from imagegen.service import get_service
 from imagegen.settings import get_settings
+from imagegen.streaming import ErrorEvent, StreamEvent, sse
 
 # What API Gateway checks before the function runs (template.yaml's AuthMode); declared so that clients, SDK generators
 # and the "Authorize" button of /docs know it. The function itself checks nothing of it. GET /, /health, /docs and
@@ -92,10 +103,15 @@ def caller() -> str:
     },
     security=CALLER,
 )
-def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | JobAccepted]:
-    _refuse_streaming(request)
+def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | JobAccepted | str]:
+    if request.stream:
+        _check_stream()
     request_id = _request_id()
     metrics.add_metric(name="GenerationRequests", unit=MetricUnit.Count, value=1)
+    if request.stream:
+        service = get_service()
+        deadline = _stream_deadline(service.settings.response_margin_seconds)
+        return _event_stream(service.stream(request, request_id=request_id, deadline=deadline))
     # Only an async request builds the job clients: a synchronous cold start does not pay for them.
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
         # With Idempotency-Key, a retry gets the same job (same id and Location) and queues nothing.
@@ -139,11 +155,17 @@ QUEUED_ANSWER: dict[int, OpenAPIResponse] = {
     responses={**IMAGES_ANSWER, **QUEUED_ANSWER},
     security=CALLER,
 )
-def edit_images() -> Response[ImagesResponse | JobAccepted]:
+def edit_images() -> Response[ImagesResponse | JobAccepted | str]:
     _refuse_idempotency_key("edits")
     options, sources, json_form = read_edit(app.current_event.raw_event)
-    _refuse_streaming(options)
+    if options.stream:
+        _check_stream()
     metrics.add_metric(name="EditRequests", unit=MetricUnit.Count, value=1)
+    if options.stream:
+        service = get_service()
+        deadline = _stream_deadline(service.settings.response_margin_seconds)
+        events = service.stream(options, sources=sources, request_id=_request_id(), deadline=deadline, json_form=json_form)
+        return _event_stream(events)
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
         # The inputs are read, checked and stored now: a bad image is a 400 here, and the job carries their keys.
         request_id = _request_id()
@@ -181,15 +203,72 @@ def _from_inputs(options: ImageEditOptions | ImageVariationOptions, sources: Edi
     return service.from_inputs(options, sources, request_id=_request_id(), deadline=deadline, json_form=json_form)
 
 
-def _refuse_streaming(options: ImageGenerationRequest | ImageEditOptions) -> None:
-    """Planning accepts stream and partial_images, but this route cannot answer server-sent events yet (issue #14):
-    refused by name, before any job, provider call or write."""
-    if options.stream:
+EVENT_STREAM = "text/event-stream"
+# The events of the current invocation's stream, set by a route and taken by lambda_handler (a context variable:
+# each thread that calls the handler, as some tests do, has its own).
+_stream_events: ContextVar[Iterator[StreamEvent] | None] = ContextVar("stream_events", default=None)
+
+
+def streaming_runtime() -> bool:
+    """Whether this process runs under runtime.py, the only runtime here that can post a stream."""
+    return os.environ.get(STREAMING_RUNTIME_ENV) == "1"
+
+
+def _check_stream() -> None:
+    """A ``stream: true`` request is refused by name, before any job, provider call or write, when it cannot be
+    streamed: the function does not run the streaming runtime (awslambdaric, ``sam local``), or the request also
+    asks to be queued or replayed (a job has no connection to stream on; a replay would need the events stored)."""
+    if not streaming_runtime():
         raise InvalidRequestError(
-            "Invalid 'stream': streaming is not supported by this deployment yet; omit 'stream' or set it to false.",
+            "Invalid 'stream': streaming is not supported by this deployment (its API function does not run the "
+            "streaming runtime); omit 'stream' or set it to false.",
             param="stream",
             code="unsupported_parameter",
         )
+    if prefers_async(app.current_event.headers.get("prefer")):
+        raise InvalidRequestError(
+            "Invalid 'stream': a stream cannot be answered asynchronously; send either 'stream': true or "
+            "'Prefer: respond-async', not both.",
+            param="stream",
+            code="unsupported_parameter",
+        )
+    if app.current_event.headers.get(IDEMPOTENCY_HEADER) is not None:
+        raise InvalidRequestError(
+            f"The {IDEMPOTENCY_HEADER} header is not supported with 'stream': true (a stream cannot be replayed); "
+            f"send the request without it or without 'stream'.",
+            param=IDEMPOTENCY_HEADER,
+            code="unsupported_parameter",
+        )
+
+
+def _event_stream(events: Iterator[StreamEvent]) -> Response[Any]:
+    """Stash the events for lambda_handler and answer what the prelude carries: 200 and the SSE headers."""
+    _stream_events.set(events)
+    return Response(200, EVENT_STREAM, "", {"Cache-Control": "no-cache"})
+
+
+def _sse_body(events: Iterator[StreamEvent]) -> Iterator[bytes]:
+    """Each event as SSE. The service turns its own errors into an error event; anything else is a bug, counted
+    and ended with an api_error event (the status line is out by then, and a traceback never goes to the client).
+    The metrics the stream adds (BytesStored, InternalErrors) are flushed at its end: log_metrics flushed when
+    lambda_handler returned, before the stream ran."""
+    try:
+        for event in events:
+            yield sse(event)
+    except Exception:
+        logger.exception("the stream failed with an unexpected error")
+        count_bug()
+        yield sse(ErrorEvent.of(InternalError("The server had an error while processing your request.")))
+    finally:
+        _close(events)  # a stream left early (the client went) closes the provider's stream now
+        if metrics.metric_set:
+            metrics.flush_metrics()
+
+
+def _close(events: Iterator[StreamEvent]) -> None:
+    close = getattr(events, "close", None)
+    if callable(close):
+        close()
 
 
 def _refuse_idempotency_key(what: str) -> None:
@@ -213,6 +292,11 @@ def _deadline(margin_seconds: float) -> Deadline:
         request_time_epoch_ms=app.current_event.request_context.request_time_epoch or None,
         margin_seconds=margin_seconds,
     )
+
+
+def _stream_deadline(margin_seconds: float) -> Deadline:
+    """The Lambda's own remaining time less the margin: a STREAM integration is not cut at 29 s (up to 15 minutes)."""
+    return Deadline.from_context(app.lambda_context, margin_seconds=margin_seconds)
 
 
 @app.get(
@@ -287,5 +371,27 @@ def playground() -> Response[str]:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | StreamingResponse:
+    token = _stream_events.set(None)
+    try:
+        answer = app.resolve(event, context)
+        events = _stream_events.get()
+    finally:
+        _stream_events.reset(token)
+    if events is None:
+        return answer
+    headers = _headers(answer)
+    if answer["statusCode"] != 200 or headers.get("Content-Type") != EVENT_STREAM:
+        # Something after the route turned its answer into another (an error): that answer goes, the stream is closed.
+        _close(events)
+        return answer
+    return StreamingResponse(status_code=200, headers=headers, body=_sse_body(events))
+
+
+def _headers(answer: dict[str, Any]) -> dict[str, str]:
+    """The proxy dict's headers as one value each (the prelude's ``headers``): REST answers carry multiValueHeaders,
+    joined with ", " as HTTP allows for every header but Set-Cookie, which no streamed answer sets."""
+    headers: dict[str, str] = dict(answer.get("headers") or {})
+    for name, values in (answer.get("multiValueHeaders") or {}).items():
+        headers[name] = ", ".join(values)
+    return headers

@@ -60,6 +60,9 @@ PRELUDE_DELIMITER = b"\0" * 8
 RESPONSE_MODE_HEADER = "Lambda-Runtime-Function-Response-Mode"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 ERROR_BODY_HEADER = "Lambda-Runtime-Function-Error-Body"
+# Set by main() before the handler is imported: the handler may then answer with a StreamingResponse (app.py serves
+# ``stream: true`` only then; under awslambdaric or ``sam local`` a stream could not be posted).
+STREAMING_RUNTIME_ENV = "IMAGEGEN_STREAMING_RUNTIME"
 
 Handler = Callable[[Any, "LambdaContext"], object]
 ErrorJson = dict[str, Any]
@@ -463,6 +466,7 @@ def main() -> NoReturn:
     if not address:
         log("ERROR", "AWS_LAMBDA_RUNTIME_API is not set: this runs only as a Lambda runtime")
         sys.exit(1)
+    os.environ[STREAMING_RUNTIME_ENV] = "1"
     sys.exit(serve(RuntimeApiClient(address), os.environ.get("_HANDLER", "")))
 
 

@@ -1,6 +1,6 @@
 """Streaming's pure parts: the events against the installed openai SDK's own models and stream reader, the SSE
-encoding and parser (the SSE spec's line and field rules), planning's stream rules, the API's refusal until streaming
-is wired, the local provider's partials, and the service's stream with in-memory fakes."""
+encoding and parser (the SSE spec's line and field rules), planning's stream rules, the local provider's partials,
+and the service's stream with in-memory fakes. The API's streams are in test_api_streaming.py."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from openai.types import (
 )
 from PIL import Image as PILImage
 
-from functions.api import app
 from imagegen.deadline import Deadline
 from imagegen.errors import ContentPolicyError, InvalidRequestError, ProviderError, ProviderTimeoutError
 from imagegen.options import ImageGenerationRequest
@@ -44,7 +43,6 @@ from imagegen.streaming import (
     split_lines,
     sse,
 )
-from tests.conftest import load_event
 from tests.fakes.memory_store import InMemoryStore as _InMemoryStore
 
 PNG = draw("a fox", 16, 16)
@@ -247,36 +245,6 @@ def test_gif_and_svg_cannot_stream(output_format: str) -> None:
         plan(ANIMATED, ImageGenerationRequest(prompt="a fox", stream=True, output_format=output_format))
     assert caught.value.param == "stream" and f"'{output_format}' cannot be streamed" in caught.value.message
     assert plan(ANIMATED, ImageGenerationRequest(prompt="a fox", output_format=output_format)).output_format == output_format
-
-
-# --- the API, until streaming is wired ---
-
-
-def api(event: dict[str, Any], lambda_context: Any) -> tuple[int, dict[str, Any]]:
-    response = app.lambda_handler(event, lambda_context)
-    return response["statusCode"], json.loads(response["body"])
-
-
-def test_the_api_still_refuses_stream_on_generations(lambda_context) -> None:
-    for headers in ({}, {"Prefer": "respond-async"}):
-        event = load_event("api_generate_b64.json", stream=True, partial_images=2)
-        event["headers"].update(headers)
-        status, body = api(event, lambda_context)
-        assert status == 400, body
-        assert (body["error"]["param"], body["error"]["code"]) == ("stream", "unsupported_parameter")
-        assert "streaming is not supported" in body["error"]["message"]
-
-
-def test_the_api_still_refuses_stream_on_edits(lambda_context) -> None:
-    event = load_event("api_edit_multipart.json")
-    data_url = "data:image/png;base64," + base64.b64encode(draw("in", 64, 64)).decode()
-    event["body"] = json.dumps({"prompt": "p", "images": [{"image_url": data_url}], "stream": True})
-    event["isBase64Encoded"] = False
-    event["headers"]["Content-Type"] = "application/json"
-    event["multiValueHeaders"]["Content-Type"] = ["application/json"]
-    status, body = api(event, lambda_context)
-    assert status == 400, body
-    assert (body["error"]["param"], body["error"]["code"]) == ("stream", "unsupported_parameter")
 
 
 # --- the local provider ---
