@@ -12,8 +12,9 @@ template's resources, by the variable the function read them from).
 Who made a call:
 
 - in the Lambda RIE's child processes (the e2e tier), the function whose code directory is ``LAMBDA_TASK_ROOT``:
-  ``devtools.rie`` starts the runtime through this file (``python devtools/aws_calls.py <handler>``) when
-  ``IMAGEGEN_AWS_CALL_LOG`` names a directory in its own environment;
+  ``devtools.rie`` starts the runtime through this file (``python devtools/aws_calls.py <handler>``, or for a
+  streaming function ``python devtools/aws_calls.py --streaming``, which runs ``<LAMBDA_TASK_ROOT>/runtime.py``)
+  when ``IMAGEGEN_AWS_CALL_LOG`` names a directory in its own environment;
 - in process (the integration tier), the innermost frame of the call's stack that runs code from
   ``functions/<name>/``, else a frame of ``devtools.poller.SqsPoller``: the local event source mapping, which
   polls with the role of the function it feeds (``via: "event-source-mapping"``). Work a handler hands to a
@@ -29,6 +30,7 @@ import bisect
 import dataclasses
 import json
 import os
+import runpy
 import sys
 import threading
 import time
@@ -40,6 +42,8 @@ from types import FrameType
 from typing import Any
 
 ENV_VAR = "IMAGEGEN_AWS_CALL_LOG"
+# ``python devtools/aws_calls.py --streaming``: the streaming runtime loop instead of awslambdaric.
+STREAMING_FLAG = "--streaming"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS_DIR = str(REPO_ROOT / "functions") + os.sep
 POLLER_FILE = str(REPO_ROOT / "devtools" / "poller.py")
@@ -284,5 +288,22 @@ def _run_runtime(argv: list[str]) -> None:
     main([sys.argv[0], *argv])
 
 
+def _run_streaming_runtime() -> None:
+    """``python devtools/aws_calls.py --streaming``: ``<LAMBDA_TASK_ROOT>/runtime.py`` as ``__main__`` (what the
+    function's ``bootstrap`` exec wrapper runs) with the recorder on; the loop reads ``_HANDLER`` and
+    ``AWS_LAMBDA_RUNTIME_API`` from the environment as it does there."""
+    task_root = Path(os.environ.get("LAMBDA_TASK_ROOT", os.getcwd()))
+    runtime = task_root / "runtime.py"
+    # As ``python <task root>/runtime.py``: the script's directory first on sys.path, not this file's.
+    sys.path[0] = str(task_root)
+    sys.argv = [str(runtime)]
+    caller = Caller(task_root.name)
+    install(os.environ[ENV_VAR], lambda: caller)
+    runpy.run_path(str(runtime), run_name="__main__")
+
+
 if __name__ == "__main__":
-    _run_runtime(sys.argv[1:])
+    if sys.argv[1:] == [STREAMING_FLAG]:
+        _run_streaming_runtime()
+    else:
+        _run_runtime(sys.argv[1:])

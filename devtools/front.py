@@ -8,6 +8,14 @@ with ``resource`` equal to the path, as for this project's static routes), is in
 Authorization follows template.yaml's ``AuthMode``: ``ApiKey`` checks Bearer keys (``api_keys``; none: auth off),
 ``IAM`` checks AWS Signature Version 4 against ``iam_credentials`` (devtools/sigv4.py) and puts the caller in
 ``requestContext.identity``. The public routes need neither.
+
+Streaming (docs/streaming.md): given ``invoke_stream`` (``FunctionPool.invoke_stream``), the front plays a REST
+route with ``responseTransferMode: STREAM``. It relays the function's answer as the stream tap hands it over: the
+prelude becomes the status line and headers (``Transfer-Encoding: chunked``), each payload piece one chunk, sent at
+once. A function that fails or is cut off after that (an error trailer, the 6 MiB cap, its timeout) gets the
+connection closed without the last chunk, which a client sees as a truncated body; one that fails before the
+prelude is a 502 as today. Such a route has no 29 s limit: 15 minutes in all and 5 minutes without a piece.
+``parse_proxy_response`` reads a streamed answer whole (prelude, eight NUL bytes, body) as well.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +41,7 @@ import httpx
 from devtools.procs import LOOPBACK, StartupError
 from devtools.rie import Invocation, PoolBusy
 from devtools.sigv4 import SignatureError, SigV4Verifier
+from devtools.stream_tap import PRELUDE_DELIMITER, PieceKind, StreamPiece
 from imagegen.auth import bearer_key
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
@@ -39,6 +49,11 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024
 BINARY_MEDIA_TYPES = frozenset({"multipart/form-data"})
 INTEGRATION_TIMEOUT = 29.0
 PROXY_RESPONSE_KEYS = {"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded", "base64Encoded"}
+# A STREAM route's limits: the whole answer, and the longest wait for its next piece.
+STREAM_TIMEOUT = 15 * 60.0
+STREAM_IDLE_TIMEOUT = 5 * 60.0
+# What a streamed answer's prelude may hold (HttpResponseStream's metadata for REST and HTTP APIs).
+PRELUDE_KEYS = {"statusCode", "headers", "multiValueHeaders", "cookies"}
 # Routes open without a key when keys are required (template.yaml: Authorizer NONE on these events).
 PUBLIC_ROUTES = frozenset({("GET", "/"), ("GET", "/health"), ("GET", "/docs"), ("GET", "/openapi.json")})
 # API Gateway's answers for a missing key (the authorizer's 401) and an unknown one (the usage plan's 403).
@@ -66,6 +81,8 @@ class GatewayError(Exception):
 
 
 Invoke = Callable[[bytes, float], Invocation]
+# (event, the longest wait for each piece) -> the answer's pieces up to the terminal one, as FunctionPool.invoke_stream.
+InvokeStream = Callable[[bytes, float], Iterator[StreamPiece]]
 ErrorBody = Callable[[GatewayError], bytes]
 
 
@@ -167,7 +184,12 @@ def build_event(
 
 
 def parse_proxy_response(invocation: Invocation) -> tuple[int, list[tuple[str, str]], bytes]:
-    """Status, headers and body from a proxy answer; GatewayError(502) for a crash or a malformed answer."""
+    """Status, headers and body from a proxy answer, or from a streamed one read whole (a JSON prelude, eight NUL
+    bytes, the raw body: JSON never holds a raw NUL); GatewayError(502) for a crash or a malformed answer."""
+    head, delimiter, rest = invocation.payload.partition(PRELUDE_DELIMITER)
+    if delimiter:
+        status, headers = parse_prelude(_json_object(head, "prelude"))
+        return status, headers, rest
     try:
         payload = json.loads(invocation.payload)
     except ValueError:
@@ -180,13 +202,7 @@ def parse_proxy_response(invocation: Invocation) -> tuple[int, list[tuple[str, s
     unknown = set(payload) - PROXY_RESPONSE_KEYS
     if unknown:
         raise GatewayError(502, "Internal server error", f"malformed proxy answer, unknown keys {sorted(unknown)}")
-    status = payload.get("statusCode", 200)
-    try:
-        status = int(status)
-        if not 100 <= status <= 599:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise GatewayError(502, "Internal server error", f"bad statusCode {status!r}") from None
+    status = _status(payload)
     body = payload.get("body")
     if body is not None and not isinstance(body, str):
         raise GatewayError(502, "Internal server error", "body is not a string")
@@ -199,15 +215,53 @@ def parse_proxy_response(invocation: Invocation) -> tuple[int, list[tuple[str, s
         data = base64.b64decode(body or "", validate=True) if encoded else (body or "").encode("utf-8")
     except (binascii.Error, ValueError):
         raise GatewayError(502, "Internal server error", "body is not valid base64") from None
+    return status, _headers(payload), data
+
+
+def parse_prelude(prelude: Mapping[str, Any]) -> tuple[int, list[tuple[str, str]]]:
+    """Status and headers from a streamed answer's prelude, as from a proxy answer (``cookies`` become
+    ``Set-Cookie`` headers); GatewayError(502) for a malformed one."""
+    unknown = set(prelude) - PRELUDE_KEYS
+    if unknown:
+        raise GatewayError(502, "Internal server error", f"malformed prelude, unknown keys {sorted(unknown)}")
+    cookies = prelude.get("cookies") or []
+    if not isinstance(cookies, list):
+        raise GatewayError(502, "Internal server error", "the prelude's cookies are not a list")
+    return _status(prelude), [*_headers(prelude), *(("Set-Cookie", str(cookie)) for cookie in cookies)]
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        raise GatewayError(502, "Internal server error", f"{what} is not JSON: {data[:200].decode('utf-8', 'replace')!r}") from None
+    if not isinstance(parsed, dict):
+        raise GatewayError(502, "Internal server error", f"{what} is a {type(parsed).__name__}, not an object")
+    return parsed
+
+
+def _status(answer: Mapping[str, Any]) -> int:
+    status = answer.get("statusCode", 200)
+    try:
+        status = int(status)
+        if not 100 <= status <= 599:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise GatewayError(502, "Internal server error", f"bad statusCode {status!r}") from None
+    return status
+
+
+def _headers(answer: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """multiValueHeaders, then each of headers not among them; application/json if neither sets a Content-Type."""
     headers: list[tuple[str, str]] = [
-        (str(name), str(value)) for name, values in (payload.get("multiValueHeaders") or {}).items() for value in values
+        (str(name), str(value)) for name, values in (answer.get("multiValueHeaders") or {}).items() for value in values
     ]
-    for name, value in (payload.get("headers") or {}).items():
+    for name, value in (answer.get("headers") or {}).items():
         if (str(name), str(value)) not in headers:
             headers.append((str(name), str(value)))
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("Content-Type", "application/json"))
-    return status, headers, data
+    return headers
 
 
 class _Server(ThreadingHTTPServer):
@@ -276,7 +330,14 @@ class _Handler(BaseHTTPRequestHandler):
                 identity=identity,
             )
             request_id = event["requestContext"]["requestId"]
-            status, headers, data = parse_proxy_response(front.call(json.dumps(event).encode()))
+            if front.invoke_stream is None:
+                status, headers, data = parse_proxy_response(front.call(json.dumps(event).encode()))
+            else:
+                with closing(front.stream(json.dumps(event).encode())) as pieces:
+                    answer = self._answer_stream(pieces, request_id, started)
+                if answer is None:
+                    return
+                status, headers, data = answer
         except GatewayError as error:
             front.log(f"{request_id} gateway {error}")
             if error.status in (400, 401, 403, 413):
@@ -300,6 +361,86 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         front.log(f"{request_id} {self.command} {self.path} -> {status} in {time.monotonic() - started:.3f}s")
 
+    def _answer_stream(
+        self, pieces: Iterator[StreamPiece], request_id: str, started: float
+    ) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """Relay a streamed answer from its prelude on; None once it is sent. GatewayError while nothing is sent
+        (the function failed first, or its prelude is malformed). An answer without a prelude (a /response that
+        was not streamed, or a stream of some other content type) comes back whole, read as a proxy answer."""
+        first = next(pieces, None)
+        if first is None:
+            raise GatewayError(502, "Internal server error", "the function's answer ended before it began")
+        if first.kind is PieceKind.PRELUDE and first.prelude is not None:
+            status, headers = parse_prelude(first.prelude)
+            self._relay(pieces, status, headers, request_id, started)
+            return None
+        if first.kind is PieceKind.FUNCTION_ERROR:
+            detail = first.data[:200].decode("utf-8", "replace")
+            raise GatewayError(502, "Internal server error", f"function error {first.error_type}: {detail}")
+        if first.kind is not PieceKind.BUFFERED and first.kind is not PieceKind.DATA:
+            raise GatewayError(502, "Internal server error", f"the function's answer {first.kind}: {first.reason}")
+        body = bytearray(first.data)
+        if first.kind is PieceKind.DATA:
+            for piece in pieces:
+                if piece.kind is PieceKind.DATA:
+                    body += piece.data
+                elif piece.kind is PieceKind.END and piece.error_type is None:
+                    break
+                else:
+                    what = piece.error_type or piece.reason
+                    raise GatewayError(502, "Internal server error", f"the function's answer {piece.kind}: {what}")
+        return parse_proxy_response(Invocation(200, bytes(body)))
+
+    def _relay(self, pieces: Iterator[StreamPiece], status: int, headers: list[tuple[str, str]], request_id: str, started: float) -> None:
+        """Status line and headers now, then each payload piece as one chunk as it comes. An answer that fails or
+        is cut off once that is out can only be told by closing the connection before the last chunk."""
+        front = self.server.front
+        # HTTP/1.0 has no chunked encoding: its client reads the body until the connection closes.
+        chunked = self.request_version != "HTTP/1.0"
+        send_body = self.command != "HEAD"
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in HOP_BY_HOP:
+                self.send_header(name, value)
+        self.send_header("x-amzn-RequestId", request_id)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True
+            self.send_header("Connection", "close")
+        sent, outcome = 0, ""
+        try:
+            self.end_headers()
+            for piece in pieces:
+                if piece.kind is PieceKind.DATA:
+                    if send_body and piece.data:
+                        self.wfile.write(b"%x\r\n%b\r\n" % (len(piece.data), piece.data) if chunked else piece.data)
+                        self.wfile.flush()
+                    sent += len(piece.data)
+                    continue
+                if piece.kind is PieceKind.END and piece.error_type is None:
+                    if send_body and chunked:
+                        self.wfile.write(b"0\r\n\r\n")
+                        self.wfile.flush()
+                    outcome = "complete"
+                elif piece.kind is PieceKind.END:
+                    outcome = f"function error mid-stream: {piece.error_type}"
+                else:
+                    outcome = f"{piece.kind} mid-stream: {piece.reason or piece.error_type}"
+                break
+            else:
+                outcome = "the answer ended without its end"
+        except GatewayError as error:
+            outcome = str(error)
+        except OSError as error:
+            outcome = f"the client went away ({error!r})"
+        except Exception:  # a bug here: the status is out, so all that is left is to cut the answer
+            outcome = f"front error\n{traceback.format_exc()}"
+        if outcome != "complete":
+            self.close_connection = True
+        elapsed = time.monotonic() - started
+        front.log(f"{request_id} {self.command} {self.path} -> {status} streamed {sent} bytes in {elapsed:.3f}s ({outcome})")
+
 
 class ApiGatewayFront:
     """``ThreadingHTTPServer`` on ``host:port`` (0 = free port) in a background thread, in front of ``invoke``.
@@ -307,6 +448,9 @@ class ApiGatewayFront:
     ``auth_mode`` ``"ApiKey"`` requires one of ``api_keys`` as a Bearer token (none: no auth); ``"IAM"`` requires
     a SigV4 signature for ``execute-api`` in ``region`` by one of ``iam_credentials`` (access key id -> secret),
     and refuses to be built without them.
+
+    With ``invoke_stream`` every answer is relayed as a STREAM route's: within ``stream_timeout`` in all and
+    ``stream_idle_timeout`` per piece, instead of ``timeout`` (the 29 s of a buffered answer).
     """
 
     def __init__(
@@ -325,6 +469,9 @@ class ApiGatewayFront:
         auth_mode: AuthMode = "ApiKey",
         iam_credentials: Mapping[str, str] | None = None,
         region: str = "us-east-1",
+        invoke_stream: InvokeStream | None = None,
+        stream_timeout: float = STREAM_TIMEOUT,
+        stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
     ) -> None:
         if auth_mode not in AUTH_MODES:
             raise ValueError(f"auth_mode must be one of {', '.join(AUTH_MODES)}, not {auth_mode!r}")
@@ -336,6 +483,9 @@ class ApiGatewayFront:
         if auth_mode == "IAM" and not iam_credentials:
             raise ValueError("auth mode IAM needs iam_credentials (access key id -> secret access key)")
         self.invoke = invoke
+        self.invoke_stream = invoke_stream
+        self.stream_timeout = stream_timeout
+        self.stream_idle_timeout = stream_idle_timeout
         self.auth_mode = auth_mode
         self.api_keys = frozenset(api_keys)
         self.verifier = SigV4Verifier(iam_credentials or {}, region=region) if auth_mode == "IAM" else None
@@ -403,6 +553,31 @@ class ApiGatewayFront:
             raise GatewayError(503, "Service Unavailable", str(exc)) from None
         except (httpx.HTTPError, StartupError) as exc:
             raise GatewayError(502, "Internal server error", repr(exc)) from None
+
+    def stream(self, event: bytes) -> Generator[StreamPiece, None, None]:
+        """The function's streamed answer piece by piece, within a STREAM route's limits. What ``call`` maps, a piece
+        not within ``stream_idle_timeout`` and an answer past ``stream_timeout`` are raised as GatewayError."""
+        if self.invoke_stream is None:
+            raise RuntimeError("this front has no invoke_stream")
+        deadline = time.monotonic() + self.stream_timeout
+        pieces: Iterator[StreamPiece] | None = None
+        try:
+            pieces = self.invoke_stream(event, self.stream_idle_timeout)
+            for piece in pieces:
+                if time.monotonic() > deadline:
+                    raise GatewayError(504, "Endpoint request timed out", f"the answer went on past {self.stream_timeout:.0f} s")
+                yield piece
+        except TimeoutError:
+            detail = f"no piece of the answer within {self.stream_idle_timeout:.0f} s"
+            raise GatewayError(504, "Endpoint request timed out", detail) from None
+        except PoolBusy as exc:
+            raise GatewayError(503, "Service Unavailable", str(exc)) from None
+        except (httpx.HTTPError, StartupError) as exc:
+            raise GatewayError(502, "Internal server error", repr(exc)) from None
+        finally:
+            close = getattr(pieces, "close", None)
+            if callable(close):
+                close()  # the function's instance goes back to its pool only then
 
     def log(self, line: str) -> None:
         if self.log_path is None:

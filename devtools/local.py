@@ -13,6 +13,10 @@ Authorization, as template.yaml's ``AuthMode`` (environment of ``make local``):
   ``execute-api``, the stack's region, us-east-1) by one of ``IMAGEGEN_IAM_CREDENTIALS``, comma-separated
   ``ACCESS_KEY_ID:SECRET_ACCESS_KEY`` pairs (required; the caller's ARN is
   ``arn:aws:iam::123456789012:user/local-<ACCESS_KEY_ID>``). Clients sign with ``devtools.sigv4.SigV4Auth``.
+
+Streaming (docs/streaming.md), off by default: ``LocalStack(stream_api=True)`` (``--stream-api``) runs the API
+function under its streaming runtime loop (functions/api/bootstrap, runtime.py) behind a stream tap, and the front
+relays its answers as a STREAM route does, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -47,6 +51,7 @@ from devtools.procs import LOOPBACK, StartupError
 from devtools.rie import FunctionConfig, FunctionPool, Invocation, RieProcess
 from devtools.s3server import S3Server
 from devtools.sam_template import TEMPLATE, load_template, parameter_values, resolve_language_extensions
+from devtools.stream_tap import StreamPiece
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -174,6 +179,7 @@ class LocalStack:
     is template.yaml's AuthMode: ``"ApiKey"`` with ``api_keys`` (none: no auth) or ``"IAM"`` with
     ``iam_credentials`` (access key id -> secret access key; required). The gateway's own errors are rendered from
     ``template``'s GatewayResponses for that mode, read once here, unless ``error_body`` renders them.
+    ``stream_api`` runs the API function (``function``) under its streaming runtime, and the front streams.
     """
 
     def __init__(
@@ -200,6 +206,7 @@ class LocalStack:
         auth_mode: AuthMode = "ApiKey",
         iam_credentials: Mapping[str, str] | None = None,
         template: Path | str = TEMPLATE,
+        stream_api: bool = False,
     ) -> None:
         self.root = Path(root).resolve()
         self.data_dir = Path(data_dir).resolve() if data_dir else self.root / ".local"
@@ -211,6 +218,7 @@ class LocalStack:
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.warm_path = warm_path
+        self.stream_api = stream_api
         self.passthrough = tuple(passthrough)
         self.extra_env = dict(extra_env or {})
         self.s3 = S3Server(
@@ -238,6 +246,7 @@ class LocalStack:
             auth_mode=auth_mode,
             iam_credentials=iam_credentials,
             region=region,
+            invoke_stream=self._invoke_stream if stream_api else None,
         )
         self.startup_seconds: float | None = None
 
@@ -293,6 +302,11 @@ class LocalStack:
             raise StartupError("the local function pool is not running")
         return self.pool.invoke(event, timeout)
 
+    def _invoke_stream(self, event: bytes, timeout: float) -> Iterator[StreamPiece]:
+        if self.pool is None:
+            raise StartupError("the local function pool is not running")
+        return self.pool.invoke_stream(event, timeout)
+
     def new_rie(self, index: int, function: str | None = None) -> RieProcess:
         """An (unstarted) RIE process of the function with the stack's environment, logging to logs/<fn>-<index>.log."""
         function = function or self.function
@@ -304,6 +318,7 @@ class LocalStack:
             memory_mb=self.memory_mb,
             region=self.region,
             env={name: value for name, value in self.env.items() if name not in NOT_IN_ENV.get(function, ())},
+            streaming=self.stream_api and function == self.function,
         )
         return RieProcess(config, log_path=self.log_dir / f"{function}-{index}.log")
 
@@ -417,7 +432,8 @@ def banner(stack: LocalStack) -> str:
     return "\n".join(
         [
             f"imagegen local stack is up ({stack.startup_seconds:.1f} s)",
-            f"  API       {stack.base_url}   ({stack.workers} x functions/{stack.function} under the Lambda RIE)",
+            f"  API       {stack.base_url}   ({stack.workers} x functions/{stack.function} under the Lambda RIE"
+            + (", streaming runtime)" if stack.stream_api else ")"),
             f"  S3        {stack.s3_endpoint_url}   bucket {stack.bucket}",
             f"  provider  {provider}",
             f"  data      {data}/   logs in {data}/logs/",
@@ -446,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".local", help="S3 data and logs (default ./.local)")
     parser.add_argument("--workers", type=int, default=2, help="function instances serving in parallel (default 2)")
+    parser.add_argument(
+        "--stream-api", action="store_true", help="run the API function under its streaming runtime and stream its answers (default off)"
+    )
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, frame: object) -> None:
@@ -465,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         s3_port=args.s3_port,
         data_dir=args.data_dir,
         workers=args.workers,
+        stream_api=args.stream_api,
         api_keys=api_keys,
         auth_mode=auth_mode,
         iam_credentials=iam_credentials,
