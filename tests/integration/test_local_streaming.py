@@ -124,7 +124,7 @@ def test_the_client_gets_each_chunk_as_the_function_writes_it(streamed: Served) 
     times = [at for at, _ in events]
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     assert all(0.3 < gap < 1.5 for gap in gaps), gaps
-    assert times[0] - headers_at < 0.3, "the first event comes with the headers"
+    assert times[0] - headers_at < 0.4, "the first event comes with the headers"
     assert times[-1] - headers_at > 0.7, "the headers came before the body was complete"
 
 
@@ -196,7 +196,7 @@ def test_a_stream_route_has_no_29_s_limit_but_an_idle_one(tmp_path: Path) -> Non
         started = time.monotonic()
         stalled = httpx.get(f"{served.url}/sleep", timeout=30)
         assert stalled.status_code == 504 and stalled.json() == {"message": "Endpoint request timed out"}
-        assert 1.8 < time.monotonic() - started < 6
+        assert 1.8 < time.monotonic() - started < 10
         # The stalled instance was replaced: the next request is served (by a new runtime).
         assert httpx.get(f"{served.url}/dict", timeout=30).status_code == 201
 
