@@ -469,3 +469,25 @@ def test_image_url_to_loopback_is_refused_by_default(local_s3, s3, lambda_contex
     status, body = invoke(event, lambda_context)
     assert_refused(status, body, param="images[0].image_url")
     assert_nothing_written(s3, local_s3.bucket, event)
+
+
+# --- S3 failing while the inputs are written ------------------------------------------------------------------------
+
+
+def test_a_failed_input_write_keeps_no_input_and_writes_no_image(local_s3, s3, s3_proxy, monkeypatch, lambda_context) -> None:
+    # Given S3 refusing the write of the mask (the image's write succeeds)
+    s3_proxy.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_proxy.endpoint_url)
+    clear_caches()
+    event = multipart_event(
+        [png_file("first.png", FIRST, field="image"), png_file("mask.png", MASK, field="mask")], {"prompt": "x", "model": "local"}
+    )
+    rid = request_id(event)
+    s3_proxy.inject("PUT", rf"/inputs/.*/{rid}/mask\.png", status=500, code="InternalError", times=5)
+    # When the edit is sent: a 502 storage error, the image's input deleted again, no output written
+    status, body = invoke(event, lambda_context)
+    assert (status, body["error"]["code"]) == (502, "storage_error"), body
+    assert [code for *_, code in s3_proxy.requests("PUT", rf"/{rid}/image-0\.png")] == [200]
+    assert s3_proxy.requests("POST", r"\?delete")  # DeleteObjects of what was written
+    assert_nothing_written(s3, local_s3.bucket, event)
+    s3_proxy.reset()
