@@ -34,6 +34,8 @@ from imagegen import clients, idempotency, jobs, providers, service, settings  #
 
 CLEARED_ENV = (
     "DEFAULT_MODEL",
+    # Set by functions/api/runtime.py under the streaming runtime: only tests that run it may see it.
+    "IMAGEGEN_STREAMING_RUNTIME",
     "OPENAI_API_KEY",
     "OPENAI_API_KEY_SECRET_ARN",
     "OPENAI_BASE_URL",
