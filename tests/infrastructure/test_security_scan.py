@@ -77,3 +77,21 @@ def test_transformed_template_carries_the_sam_resources_skips() -> None:
     # And nothing declared in template.yaml gets skips it does not declare itself
     assert "Metadata" not in resources["ImagesBucketPolicy"]
     json.dumps(copy.deepcopy(document), default=str)  # what the scan writes to disk
+
+
+@pytest.mark.parametrize("auth_mode", ["ApiKey", "IAM"])
+def test_checkov_finds_nothing_unexplained_in_a_streaming_deployment(checkov: str, tmp_path: Path, auth_mode: str) -> None:
+    # ResponseStreaming changes the API's integrations and the function's configuration: scanned like DEPLOYMENTS
+    parameters = {"ResponseStreaming": "true", "StreamingTimeoutSeconds": "900", "AuthMode": auth_mode}
+    document = security_scan.transformed_template(parameters=parameters)
+    transformed = tmp_path / "transformed-streaming.json"
+    transformed.write_text(json.dumps(document, indent=1, default=str))
+
+    result = security_scan.run_checkov(checkov, transformed, f"template.yaml (SAM-transformed, streaming, {auth_mode})")
+
+    print()
+    print(result.summary())
+    assert result.passed > 0, result.summary()
+    assert result.failed == [], result.summary()
+    assert result.parsing_errors == [], result.summary()
+    assert result.unexplained_skips == [], result.summary()
