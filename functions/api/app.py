@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,22 +19,25 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
 
 if TYPE_CHECKING or __package__:  # tests and tools import the package functions.api (and so does mypy)
+    from functions.api.event_stream import collecting_stream, event_stream, streamed
     from functions.api.forms import read_edit, read_variation
+    from functions.api.openapi_bodies import UploadForm, with_upload_bodies
     from functions.api.runtime import STREAMING_RUNTIME_ENV, StreamingResponse
 else:  # in Lambda this directory is the task root (CodeUri functions/api) and this module is the top-level "app"
+    from event_stream import collecting_stream, event_stream, streamed
     from forms import read_edit, read_variation
+    from openapi_bodies import UploadForm, with_upload_bodies
     from runtime import STREAMING_RUNTIME_ENV, StreamingResponse
 from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
-from imagegen.errors import InternalError, InvalidRequestError
+from imagegen.errors import InvalidRequestError
 from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
 from imagegen.inputs import EditSources
 from imagegen.jobs import get_job_service
 from imagegen.model_list import ModelList, list_models
-from imagegen.observability import count_bug, logger, metrics, tracer
+from imagegen.observability import logger, metrics, tracer
 from imagegen.options import (
     ImageEditOptions,
     ImageEditRequest,
@@ -50,7 +51,6 @@ from imagegen.options import (
 from imagegen.playground import build_page, presigned_origin
 from imagegen.service import get_service
 from imagegen.settings import get_settings
-from imagegen.streaming import ErrorEvent, StreamEvent, sse
 
 # What API Gateway checks before the function runs (template.yaml's AuthMode); declared so that clients, SDK generators
 # and the "Authorize" button of /docs know it. The function itself checks nothing of it. GET /, /health, /docs and
@@ -111,7 +111,7 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     if request.stream:
         service = get_service()
         deadline = _stream_deadline(service.settings.response_margin_seconds)
-        return _event_stream(service.stream(request, request_id=request_id, deadline=deadline))
+        return event_stream(service.stream(request, request_id=request_id, deadline=deadline))
     # Only an async request builds the job clients: a synchronous cold start does not pay for them.
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
         # With Idempotency-Key, a retry gets the same job (same id and Location) and queues nothing.
@@ -165,7 +165,7 @@ def edit_images() -> Response[ImagesResponse | JobAccepted | str]:
         service = get_service()
         deadline = _stream_deadline(service.settings.response_margin_seconds)
         events = service.stream(options, sources=sources, request_id=_request_id(), deadline=deadline, json_form=json_form)
-        return _event_stream(events)
+        return event_stream(events)
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
         # The inputs are read, checked and stored now: a bad image is a 400 here, and the job carries their keys.
         request_id = _request_id()
@@ -203,12 +203,6 @@ def _from_inputs(options: ImageEditOptions | ImageVariationOptions, sources: Edi
     return service.from_inputs(options, sources, request_id=_request_id(), deadline=deadline, json_form=json_form)
 
 
-EVENT_STREAM = "text/event-stream"
-# The events of the current invocation's stream, set by a route and taken by lambda_handler (a context variable:
-# each thread that calls the handler, as some tests do, has its own).
-_stream_events: ContextVar[Iterator[StreamEvent] | None] = ContextVar("stream_events", default=None)
-
-
 def streaming_runtime() -> bool:
     """Whether this process runs under runtime.py, the only runtime here that can post a stream."""
     return os.environ.get(STREAMING_RUNTIME_ENV) == "1"
@@ -239,36 +233,6 @@ def _check_stream() -> None:
             param=IDEMPOTENCY_HEADER,
             code="unsupported_parameter",
         )
-
-
-def _event_stream(events: Iterator[StreamEvent]) -> Response[Any]:
-    """Stash the events for lambda_handler and answer what the prelude carries: 200 and the SSE headers."""
-    _stream_events.set(events)
-    return Response(200, EVENT_STREAM, "", {"Cache-Control": "no-cache"})
-
-
-def _sse_body(events: Iterator[StreamEvent]) -> Iterator[bytes]:
-    """Each event as SSE. The service turns its own errors into an error event; anything else is a bug, counted
-    and ended with an api_error event (the status line is out by then, and a traceback never goes to the client).
-    The metrics the stream adds (BytesStored, InternalErrors) are flushed at its end: log_metrics flushed when
-    lambda_handler returned, before the stream ran."""
-    try:
-        for event in events:
-            yield sse(event)
-    except Exception:
-        logger.exception("the stream failed with an unexpected error")
-        count_bug()
-        yield sse(ErrorEvent.of(InternalError("The server had an error while processing your request.")))
-    finally:
-        _close(events)  # a stream left early (the client went) closes the provider's stream now
-        if metrics.metric_set:
-            metrics.flush_metrics()
-
-
-def _close(events: Iterator[StreamEvent]) -> None:
-    close = getattr(events, "close", None)
-    if callable(close):
-        close()
 
 
 def _refuse_idempotency_key(what: str) -> None:
@@ -319,12 +283,12 @@ def health() -> dict[str, str]:
 @app.get("/openapi.json", summary="The OpenAPI document of this API")
 def openapi() -> dict[str, Any]:
     document: dict[str, Any] = json.loads(app.get_openapi_json_schema())
-    return with_upload_bodies(document)
+    return with_upload_bodies(document, UPLOAD_FORMS)
 
 
 # The files of each upload route's multipart form, and the model of its JSON form (the routes parse their own bodies,
 # so Powertools cannot document them).
-UPLOAD_FORMS: dict[str, tuple[dict[str, str], type[BaseModel], type[BaseModel]]] = {
+UPLOAD_FORMS: dict[str, UploadForm] = {
     EDITS_PATH: (
         {"image": "One image, or several as image[] (1-16, per model)", "mask": "PNG with alpha", "markup": "PNG overlay"},
         ImageEditOptions,
@@ -332,24 +296,6 @@ UPLOAD_FORMS: dict[str, tuple[dict[str, str], type[BaseModel], type[BaseModel]]]
     ),
     VARIATIONS_PATH: ({"image": "The image to vary"}, ImageVariationOptions, ImageVariationRequest),
 }
-
-
-def with_upload_bodies(document: dict[str, Any]) -> dict[str, Any]:
-    """The request bodies of the upload routes: their multipart form (files plus the options as fields) and JSON."""
-    schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for path, (files, options, json_model) in UPLOAD_FORMS.items():
-        content: dict[str, Any] = {}
-        for media, model in (("multipart/form-data", options), ("application/json", json_model)):
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(schema.pop("$defs", {}))
-            if media == "multipart/form-data":
-                files_schema = {name: {"type": "string", "format": "binary", "description": text} for name, text in files.items()}
-                schema["properties"] = {**files_schema, **schema["properties"]}
-                schema["required"] = ["image", *schema.get("required", [])]
-            schemas[f"{model.__name__}{'Form' if media.startswith('multipart') else ''}"] = schema
-            content[media] = {"schema": {"$ref": f"#/components/schemas/{model.__name__}{'Form' if media.startswith('multipart') else ''}"}}
-        document["paths"][path]["post"]["requestBody"] = {"required": True, "content": content}
-    return document
 
 
 PLAYGROUND_DIR = Path(__file__).with_name("static")
@@ -372,26 +318,6 @@ def playground() -> Response[str]:
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | StreamingResponse:
-    token = _stream_events.set(None)
-    try:
+    with collecting_stream() as taken:
         answer = app.resolve(event, context)
-        events = _stream_events.get()
-    finally:
-        _stream_events.reset(token)
-    if events is None:
-        return answer
-    headers = _headers(answer)
-    if answer["statusCode"] != 200 or headers.get("Content-Type") != EVENT_STREAM:
-        # Something after the route turned its answer into another (an error): that answer goes, the stream is closed.
-        _close(events)
-        return answer
-    return StreamingResponse(status_code=200, headers=headers, body=_sse_body(events))
-
-
-def _headers(answer: dict[str, Any]) -> dict[str, str]:
-    """The proxy dict's headers as one value each (the prelude's ``headers``): REST answers carry multiValueHeaders,
-    joined with ", " as HTTP allows for every header but Set-Cookie, which no streamed answer sets."""
-    headers: dict[str, str] = dict(answer.get("headers") or {})
-    for name, values in (answer.get("multiValueHeaders") or {}).items():
-        headers[name] = ", ".join(values)
-    return headers
+    return streamed(answer, taken())

@@ -385,13 +385,13 @@ def test_a_stream_has_the_lambdas_time_not_api_gateways_29_seconds(streaming, st
 def test_an_answer_replaced_after_the_route_closes_the_stream(streaming, store, lambda_context, monkeypatch, metrics_on, capsys) -> None:
     provider = ScriptedProvider()
     use_provider(monkeypatch, provider)
-    original = app._event_stream
+    original = app.event_stream
 
     def then_fail(events: Any) -> Any:
         original(events)
         raise RuntimeError("a bug after the stream was stashed")
 
-    monkeypatch.setattr(app, "_event_stream", then_fail)
+    monkeypatch.setattr(app, "event_stream", then_fail)
     status, error = error_of(generation(lambda_context, partial_images=2))
     assert (status, error["code"]) == (500, "internal_error")
     assert provider.closed and store.objects == {}
