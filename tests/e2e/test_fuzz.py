@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -468,25 +469,21 @@ def client(base_url: str) -> httpx.Client:
     return _clients.client  # type: ignore[no-any-return]
 
 
+def send_raw(base_url: str, source: str, case: RawRequest) -> Exchange:
+    """One raw request as the fuzzer built it (its own Content-Type, or none), and its answer."""
+    headers = dict(case.headers)
+    if case.content_type is not None:
+        headers["Content-Type"] = case.content_type
+    response = client(base_url).request(case.method, case.path, content=case.body, headers=headers)
+    return Exchange(
+        source, case.method, case.path, response.status_code, response.headers.get("x-amzn-RequestId"), response.content, case.replay()
+    )
+
+
 def test_hypothesis_request_bodies_methods_and_content_types(fuzz_stack: LocalStack, tally: Tally) -> None:
     cases = collect(raw_requests(), HYPOTHESIS_CASES)
 
-    def send(case: RawRequest) -> Exchange:
-        headers = dict(case.headers)
-        if case.content_type is not None:
-            headers["Content-Type"] = case.content_type
-        response = client(fuzz_stack.base_url).request(case.method, case.path, content=case.body, headers=headers)
-        return Exchange(
-            "hypothesis",
-            case.method,
-            case.path,
-            response.status_code,
-            response.headers.get("x-amzn-RequestId"),
-            response.content,
-            case.replay(),
-        )
-
-    failures = run_concurrently(cases, send, tally)
+    failures = run_concurrently(cases, partial(send_raw, fuzz_stack.base_url, "hypothesis"), tally)
     assert not failures, report(failures, len(cases))
     kinds = Counter(exchange.status for exchange in tally.exchanges if exchange.source == "hypothesis")
     assert kinds[200] and kinds[400] and kinds[413], f"the strategies should reach successes, 400s and 413s: {kinds}"
@@ -589,20 +586,7 @@ def upload_requests(draw: st.DrawFn) -> RawRequest:
 def test_hypothesis_edit_and_variation_uploads(fuzz_stack: LocalStack, tally: Tally) -> None:
     cases = collect(upload_requests(), UPLOAD_CASES)
 
-    def send(case: RawRequest) -> Exchange:
-        headers = {"Content-Type": case.content_type or ""}
-        response = client(fuzz_stack.base_url).request(case.method, case.path, content=case.body, headers=headers)
-        return Exchange(
-            "uploads",
-            case.method,
-            case.path,
-            response.status_code,
-            response.headers.get("x-amzn-RequestId"),
-            response.content,
-            case.replay(),
-        )
-
-    failures = run_concurrently(cases, send, tally)
+    failures = run_concurrently(cases, partial(send_raw, fuzz_stack.base_url, "uploads"), tally)
     assert not failures, report(failures, len(cases))
     kinds = Counter(exchange.status for exchange in tally.exchanges if exchange.source == "uploads")
     assert kinds[200] and kinds[400], f"the strategies should reach successes and 400s: {kinds}"
