@@ -487,8 +487,10 @@ def throughput(report: Report, stack: LocalStack, seconds: float, concurrency: i
 
 # ---------------------------------------------------------------------------------------------------- streaming
 
-# The first partial's extra over the fake's own: a fifth of the fake's pause between events (streaming.PAUSE), so an
-# event held back until the next one misses it by far, and ~5x what the relay costs on an idle loopback.
+# The first partial's extra over the fake's own, at most: a fifth of the fake's pause between events (streaming.PAUSE),
+# so a relay that held an event back until the next one misses it by far; about twice what the relay cost on this
+# 2-CPU host when idle (~9 ms: the request's way in to the fake and the event's way out); and nothing beside the
+# seconds a real provider takes to its first partial.
 FIRST_PARTIAL_GOAL_MS = 20.0
 STREAM_ROUNDS = 11
 
@@ -503,15 +505,20 @@ def stream_rows(report: Report, fake: FakeOpenAI, work: Path, quick: bool) -> No
         "completed_ms": "stream: time to the completed event (ours: stored in S3, with its url) vs the fake's",
     }
     goals = {"first_partial_ms": FIRST_PARTIAL_GOAL_MS}
+    spreads = []
     for key, label in labels.items():
         ours, direct = (float(statistics.median(sample[key] for sample in result[side])) for side in ("ours", "direct"))
         extra = ours - direct
         row = Row(label, f"{ms(ours)} ({signed_ms(extra)})", f"{ms(direct)} (fake)", ours / direct, goal_ms=goals.get(key), extra_ms=extra)
         report.rows.append(row)
+        rounds_extra = [a[key] - b[key] for a, b in zip(result["ours"], result["direct"], strict=True)]
+        low, _, high = statistics.quantiles(rounds_extra, n=4) if len(rounds_extra) > 1 else (extra, extra, extra)
+        spreads.append(f"{key.removesuffix('_ms').replace('_', ' ')} {signed_ms(low)} to {signed_ms(high)}")
     report.notes.append(
         f"stream: {streaming.MODEL} {streaming.BODY['size']}, {streaming.PARTIALS} partials, the fake waiting "
         f"{streaming.PAUSE * 1000:.0f} ms before each event; {rounds} rounds after {warmup} discarded, medians; "
-        f"the streaming stack started in {result['startup_seconds'] or 0:.1f} s"
+        f"the streaming stack started in {result['startup_seconds'] or 0:.1f} s. The fake draws its PNGs anew for each "
+        f"request (~60 ms, ± 10 ms), which the per-round extra times carry (quartiles: {', '.join(spreads)})"
     )
 
 
@@ -557,8 +564,9 @@ def run(args: argparse.Namespace) -> Report:
             timed_section("memory", lambda: memory(report, stack, work, args.quick))
             timed_section("package size", lambda: package_size(report, args.quick))
             in_process = warm_result["local_256"]["median_ms"]
-            timed_section("throughput", lambda: throughput(report, stack, seconds, args.concurrency, in_process))
+            # Before the throughput run: differences of a few ms, measured on a host not just out of 20 s at full load.
             timed_section("stream", lambda: stream_rows(report, fake, work, args.quick))
+            timed_section("throughput", lambda: throughput(report, stack, seconds, args.concurrency, in_process))
     report.notes.insert(0, f"cold starts ran on {python} ({rounds} round(s), medians); the rest on {sys.executable}")
     report.notes.insert(1, f"load average (1 min) at start {load_at_start:.1f}, at end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return report
