@@ -1,5 +1,8 @@
 // The playground: a form built from GET v1/models (each model's `capabilities`), POST v1/images/generations,
 // the images shown as answered (presigned URL or base64 data: URI), and the same request as curl and openai-python.
+// With "Partial images" set, the request is `stream: true`: its server-sent events are read as they arrive and each
+// partial image is shown until the completed one replaces it; a deployment that cannot stream (its 400 names
+// `stream`, code unsupported_parameter) gets the same request without streaming, and the control is turned off.
 // Plain DOM (no innerHTML: the page's CSP enforces Trusted Types), no framework, no build step.
 "use strict";
 
@@ -23,6 +26,7 @@
     style: $("style"),
     response_format: $("response_format"),
     output_format: $("output_format"),
+    partial_images: $("partial_images"),
   };
   const customSize = $("custom-size");
   const apiKey = $("api-key");
@@ -38,8 +42,8 @@
     renderSnippets();
   });
 
-  function headers(json) {
-    const h = { accept: "application/json" };
+  function headers(json, stream = false) {
+    const h = { accept: stream ? "text/event-stream" : "application/json" };
     if (json) h["content-type"] = "application/json";
     const key = apiKey.value.trim();
     if (key) h.Authorization = `Bearer ${key}`;
@@ -140,7 +144,30 @@
       if (!fields[name].closest(".field").hidden && fields[name].value) body[name] = fields[name].value;
     }
     body.response_format = fields.response_format.value;
+    if (!fields.partial_images.disabled && fields.partial_images.value !== "") {
+      body.stream = true;
+      body.partial_images = Number(fields.partial_images.value);
+    }
     return body;
+  }
+
+  function post(body) {
+    return fetch(apiUrl("v1/images/generations"), {
+      method: "POST",
+      headers: headers(true, body.stream),
+      body: JSON.stringify(body),
+    });
+  }
+
+  // The API's answer to `stream: true` where the function does not run the streaming runtime (functions/api/app.py).
+  function refusesStreaming(answer) {
+    return answer?.error?.param === "stream" && answer.error.code === "unsupported_parameter";
+  }
+
+  function streamingUnavailable(message) {
+    fields.partial_images.value = "";
+    fields.partial_images.disabled = true;
+    $("partial-images-hint").textContent = `Not available here: ${message}`;
   }
 
   async function readJson(response) {
@@ -161,19 +188,31 @@
     event.preventDefault();
     if (busy) return;
     clearErrors();
-    const body = requestBody();
+    let body = requestBody();
     busy = true;
     $("generate").disabled = true;
     $("generate").textContent = "Generating…";
     setStatus("Generating…");
     const started = performance.now();
     try {
-      const response = await fetch(apiUrl("v1/images/generations"), {
-        method: "POST",
-        headers: headers(true),
-        body: JSON.stringify(body),
-      });
-      const answer = await readJson(response);
+      let response = await post(body);
+      let answer;
+      if (body.stream && response.status === 400) {
+        answer = await readJson(response);
+        if (refusesStreaming(answer)) {
+          // Nothing was made: the same request, answered as one JSON body.
+          streamingUnavailable(answer.error.message);
+          body = requestBody();
+          renderSnippets();
+          response = await post(body);
+          answer = undefined;
+        }
+      }
+      if (body.stream && response.ok && isEventStream(response)) {
+        await showStream(response, body, started);
+        return;
+      }
+      answer ??= await readJson(response);
       const seconds = (performance.now() - started) / 1000;
       if (!response.ok) {
         const error = answer?.error ?? {};
@@ -203,51 +242,193 @@
     return "image/png";
   }
 
+  const dataUri = (b64) => `data:${imageMime(b64)};base64,${b64}`;
+
+  // One image's figure in the gallery; `showImage` puts an image in it (a stream's partials, then its final, in turn).
+  function addFigure(index, request) {
+    const figure = document.createElement("figure");
+    const img = document.createElement("img");
+    img.alt = `image ${index + 1} for: ${request.prompt}`;
+    img.decoding = "async";
+    const caption = document.createElement("figcaption");
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const dims = document.createElement("span");
+    const link = document.createElement("a");
+    const slot = { figure, img, dims, link, caption, label: "" };
+    img.addEventListener("load", () => {
+      dims.textContent = `${slot.label} · ${img.naturalWidth}×${img.naturalHeight}`;
+      img.dataset.loaded = "true";
+    });
+    img.addEventListener("error", () => {
+      dims.textContent = `${slot.label} · failed to load`;
+      img.dataset.loaded = "error";
+    });
+    meta.append(dims, link);
+    caption.append(meta);
+    figure.append(img, caption);
+    $("gallery").append(figure);
+    return slot;
+  }
+
+  function showImage(slot, { src, format, label, url, b64, name }) {
+    const { img, dims, link } = slot;
+    slot.label = label;
+    img.dataset.format = format;
+    delete img.dataset.loaded;
+    dims.textContent = `${label} · loading…`;
+    if (url) {
+      link.href = url;
+      link.textContent = "open";
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      link.removeAttribute("download");
+    } else {
+      link.href = dataUri(b64);
+      link.textContent = "download";
+      link.download = `${name}.${imageMime(b64).split("/")[1]}`;
+      link.removeAttribute("target");
+    }
+    img.src = src;
+  }
+
   function renderImages(answer, request) {
-    const gallery = $("gallery");
-    gallery.replaceChildren();
+    $("gallery").replaceChildren();
     answer.data.forEach((item, index) => {
-      const figure = document.createElement("figure");
-      const img = document.createElement("img");
-      const src = item.url ?? `data:${imageMime(item.b64_json)};base64,${item.b64_json}`;
-      img.alt = `image ${index + 1} for: ${request.prompt}`;
-      img.dataset.format = item.url ? "url" : "b64_json";
-      img.decoding = "async";
-      const caption = document.createElement("figcaption");
-      const meta = document.createElement("div");
-      meta.className = "meta";
-      const dims = document.createElement("span");
-      dims.textContent = `#${index + 1} · ${img.dataset.format} · loading…`;
-      const link = document.createElement("a");
-      link.href = src;
-      if (item.url) {
-        link.textContent = "open";
-        link.target = "_blank";
-        link.rel = "noopener noreferrer";
-      } else {
-        link.textContent = "download";
-        link.download = `image-${index + 1}.${imageMime(item.b64_json).split("/")[1]}`;
-      }
-      img.addEventListener("load", () => {
-        dims.textContent = `#${index + 1} · ${img.dataset.format} · ${img.naturalWidth}×${img.naturalHeight}`;
-        img.dataset.loaded = "true";
-      });
-      img.addEventListener("error", () => {
-        dims.textContent = `#${index + 1} · ${img.dataset.format} · failed to load`;
-        img.dataset.loaded = "error";
-      });
-      img.src = src;
-      meta.append(dims, link);
-      caption.append(meta);
+      const slot = addFigure(index, request);
+      const format = item.url ? "url" : "b64_json";
+      const src = item.url ?? dataUri(item.b64_json);
+      const label = `#${index + 1} · ${format}`;
+      showImage(slot, { src, format, label, url: item.url, b64: item.b64_json, name: `image-${index + 1}` });
       if (item.revised_prompt) {
         const revised = document.createElement("p");
         revised.className = "revised";
         revised.textContent = `Revised prompt: ${item.revised_prompt}`;
-        caption.append(revised);
+        slot.caption.append(revised);
       }
-      figure.append(img, caption);
-      gallery.append(figure);
     });
+  }
+
+  // ---- streamed answers (server-sent events, OpenAI's image stream events) ----
+  function isEventStream(response) {
+    return (response.headers.get("content-type") ?? "").startsWith("text/event-stream");
+  }
+
+  // The events of an SSE body as they complete, parsed as the SSE spec says: lines end at CRLF, LF or CR (a CR at
+  // the end of a chunk may be half a CRLF), `event:` and `data:` fields (one space after the colon dropped, data
+  // lines joined by newlines), `:` comments and other fields ignored, an event dispatched at a blank line (none
+  // without data), and what is pending when the body ends dropped. TextDecoderStream joins UTF-8 split across
+  // chunks and drops a BOM.
+  async function* sseEvents(body) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    const lineEnd = /\r\n|\n|\r(?=[\s\S])/g;
+    let pending = "";
+    let scanned = 0;
+    let type = "";
+    let data = [];
+    const field = (line) => {
+      if (line === "") {
+        const event = data.length ? { type: type || "message", data: data.join("\n") } : null;
+        type = "";
+        data = [];
+        return event;
+      }
+      if (line.startsWith(":")) return null;
+      const colon = line.indexOf(":");
+      const name = colon === -1 ? line : line.slice(0, colon);
+      let value = colon === -1 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (name === "event") type = value;
+      else if (name === "data") data.push(value);
+      return null;
+    };
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) {
+          if (pending.endsWith("\r")) {
+            const event = field(pending.slice(0, -1));
+            if (event) yield event;
+          }
+          return;
+        }
+        pending += value;
+        lineEnd.lastIndex = scanned;
+        const lines = [];
+        let start = 0;
+        for (let match = lineEnd.exec(pending); match; match = lineEnd.exec(pending)) {
+          lines.push(pending.slice(start, match.index));
+          start = lineEnd.lastIndex;
+        }
+        pending = pending.slice(start);
+        scanned = Math.max(0, pending.length - 1);
+        for (const line of lines) {
+          const event = field(line);
+          if (event) yield event;
+        }
+      }
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  async function showStream(response, request, started) {
+    $("gallery").replaceChildren();
+    const slots = [];
+    const slot = (index) => (slots[index] ??= addFigure(index, request));
+    const seconds = () => ((performance.now() - started) / 1000).toFixed(2);
+    let partials = 0;
+    let completed = 0;
+    let failure = null;
+    setStatus("Streaming…");
+    for await (const message of sseEvents(response.body)) {
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch {
+        failure = { message: `the stream sent an event that is not JSON (${message.type})` };
+        break;
+      }
+      const type = event?.type ?? message.type;
+      if (type === "error" || message.type === "error" || event?.error) {
+        failure = event?.error ?? { message: "the stream failed" };
+        break;
+      }
+      if (type.endsWith(".partial_image")) {
+        // Partial images are of the first image (OpenAI's events name no image); the completed ones come in order.
+        const index = event.partial_image_index;
+        const target = slot(0);
+        target.figure.dataset.stage = "partial";
+        target.img.dataset.stage = "partial";
+        target.img.dataset.partialIndex = String(index);
+        const label = `#1 · partial ${index + 1} of ${request.partial_images}`;
+        showImage(target, { src: dataUri(event.b64_json), format: "stream", label, b64: event.b64_json, name: `partial-${index + 1}` });
+        partials += 1;
+        setStatus(`Partial image ${index + 1} of ${request.partial_images} after `, `${seconds()} s`);
+      } else if (type.endsWith(".completed")) {
+        const index = completed;
+        const target = slot(index);
+        target.figure.dataset.stage = "final";
+        target.img.dataset.stage = "final";
+        delete target.img.dataset.partialIndex;
+        const label = `#${index + 1} · stream`;
+        const b64 = event.b64_json;
+        showImage(target, { src: dataUri(b64), format: "stream", label, url: event.url, b64, name: `image-${index + 1}` });
+        completed += 1;
+        setStatus(`${completed} of ${request.n} image${request.n === 1 ? "" : "s"} after `, `${seconds()} s`);
+      }
+    }
+    if (!failure && completed < request.n) failure = { message: `the stream ended after ${completed} of ${request.n} images` };
+    if (failure) {
+      // Nothing is stored when a stream fails: its partial images go with it.
+      for (const { figure } of slots.filter(Boolean)) if (figure.dataset.stage !== "final") figure.remove();
+      showError(failure.param ?? null, failure.message ?? "the stream failed");
+      setStatus(`Failed mid-stream after ${seconds()} s.`);
+      return;
+    }
+    const note = `streamed with ${partials} partial image${partials === 1 ? "" : "s"}`;
+    setStatus(`${completed} image${completed === 1 ? "" : "s"} from ${request.model} (${note}) in `, `${seconds()} s`);
+    $("status").dataset.seconds = seconds();
   }
 
   function setStatus(text, strong) {
@@ -263,7 +444,8 @@
   // ---- errors next to the field the API names ----
   function fieldFor(param) {
     if (!param) return null;
-    const name = String(param).replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`); // responseFormat -> response_format
+    const snake = String(param).replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`); // responseFormat -> response_format
+    const name = snake === "stream" ? "partial_images" : snake; // the control that sends stream: true
     const field = document.querySelector(`.field[data-param="${CSS.escape(name)}"]`);
     return field && !field.hidden ? field : null;
   }
@@ -304,7 +486,8 @@
   const pyString = (text) => JSON.stringify(text); // JSON string escapes are valid Python string escapes
 
   function curlSnippet(body) {
-    const lines = [`curl -s ${shellQuote(apiUrl("v1/images/generations"))}`, `-H 'content-type: application/json'`];
+    const flags = body.stream ? "-sN" : "-s"; // -N: print the events as they arrive
+    const lines = [`curl ${flags} ${shellQuote(apiUrl("v1/images/generations"))}`, `-H 'content-type: application/json'`];
     if (apiKey.value.trim()) lines.push(`-H "Authorization: Bearer $IMAGEGEN_API_KEY"`);
     lines.push(`-d ${shellQuote(JSON.stringify(body))}`);
     return lines.join(" \\\n  ");
@@ -312,7 +495,7 @@
 
   function pythonSnippet(body) {
     const keyed = Boolean(apiKey.value.trim());
-    const b64 = body.response_format === "b64_json";
+    const b64 = body.response_format === "b64_json" || body.stream;
     const out = [];
     if (b64) out.push("import base64");
     if (keyed) out.push("import os");
@@ -320,12 +503,26 @@
     out.push("from openai import OpenAI", "");
     const client = [`base_url=${pyString(apiUrl("v1"))}`, keyed ? `api_key=os.environ["IMAGEGEN_API_KEY"]` : `api_key="unused"`];
     out.push(`client = OpenAI(${client.join(", ")})`);
-    out.push("result = client.images.generate(");
+    out.push(`${body.stream ? "stream" : "result"} = client.images.generate(`);
     for (const [name, value] of Object.entries(body)) {
-      out.push(`    ${name}=${typeof value === "number" ? value : pyString(String(value))},`);
+      const boolean = value ? "True" : "False";
+      const literal = typeof value === "number" ? value : typeof value === "boolean" ? boolean : pyString(String(value));
+      out.push(`    ${name}=${literal},`);
     }
     out.push(")");
-    if (b64) {
+    if (body.stream) {
+      const ext = body.output_format ?? "png";
+      out.push("images = 0");
+      out.push("for event in stream:");
+      out.push('    if event.type == "image_generation.partial_image":');
+      out.push(`        path = f"partial-{event.partial_image_index}.${ext}"`);
+      out.push("    else:  # image_generation.completed");
+      out.push(`        path = f"image-{images}.${ext}"`);
+      out.push("        images += 1");
+      out.push('    with open(path, "wb") as file:');
+      out.push("        file.write(base64.b64decode(event.b64_json))");
+      out.push("    print(path)");
+    } else if (b64) {
       const ext = body.output_format ?? "png";
       out.push("for index, image in enumerate(result.data):");
       out.push(`    with open(f"image-{index}.${ext}", "wb") as file:`);
