@@ -1,11 +1,18 @@
 """The playground page (GET /) in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
 driven by Selenium) against the local stack, or a deployment with E2E_BASE_URL. A missing browser fails the tests:
-CI installs it (.ci/run). A screenshot after a generation is written to artifacts/playground.png."""
+CI installs it (.ci/run). A screenshot after a generation is written to artifacts/playground.png.
+
+Partial images (``stream: true``) run against stacks of their own, also with E2E_BASE_URL set: the streaming stack
+of tests/e2e/test_streaming_e2e.py (the API function under its streaming runtime, its OpenAI models served by the
+fake OpenAI, which can space its events out), and a buffered one (the template's default) for the fallback."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
+import secrets
 import shlex
 import shutil
 import tempfile
@@ -15,6 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+from devtools.local import LocalStack
+from imagegen.streaming import iter_sse, split_lines
+from tests.e2e import test_streaming_e2e
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -415,4 +426,330 @@ def test_options_follow_the_chosen_model(browser, local_stack, more_models) -> N
         "the model's error message",
     )
     assert expected["param"] == "model" and message == expected["message"]
+    assert policy_problems(browser) == []
+
+
+# --- partial images: stream: true, read as it arrives ---
+
+# Installed on a loaded page: every image the gallery loads (in order, with the page's clock), every value each of
+# its <img> elements is given as src (a MutationObserver's old values plus the current one), and each generation
+# request's body as the page received it, chunk by chunk (a tee of the response the page reads).
+RECORDER = """
+window.__loads = [];
+window.__imgs = [];
+window.__olds = [];
+window.__streams = [];
+const gallery = document.getElementById('gallery');
+const idOf = (img) => { let id = window.__imgs.indexOf(img); if (id === -1) id = window.__imgs.push(img) - 1; return id; };
+document.addEventListener('load', (event) => {
+  const img = event.target;
+  if (!(img instanceof HTMLImageElement) || !gallery.contains(img)) return;
+  window.__loads.push({t: performance.now(), id: idOf(img), src: img.currentSrc, stage: img.dataset.stage ?? null,
+                       partial: img.dataset.partialIndex ?? null, width: img.naturalWidth});
+}, true);
+new MutationObserver((records) => {
+  for (const record of records) {
+    if (record.type === 'childList') for (const node of record.addedNodes) node.querySelectorAll?.('img').forEach(idOf);
+    else if (record.target instanceof HTMLImageElement) window.__olds.push({id: idOf(record.target), old: record.oldValue});
+  }
+}).observe(gallery, {subtree: true, childList: true, attributes: true, attributeFilter: ['src'], attributeOldValue: true});
+const original = window.fetch;
+window.fetch = async (url, init = {}) => {
+  const response = await original(url, init);
+  if (!String(url).endsWith('/v1/images/generations')) return response;
+  const entry = {request: JSON.parse(init.body), status: response.status, chunks: [], done: false};
+  window.__streams.push(entry);
+  const [mine, theirs] = response.body.tee();
+  (async () => {
+    const reader = mine.pipeThrough(new TextDecoderStream()).getReader();
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      entry.chunks.push({t: performance.now(), text: read.value});
+    }
+    entry.done = true;
+  })();
+  return new Response(window.__rechunk ? rechunked(theirs) : theirs,
+                      {status: response.status, statusText: response.statusText, headers: response.headers});
+};
+// window.__rechunk: the page reads the body in 7-byte chunks with CRLF line ends (SSE allows CRLF, LF or CR), so
+// events, lines and CRLFs are split at every offset.
+const rechunked = (body) => {
+  const reader = body.getReader();
+  const crlf = (bytes) => new TextEncoder().encode(new TextDecoder().decode(bytes).replaceAll('\\n', '\\r\\n'));
+  let pending = new Uint8Array(0);
+  return new ReadableStream({
+    async pull(controller) {
+      while (pending.length < 7) {
+        const read = await reader.read();
+        if (read.done) break;
+        const more = crlf(read.value);
+        const joined = new Uint8Array(pending.length + more.length);
+        joined.set(pending);
+        joined.set(more, pending.length);
+        pending = joined;
+      }
+      if (pending.length === 0) return controller.close();
+      controller.enqueue(pending.slice(0, 7));
+      window.__rechunked.push(new TextDecoder().decode(pending.slice(0, 7)));
+      pending = pending.slice(7);
+    },
+  });
+};
+"""
+
+
+def record(driver: WebDriver) -> None:
+    js(driver, RECORDER)
+
+
+def recorded(driver: WebDriver) -> dict[str, Any]:
+    """What RECORDER saw: ``loads``, ``sources`` (each <img>'s src values in the order they were set) and
+    ``streams`` (request, status, chunks, done)."""
+    seen: dict[str, Any] = js(
+        driver,
+        """return {loads: window.__loads, olds: window.__olds, streams: window.__streams,
+                   current: window.__imgs.map((img) => img.getAttribute('src'))};""",
+    )
+    sources: list[list[str]] = [[] for _ in seen["current"]]
+    for change in seen["olds"]:
+        if change["old"] is not None:
+            sources[change["id"]].append(change["old"])
+    for img_id, current in enumerate(seen["current"]):
+        sources[img_id].append(current)
+    return {"loads": seen["loads"], "sources": sources, "streams": seen["streams"]}
+
+
+def events_of(stream: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    """The SSE events of a recorded body, parsed by the API's own SSE reader (imagegen.streaming)."""
+    body = "".join(chunk["text"] for chunk in stream["chunks"]).encode()
+    return [(name, json.loads(data)) for name, data in iter_sse(split_lines([body]))]
+
+
+def arrived(stream: dict[str, Any], number: int) -> float:
+    """The page's time at which the chunk holding the start of the body's ``number``-th event (from 0) arrived
+    (the API writes an ``event:`` line first in each)."""
+    starts = [match.start() for match in re.finditer(r"^event:", "".join(chunk["text"] for chunk in stream["chunks"]), re.MULTILINE)]
+    offset, position = 0, starts[number]
+    for chunk in stream["chunks"]:
+        offset += len(chunk["text"])
+        if offset > position:
+            return float(chunk["t"])
+    raise AssertionError(f"event {number} is not in the stream")
+
+
+def data_uri(b64_json: str) -> str:
+    return f"data:image/png;base64,{b64_json}"
+
+
+def stream_done(driver: WebDriver) -> dict[str, Any]:
+    """Wait for the generation to end (the button back, the recorded body complete); what RECORDER saw."""
+    wait_for(
+        driver,
+        lambda: js(
+            driver,
+            "return window.__streams.length > 0 && window.__streams.every((s) => s.done) && !document.getElementById('generate').disabled",
+        ),
+        "the streamed generation to end",
+    )
+    return recorded(driver)
+
+
+def final_images(driver: WebDriver, count: int) -> list[dict[str, Any]]:
+    def settled() -> list[dict[str, Any]] | None:
+        shown: list[dict[str, Any]] = js(
+            driver,
+            """return [...document.querySelectorAll('#gallery img')].map((img) => ({src: img.getAttribute('src'),
+                 stage: img.dataset.stage ?? null, loaded: img.dataset.loaded ?? null, width: img.naturalWidth,
+                 height: img.naturalHeight, link: img.closest('figure').querySelector('a').href,
+                 caption: img.closest('figure').querySelector('figcaption').textContent}));""",
+        )
+        done = len(shown) == count and all(image["stage"] == "final" and image["loaded"] for image in shown)
+        return shown if done else None
+
+    shown: list[dict[str, Any]] = wait_for(driver, settled, f"{count} final image(s) to load")
+    return shown
+
+
+def snippets(driver: WebDriver) -> tuple[str, str]:
+    return (
+        js(driver, "return document.querySelector('#snippet-curl code').textContent"),
+        js(driver, "return document.querySelector('#snippet-python code').textContent"),
+    )
+
+
+# The streaming stack (its OpenAI models served by the fake OpenAI) is test_streaming_e2e's, started for this module.
+fake_openai = test_streaming_e2e.fake_openai
+stream_stack = test_streaming_e2e.stream_stack
+FAKE_MODEL = test_streaming_e2e.FAKE_MODEL
+SLOW = 0.5  # the fake OpenAI's wait before each event (prompt slow-partials:0.5)
+
+
+def test_partial_images_are_shown_as_they_arrive_then_the_final(browser, stream_stack) -> None:
+    """The fake sends each event 0.5 s after the last: each partial image is loaded and on the page before the next
+    event has arrived, and the completed image replaces it in the same figure."""
+    open_page(browser, stream_stack.base_url)
+    record(browser)
+    fill_form(browser, prompt="slow-partials:0.5:a lighthouse at dawn", model=FAKE_MODEL, size="1024x1024", partial_images="2")
+    curl, python = snippets(browser)
+    assert '"stream":true,"partial_images":2' in curl and curl.startswith("curl -sN ")
+    assert "    stream=True,\n    partial_images=2,\n" in python
+    submit(browser)
+    (final,) = final_images(browser, 1)
+    seen = stream_done(browser)
+
+    (stream,) = seen["streams"]
+    assert stream["request"]["stream"] is True and stream["request"]["partial_images"] == 2 and stream["status"] == 200
+    events = events_of(stream)
+    assert [name for name, _ in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert [data.get("partial_image_index") for _, data in events] == [0, 1, None]
+    partials, completed = [data for _, data in events[:2]], events[2][1]
+    # One figure: both partials, then the completed image, each loaded in turn, nothing else.
+    assert seen["sources"] == [[data_uri(data["b64_json"]) for _, data in events]]
+    loads = seen["loads"]
+    assert [(load["stage"], load["partial"], load["src"]) for load in loads] == [
+        ("partial", "0", data_uri(partials[0]["b64_json"])),
+        ("partial", "1", data_uri(partials[1]["b64_json"])),
+        ("final", None, data_uri(completed["b64_json"])),
+    ]
+    # Shown as they came: each partial was on the page before the next event arrived, for most of the fake's pause.
+    assert loads[0]["t"] < arrived(stream, 1) and loads[1]["t"] < arrived(stream, 2) <= loads[2]["t"]
+    completed_at = arrived(stream, 2)
+    assert loads[1]["t"] - loads[0]["t"] > SLOW * 1000 / 2 and completed_at - loads[1]["t"] > SLOW * 1000 / 2
+
+    # The final image is the completed event's, and its url serves the same bytes.
+    assert final["src"] == data_uri(completed["b64_json"]) and (final["width"], final["height"]) == (1024, 1024)
+    assert final["link"] == completed["url"]
+    assert httpx.get(completed["url"], timeout=30).content == base64.b64decode(completed["b64_json"])
+    status = js(browser, "return document.getElementById('status').textContent")
+    assert f"1 image from {FAKE_MODEL} (streamed with 2 partial images) in " in status
+    save_screenshot(browser, "playground-stream.png")
+    assert policy_problems(browser) == []
+
+
+def test_local_partials_then_every_image_and_the_snippets_stream_too(browser, stream_stack, tmp_path, monkeypatch) -> None:
+    """The local model's coarse-to-fine partials (of the first image) arrive at once: each is still put on the page,
+    in order, before the completed images; the Python snippet streams the same images."""
+    open_page(browser, stream_stack.base_url)
+    record(browser)
+    fill_form(browser, prompt="a red fox in the snow", model="local", size="256x256", n="2", response_format="url", partial_images="2")
+    curl, python = snippets(browser)
+    submit(browser)
+    shown = final_images(browser, 2)
+    seen = stream_done(browser)
+    (stream,) = seen["streams"]
+    events = [data for _, data in events_of(stream)]
+    assert [data["type"] for data in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"] * 2
+    partials, completed = events[:2], events[2:]
+    assert len({data["b64_json"] for data in events}) == 4  # coarse to fine: no partial is the final image
+    assert seen["sources"] == [
+        [data_uri(partials[0]["b64_json"]), data_uri(partials[1]["b64_json"]), data_uri(completed[0]["b64_json"])],
+        [data_uri(completed[1]["b64_json"])],
+    ]
+    for image, data in zip(shown, completed, strict=True):
+        assert image["src"] == data_uri(data["b64_json"]) and (image["width"], image["height"]) == (256, 256)
+        assert image["link"] == data["url"] and "X-Amz-Signature=" in data["url"]
+    assert "#1 · stream · 256×256" in shown[0]["caption"]
+
+    # The snippets name the stream: curl's body is the request sent; the Python program streams the same images.
+    words = shlex.split(curl)
+    assert words[:2] == ["curl", "-sN"] and json.loads(words[words.index("-d") + 1]) == stream["request"]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(python, "<playground snippet>", "exec"), {})  # noqa: S102 - the page's own snippet, on loopback
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["image-0.png", "image-1.png", "partial-0.png", "partial-1.png"]
+    assert (tmp_path / "partial-0.png").read_bytes() == base64.b64decode(partials[0]["b64_json"])
+    assert (tmp_path / "image-1.png").read_bytes() == base64.b64decode(completed[1]["b64_json"])
+    assert policy_problems(browser) == []
+
+
+def test_events_split_anywhere_with_crlf_line_ends_are_read_alike(browser, stream_stack) -> None:
+    """The page's SSE reader against the real stream re-cut into 7-byte chunks with CRLF line ends: the same images,
+    in the same order (the recorder keeps the body as the API sent it)."""
+    open_page(browser, stream_stack.base_url)
+    record(browser)
+    js(browser, "window.__rechunk = true; window.__rechunked = []")
+    fill_form(browser, prompt="a heron at dusk", model="local", size="256x256", response_format="b64_json", partial_images="3")
+    submit(browser)
+    (final,) = final_images(browser, 1)
+    seen = stream_done(browser)
+    (stream,) = seen["streams"]
+    events = [data for _, data in events_of(stream)]
+    assert [data["type"] for data in events] == ["image_generation.partial_image"] * 3 + ["image_generation.completed"]
+    pieces = js(browser, "return window.__rechunked")
+    body = "".join(chunk["text"] for chunk in stream["chunks"])
+    assert "".join(pieces) == body.replace("\n", "\r\n") and max(map(len, pieces)) == 7
+    assert any(piece.endswith("\r") for piece in pieces) and any(piece.startswith("\n") for piece in pieces)
+    assert seen["sources"] == [[data_uri(data["b64_json"]) for data in events]]
+    assert final["src"] == data_uri(events[-1]["b64_json"]) and final["link"] == events[-1]["url"]
+    assert policy_problems(browser) == []
+
+
+def test_an_error_event_mid_stream_is_shown_and_its_partial_removed(browser, stream_stack) -> None:
+    open_page(browser, stream_stack.base_url)
+    record(browser)
+    fill_form(browser, prompt="fail:mid-stream", model=FAKE_MODEL, size="1024x1024", partial_images="2")
+    submit(browser)
+    seen = stream_done(browser)
+    (stream,) = seen["streams"]
+    events = events_of(stream)
+    assert [name for name, _ in events] == ["image_generation.partial_image", "error"]
+    (partial, error) = (data for _, data in events)
+    # The partial was put on the page, then taken away with the failed stream; the error event's message is shown.
+    assert seen["sources"] == [[data_uri(partial["b64_json"])]]
+    assert js(browser, "return document.querySelectorAll('#gallery figure').length") == 0
+    shown = js(browser, "const e = document.getElementById('form-error'); return e.hidden ? null : e.textContent")
+    assert shown == error["error"]["message"]
+    assert js(browser, "return document.getElementById('status').textContent").startswith("Failed mid-stream after ")
+    assert policy_problems(browser) == []
+
+
+@pytest.fixture(scope="module")
+def buffered_stack(local_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The template's default API (no streaming runtime): the session's stack when it is one, else a stack of its own."""
+    if isinstance(local_stack, LocalStack) and not local_stack.stream_api:
+        yield local_stack
+        return
+    stack = LocalStack(
+        data_dir=tmp_path_factory.mktemp("buffered-stack"),
+        port=0,
+        s3_port=0,
+        workers=1,
+        passthrough=(),
+        access_key=f"e2e-{secrets.token_hex(4)}",
+        secret_key=secrets.token_urlsafe(24),
+        async_jobs=False,
+        stream_api=False,
+    )
+    with stack:
+        yield stack
+
+
+def test_a_deployment_that_cannot_stream_gets_the_same_request_without_it(browser, buffered_stack) -> None:
+    refusal = httpx.post(
+        f"{buffered_stack.base_url}/v1/images/generations",
+        json={"prompt": "a red fox", "model": "local", "stream": True, "partial_images": 2},
+        timeout=30,
+    )
+    assert refusal.status_code == 400
+    error = refusal.json()["error"]
+    assert (error["param"], error["code"]) == ("stream", "unsupported_parameter")
+
+    open_page(browser, buffered_stack.base_url)
+    record(browser)
+    fill_form(browser, prompt="a red fox", model="local", size="256x256", response_format="url", partial_images="2")
+    submit(browser)
+    (image,) = wait_for_images(browser, 1)
+    seen = stream_done(browser)
+    asked = [stream["request"] for stream in seen["streams"]]
+    assert [stream["status"] for stream in seen["streams"]] == [400, 200]
+    assert asked[0] == asked[1] | {"stream": True, "partial_images": 2} and "stream" not in asked[1]
+    assert image["loaded"] == "true" and image["format"] == "url" and "X-Amz-Signature=" in image["src"]
+    # The control is off from now on, saying why; no error is shown; the snippets no longer stream.
+    control = js(
+        browser,
+        """const c = document.getElementById('partial_images');
+           return {value: c.value, disabled: c.disabled, hint: document.getElementById('partial-images-hint').textContent,
+                   errors: [...document.querySelectorAll('.error')].filter((e) => !e.hidden).length};""",
+    )
+    assert control == {"value": "", "disabled": True, "hint": f"Not available here: {error['message']}", "errors": 0}
+    curl, python = snippets(browser)
+    assert '"stream"' not in curl and "stream=" not in python and curl.startswith("curl -s ")
     assert policy_problems(browser) == []
