@@ -14,9 +14,10 @@ Authorization, as template.yaml's ``AuthMode`` (environment of ``make local``):
   ``ACCESS_KEY_ID:SECRET_ACCESS_KEY`` pairs (required; the caller's ARN is
   ``arn:aws:iam::123456789012:user/local-<ACCESS_KEY_ID>``). Clients sign with ``devtools.sigv4.SigV4Auth``.
 
-Streaming (docs/streaming.md), off by default: ``LocalStack(stream_api=True)`` (``--stream-api``) runs the API
-function under its streaming runtime loop (functions/api/bootstrap, runtime.py) behind a stream tap, and the front
-relays its answers as a STREAM route does, chunk by chunk.
+Streaming (docs/streaming.md): ``make local`` (``--stream-api``, the default; ``--no-stream-api`` turns it off) runs
+the API function under its streaming runtime loop (functions/api/bootstrap, runtime.py) behind a stream tap, and the
+front relays its answers as a STREAM route does, chunk by chunk: what ``ResponseStreaming=true`` deploys.
+``LocalStack`` itself defaults to the template's default, the buffered API (``stream_api=False``).
 """
 
 from __future__ import annotations
@@ -463,7 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".local", help="S3 data and logs (default ./.local)")
     parser.add_argument("--workers", type=int, default=2, help="function instances serving in parallel (default 2)")
     parser.add_argument(
-        "--stream-api", action="store_true", help="run the API function under its streaming runtime and stream its answers (default off)"
+        "--stream-api",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the API function under its streaming runtime and stream its answers, as ResponseStreaming=true deploys it"
+        " (default on; --no-stream-api serves the buffered API of the template's default)",
     )
     args = parser.parse_args(argv)
 

@@ -1,5 +1,10 @@
 """End-to-end fixtures: the local stack (S3 server + Lambda RIE + API front) on free ports for the session,
-or, with ``E2E_BASE_URL`` set, a deployed API (e.g. the stack's ``ApiUrl`` output) and nothing started."""
+or, with ``E2E_BASE_URL`` set, a deployed API (e.g. the stack's ``ApiUrl`` output) and nothing started.
+
+The session's stack is ``make local``'s: the API function under its streaming runtime (``stream_api``), so every
+non-streamed request of the e2e tier also proves that answers framed for a STREAM route are the same answers.
+``E2E_STREAM_API=0`` runs the tier against the buffered API instead (the template's default; the auth, fuzz and
+smoke tests start their own buffered stacks either way)."""
 
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         passthrough=(),  # never the developer's OPENAI_API_KEY: tests run against the local provider
         access_key=f"e2e-{secrets.token_hex(4)}",
         secret_key=secrets.token_urlsafe(24),
+        stream_api=os.environ.get("E2E_STREAM_API", "1") != "0",
     )
     with stack:
         yield stack
