@@ -23,12 +23,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 if TYPE_CHECKING or __package__:  # tests and tools import the package functions.api (and so does mypy)
     from functions.api.event_stream import collecting_stream, event_stream, streamed
     from functions.api.forms import read_edit, read_variation
-    from functions.api.openapi_bodies import UploadForm, with_upload_bodies
+    from functions.api.openapi_bodies import UploadForm, with_event_streams, with_upload_bodies
     from functions.api.runtime import STREAMING_RUNTIME_ENV, StreamingResponse
 else:  # in Lambda this directory is the task root (CodeUri functions/api) and this module is the top-level "app"
     from event_stream import collecting_stream, event_stream, streamed
     from forms import read_edit, read_variation
-    from openapi_bodies import UploadForm, with_upload_bodies
+    from openapi_bodies import UploadForm, with_event_streams, with_upload_bodies
     from runtime import STREAMING_RUNTIME_ENV, StreamingResponse
 from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
@@ -51,6 +51,7 @@ from imagegen.options import (
 from imagegen.playground import build_page, presigned_origin
 from imagegen.service import get_service
 from imagegen.settings import get_settings
+from imagegen.streaming import StreamEvent
 
 # What API Gateway checks before the function runs (template.yaml's AuthMode); declared so that clients, SDK generators
 # and the "Authorize" button of /docs know it. The function itself checks nothing of it. GET /, /health, /docs and
@@ -95,7 +96,8 @@ def caller() -> str:
     "/v1/images/generations",
     summary=(
         "Create images (OpenAI-compatible); with 'Prefer: respond-async', queue them and answer 202; "
-        "with 'Idempotency-Key', a retry gets the first answer's images without a second generation"
+        "with 'Idempotency-Key', a retry gets the first answer's images without a second generation; "
+        "with 'stream': true, server-sent events (text/event-stream)"
     ),
     responses={
         200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}},
@@ -283,7 +285,7 @@ def health() -> dict[str, str]:
 @app.get("/openapi.json", summary="The OpenAPI document of this API")
 def openapi() -> dict[str, Any]:
     document: dict[str, Any] = json.loads(app.get_openapi_json_schema())
-    return with_upload_bodies(document, UPLOAD_FORMS)
+    return with_event_streams(with_upload_bodies(document, UPLOAD_FORMS), STREAMING_ROUTES)
 
 
 # The files of each upload route's multipart form, and the model of its JSON form (the routes parse their own bodies,
@@ -296,6 +298,8 @@ UPLOAD_FORMS: dict[str, UploadForm] = {
     ),
     VARIATIONS_PATH: ({"image": "The image to vary"}, ImageVariationOptions, ImageVariationRequest),
 }
+# The routes that answer stream: true with server-sent events, and what their events are.
+STREAMING_ROUTES: dict[str, Any] = {"/v1/images/generations": StreamEvent, EDITS_PATH: StreamEvent}
 
 
 PLAYGROUND_DIR = Path(__file__).with_name("static")

@@ -224,6 +224,29 @@ def test_openapi_document_describes_both_upload_forms(lambda_context) -> None:
     assert "ImageReference" in schemas
 
 
+def test_openapi_document_describes_the_event_stream_of_the_streaming_routes(lambda_context) -> None:
+    # stream: true answers text/event-stream beside the JSON 200, each event's data with its schema; variations do not stream
+    event = load_event("api_health.json")
+    event["path"] = event["resource"] = "/openapi.json"
+    _, payload, _ = invoke(event, lambda_context)
+    schemas = payload["components"]["schemas"]
+    for path, kinds in (
+        ("/v1/images/generations", ("image_generation.partial_image", "image_generation.completed")),
+        ("/v1/images/edits", ("image_edit.partial_image", "image_edit.completed")),
+    ):
+        content = payload["paths"][path]["post"]["responses"]["200"]["content"]
+        assert set(content) == {"application/json", "text/event-stream"}
+        events = {ref["$ref"].rsplit("/", 1)[1] for ref in content["text/event-stream"]["schema"]["anyOf"]}
+        assert events == {"PartialImageEvent", "CompletedEvent", "ErrorEvent"}
+        types = {kind for name in events - {"ErrorEvent"} for kind in schemas[name]["properties"]["type"]["enum"]}
+        assert set(kinds) <= types
+    assert {"partial_image_index", "b64_json"} <= set(schemas["PartialImageEvent"]["required"])
+    assert {"url", "usage"} <= set(schemas["CompletedEvent"]["properties"])
+    assert "text/event-stream" not in payload["paths"]["/v1/images/variations"]["post"]["responses"]["200"]["content"]
+    described = schemas["ImageGenerationRequest"]["properties"]
+    assert "not supported yet" not in json.dumps([described["stream"], described["partial_images"]]).lower()
+
+
 @pytest.mark.parametrize("path", ["/v1/images/edits", "/v1/images/variations"])
 def test_idempotency_key_on_uploads_is_refused_before_anything_is_read(lambda_context, path) -> None:
     # Only generations replay by key: an edit retried with one would make (and bill) its images again

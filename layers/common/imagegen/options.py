@@ -97,10 +97,18 @@ class ImageOptions(BaseModel):
         description="Delay per GIF frame in ms (output_format gif; the provider rounds to 10 ms and caps at 655,350).",
     )
     svg: SvgOptions | None = Field(default=None, description="The SVG author model (output_format svg, with SVG model selection).")
-    # Known and refused by name until streaming is served (issue #14), rather than an unknown_parameter.
-    stream: bool | None = Field(default=None, description="Not supported yet: only false.")
+    # Served where the API function runs its streaming runtime (ResponseStreaming=true, make local); elsewhere a
+    # stream: true is refused by name (functions/api/app.py), and jobs refuse it (JobFields).
+    stream: bool | None = Field(
+        default=None,
+        description="Answer with server-sent events (text/event-stream): partial images, then one completed event per image."
+        " Where the deployment streams (ResponseStreaming=true); elsewhere a 400 naming stream.",
+    )
     partial_images: Annotated[StrictInt, Field(ge=0, le=3)] | None = Field(
-        default=None, validation_alias=AliasChoices("partial_images", "partialImages"), description="Streaming only: not supported yet."
+        default=None,
+        validation_alias=AliasChoices("partial_images", "partialImages"),
+        description="With stream: how many partial images (0-3) before each final one; providers that cannot draw"
+        " partials send the completed events only.",
     )
     output_format: OutputFormat | None = Field(
         default=None, validation_alias=AliasChoices("output_format", "outputFormat"), description="GPT image models."
