@@ -439,6 +439,9 @@ def banner(stack: LocalStack) -> str:
             f"  provider  {provider}",
             f"  data      {data}/   logs in {data}/logs/",
             auth_line(stack.front),
+            "  stream    on: stream: true answers server-sent events, as ResponseStreaming=true deploys it"
+            if stack.stream_api
+            else "  stream    off: the template's default, buffered API (stream: true is a 400)",
             f"  jobs      SQS + DynamoDB (moto) on {stack.moto.endpoint_url}; worker and S3 trigger under the RIE"
             if stack.moto
             else "  jobs      off",
