@@ -102,3 +102,16 @@ def create_job_resources(
                 BillingMode="PAY_PER_REQUEST",
             )
     return JobResources(table=table, queue_url=queue_url, queue_arn=queue_arn, dlq_url=dlq_url, idempotency_table=idempotency_table)
+
+
+def create_usage_table(dynamodb: DynamoDBClient, name: str) -> str:
+    """The usage table as template.yaml's UsageTable makes it (imagegen.usage.table: pk and sk, both strings);
+    idempotent. Returns its name."""
+    if name not in dynamodb.list_tables()["TableNames"]:
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    return name

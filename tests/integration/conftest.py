@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from devtools.aws_local import JobResources, MotoServer, create_job_resources
+from devtools.aws_local import JobResources, MotoServer, create_job_resources, create_usage_table
 from devtools.poller import SqsPoller
 from devtools.s3server import S3Server
 from tests.fakes.bedrock_server import FakeBedrock
@@ -87,6 +87,15 @@ def job_resources(local_s3: S3Server, moto_server: MotoServer, monkeypatch: pyte
     for name, value in {**moto_server.env(), **resources.env(), "MAX_RECEIVE_COUNT": "3"}.items():
         monkeypatch.setenv(name, value)
     return resources
+
+
+@pytest.fixture
+def usage_table(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh usage table per test (moto's DynamoDB, the schema of template.yaml's UsageTable), USAGE_TABLE naming it."""
+    name = create_usage_table(moto_server.client("dynamodb"), f"it-usage-{secrets.token_hex(4)}")
+    for key, value in {**moto_server.env(), "USAGE_TABLE": name}.items():
+        monkeypatch.setenv(key, value)
+    return name
 
 
 @pytest.fixture
