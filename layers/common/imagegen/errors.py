@@ -106,6 +106,17 @@ class RateLimitError(ImageGenError):
     retryable = True
 
 
+class InsufficientQuotaError(RateLimitError):
+    """A budget of this deployment (``BUDGETS``: the API key's or the end user's) is used up for the month: OpenAI's
+    ``insufficient_quota`` body, and ``x-should-retry: false``, or the OpenAI SDKs would retry it twice (they retry
+    every 429 unless told not to). No ``Retry-After``: the wait is until the next month, which the message names."""
+
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+    retryable = False
+    default_headers = MappingProxyType({"x-should-retry": "false"})
+
+
 class ProviderError(ImageGenError):
     """The image provider failed or answered something we cannot use."""
 
