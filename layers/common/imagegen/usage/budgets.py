@@ -259,7 +259,7 @@ def _refusal(
 
 def _number(value: Decimal | int) -> dict[str, str]:
     """A DynamoDB number, written out in full (no exponent) and never ``-0``."""
-    return {"N": "0" if value == 0 else format(value, "f")}
+    return {"N": "0" if value == 0 else str(value) if isinstance(value, int) else format(value, "f")}
 
 
 def _read(item: Mapping[str, Any], name: str) -> Decimal:
