@@ -175,7 +175,8 @@ def test_an_end_user_over_budget_leaves_the_keys_counter_unchanged(moto_server: 
 
 
 def test_a_key_over_budget_is_refused_naming_the_key_and_the_limit(moto_server: MotoServer, usage_table: str) -> None:
-    budgets = guard(moto_server, usage_table, {"per_key": {"usd_per_month": "0.10"}})
+    # room for images, not for dollars: the message names the limit that was hit (read from the cancellation)
+    budgets = guard(moto_server, usage_table, {"per_key": {"images_per_month": 10, "usd_per_month": "0.10"}})
     assert budgets.reserve(caller=KEY, end_user=None, images=1, estimate_usd=Decimal("0.06")) is not None
     with pytest.raises(InsufficientQuotaError) as raised:
         budgets.reserve(caller=KEY, end_user=None, images=1, estimate_usd=Decimal("0.06"))
