@@ -112,7 +112,7 @@ class BudgetGuard:
             return None
         now = self._clock()
         month = month_of(now)
-        for budget in budgets:  # more than the whole limit: refused before any write (the conditions cannot tell)
+        for budget in budgets:  # more than the whole limit: refused here, as a fresh counter passes attribute_not_exists
             if (refused := _exceeded(budget.limits, images, estimate_usd)) is not None:
                 raise _refusal(budget.kind, refused, budget.limits, now, alone=(images, estimate_usd))
         expires = {"N": str(int((now + dt.timedelta(days=BUDGET_TTL_DAYS)).timestamp()))}
