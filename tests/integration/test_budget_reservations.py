@@ -184,6 +184,17 @@ def test_a_key_over_budget_is_refused_naming_the_key_and_the_limit(moto_server: 
     assert number(counter(moto_server, usage_table, "key", KEY), "usd") == Decimal("0.06")
 
 
+def test_an_unpriced_request_passes_a_usd_budget_with_room_and_stops_at_a_spent_one(moto_server: MotoServer, usage_table: str) -> None:
+    # a model without a price reserves no dollars, but a USD budget already used up refuses it all the same
+    budgets = guard(moto_server, usage_table, {"per_key": {"images_per_month": 10, "usd_per_month": "0.10"}})
+    assert budgets.reserve(caller=KEY, end_user=None, images=1, estimate_usd=None) is not None
+    assert budgets.reserve(caller=KEY, end_user=None, images=1, estimate_usd=Decimal("0.10")) is not None
+    with pytest.raises(InsufficientQuotaError) as raised:
+        budgets.reserve(caller=KEY, end_user=None, images=1, estimate_usd=None)
+    assert "budget of this API key is used up: 0.10 USD" in raised.value.message
+    assert number(counter(moto_server, usage_table, "key", KEY), "images") == 2
+
+
 def test_a_reservation_larger_than_the_limit_writes_nothing(moto_server: MotoServer, usage_table: str) -> None:
     budgets = guard(moto_server, usage_table, {"per_key": {"images_per_month": 3}, "per_user": {"images_per_month": 10}})
     with pytest.raises(InsufficientQuotaError, match="asks for 4 images"):

@@ -203,12 +203,15 @@ def test_one_transaction_conditions_each_counter_on_its_own_limits(stubbed: tupl
 
 
 def test_an_unpriced_model_reserves_images_only(stubbed: tuple[Any, Stubber]) -> None:
+    # no dollars reserved, but the USD limit still conditions it: a spent budget stops an unpriced model too
     client, stubber = stubbed
     update = {
         "TableName": TABLE,
         "Key": key_of("key", KEY, "2025-02"),
         "UpdateExpression": "ADD images :images SET expires_at = if_not_exists(expires_at, :expires)",
-        "ExpressionAttributeValues": {":images": {"N": "1"}, ":expires": ANY},
+        "ExpressionAttributeValues": {":images": {"N": "1"}, ":expires": ANY, ":usd_limit": {"N": "1"}},
+        "ConditionExpression": "(attribute_not_exists(usd) OR usd < :usd_limit)",
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }
     stubber.add_response("transact_write_items", {}, {"TransactItems": [{"Update": update}]})
     february = dt.datetime(2025, 2, 1, tzinfo=dt.UTC)  # the month rolled over: a new counter

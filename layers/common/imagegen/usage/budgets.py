@@ -106,7 +106,7 @@ class BudgetGuard:
         """Reserve ``images`` and ``estimate_usd`` on the caller's and the end user's budgets of this month, or raise
         InsufficientQuotaError (429) naming the budget that has no room; QueueError when the table fails. None, and no
         table call, when no limit applies to either. ``estimate_usd`` None (a model without a price) reserves images
-        only: a USD limit then neither counts nor stops the request."""
+        only: a USD limit then stops the request only once it is spent (its cost, unknown, is not counted)."""
         budgets = self._applicable(caller, end_user)
         if not budgets:
             return None
@@ -193,6 +193,9 @@ class BudgetGuard:
             if budget.limits.usd_per_month is not None:
                 conditions.append("(attribute_not_exists(usd) OR usd <= :usd_room)")
                 values[":usd_room"] = _number(budget.limits.usd_per_month - usd)
+        elif budget.limits.usd_per_month is not None:  # unpriced: nothing to reserve, but a spent budget stops it
+            conditions.append("(attribute_not_exists(usd) OR usd < :usd_limit)")
+            values[":usd_limit"] = _number(budget.limits.usd_per_month)
         update: dict[str, Any] = {
             "TableName": self._table,
             "Key": self._key(budget.kind, caller, end_user, month),
@@ -237,7 +240,7 @@ def _full(limits: BudgetLimits, item: Mapping[str, Any], images: int, usd: Decim
     """The limit a refused reservation hit, from the counter as it was (the cancellation's ALL_OLD item)."""
     if limits.images_per_month is not None and int(_read(item, "images")) + images > limits.images_per_month:
         return "images"
-    if usd is not None and limits.usd_per_month is not None and _read(item, "usd") + usd > limits.usd_per_month:
+    if limits.usd_per_month is not None and _read(item, "usd") + (usd or 0) >= limits.usd_per_month:
         return "usd"
     return "images" if limits.images_per_month is not None else "usd"
 
