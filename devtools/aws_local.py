@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 class MotoServer(LoopbackServer):
-    """``moto_server`` on ``http://127.0.0.1:<port>``; ``with MotoServer(log_path) as moto:`` or start/stop."""
+    """``moto_server`` on ``http://127.0.0.1:<port>``, its DynamoDB transactions isolated as DynamoDB's are;
+    ``with MotoServer(log_path) as moto:`` or start/stop."""
 
     def __init__(self, log_path: Path, *, port: int | None = None, region: str = "us-east-1", startup_timeout: float = 30.0) -> None:
         self.log_path = log_path
@@ -49,8 +50,8 @@ class MotoServer(LoopbackServer):
     def start(self) -> Self:
         if self._process is not None:
             return self
-        executable = Path(sys.executable).parent / "moto_server"
-        argv = [str(executable), "-H", LOOPBACK, "-p", str(self.port)]
+        # moto_server, with DynamoDB's transaction isolation (devtools/moto_isolated.py says why)
+        argv = [sys.executable, str(Path(__file__).with_name("moto_isolated.py")), "-H", LOOPBACK, "-p", str(self.port)]
         self._process = ManagedProcess("moto", argv, log_path=self.log_path, env={**os.environ, "MOTO_PORT": str(self.port)})
         self._process.start()
         self._process.wait_until(lambda: bool(self.client("sqs").list_queues() is not None), self.startup_timeout, "serving SQS")

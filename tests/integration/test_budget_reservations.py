@@ -2,26 +2,24 @@
 and the end user's counters move together or not at all, settling and releasing, and the 429 as the official python
 SDK receives it (one request, no retries).
 
-The concurrency tests run on a moto server of their own, whose transactions are isolated. The shared one's are not:
-moto's ``transact_write_items`` snapshots the table and, when a condition fails, restores that snapshot, losing what
-a concurrent transaction wrote meanwhile (measured: 20 threads over a budget of 10 granted 11-13 in 7 of 120 runs).
-DynamoDB serialises transactions, so each condition is evaluated atomically with its update; the isolated server
-gives the same guarantee, and ``test_the_server_does_interleave_concurrent_requests`` shows it still serves the
-requests concurrently, so the reservations are not merely arriving one at a time.
+Plain moto's transactions are not isolated: its ``transact_write_items`` snapshots the table and, when a condition
+fails, restores that snapshot, losing what a concurrent transaction wrote meanwhile (measured: 20 threads over a
+budget of 10 granted 11-13 in 7 of 120 runs). DynamoDB serialises transactions, so each condition is evaluated
+atomically with its update; devtools.moto_isolated, which every MotoServer runs, gives the same guarantee, and
+``test_the_server_does_interleave_concurrent_requests`` shows it still serves the requests concurrently, so the
+reservations are not merely arriving one at a time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 
 import boto3
 import openai
@@ -29,7 +27,7 @@ import pytest
 from botocore.config import Config
 
 from devtools.aws_local import MotoServer, create_usage_table
-from devtools.procs import LOOPBACK, ManagedProcess
+from devtools.procs import LOOPBACK
 from imagegen.errors import ImageGenError, InsufficientQuotaError
 from imagegen.usage.budget_document import BudgetsDocument
 from imagegen.usage.budgets import BudgetGuard, Reservation
@@ -37,40 +35,11 @@ from imagegen.usage.budgets import BudgetGuard, Reservation
 KEY = "key-0123456789abcdef"
 THREADS = 20
 
-# moto's server with each DynamoDB write, a transaction as a whole, under one lock (an RLock: a transaction's updates
-# call the backend's update_item), as DynamoDB isolates transactions; requests are still served by a thread each.
-_ISOLATED_MOTO = """
-import functools, sys, threading
-from moto.dynamodb.models import DynamoDBBackend
-lock = threading.RLock()
-def isolated(method):
-    @functools.wraps(method)
-    def call(*args, **kwargs):
-        with lock:
-            return method(*args, **kwargs)
-    return call
-for name in ("transact_write_items", "update_item", "put_item", "delete_item"):
-    setattr(DynamoDBBackend, name, isolated(getattr(DynamoDBBackend, name)))
-from moto.server import main
-main(sys.argv[1:])
-"""
-
-
-class IsolatedMotoServer(MotoServer):
-    """``MotoServer`` whose DynamoDB transactions are isolated from each other (module docstring)."""
-
-    def start(self) -> Self:
-        argv = [sys.executable, "-c", _ISOLATED_MOTO, "-H", LOOPBACK, "-p", str(self.port)]
-        self._process = ManagedProcess("moto-isolated", argv, log_path=self.log_path, env={**os.environ, "MOTO_PORT": str(self.port)})
-        self._process.start()
-        self._process.wait_until(lambda: self.client("dynamodb").list_tables() is not None, self.startup_timeout, "serving DynamoDB")
-        return self
-
 
 @pytest.fixture(scope="module")
-def isolated_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    with IsolatedMotoServer(tmp_path_factory.mktemp("moto-isolated") / "moto.log") as server:
-        yield server
+def isolated_moto(moto_server: MotoServer) -> MotoServer:
+    """The shared moto server: devtools.moto_isolated gives its DynamoDB transactions DynamoDB's isolation."""
+    return moto_server
 
 
 def client_of(server: MotoServer) -> Any:
