@@ -113,7 +113,7 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     if request.stream:
         service = get_service()
         deadline = _stream_deadline(service.settings.response_margin_seconds)
-        return event_stream(service.stream(request, request_id=request_id, deadline=deadline))
+        return event_stream(service.stream(request, request_id=request_id, deadline=deadline, caller=caller()))
     # Only an async request builds the job clients: a synchronous cold start does not pay for them.
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
         # With Idempotency-Key, a retry gets the same job (same id and Location) and queues nothing.
@@ -135,7 +135,8 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     deadline = _deadline(service.settings.response_margin_seconds)
     key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
-        return Response(200, content_types.APPLICATION_JSON, service.generate(request, request_id=request_id, deadline=deadline))
+        answer = service.generate(request, request_id=request_id, deadline=deadline, caller=caller())
+        return Response(200, content_types.APPLICATION_JSON, answer)
     from imagegen.idempotency import generate_idempotently  # Powertools idempotency, only for requests that use it
 
     answer, replayed = generate_idempotently(
@@ -166,7 +167,7 @@ def edit_images() -> Response[ImagesResponse | JobAccepted | str]:
     if options.stream:
         service = get_service()
         deadline = _stream_deadline(service.settings.response_margin_seconds)
-        events = service.stream(options, sources=sources, request_id=_request_id(), deadline=deadline, json_form=json_form)
+        events = service.stream(options, sources=sources, request_id=_request_id(), deadline=deadline, caller=caller(), json_form=json_form)
         return event_stream(events)
     if prefers_async(app.current_event.headers.get("prefer")) and (jobs := get_job_service()).accepts_jobs:
         # The inputs are read, checked and stored now: a bad image is a 400 here, and the job carries their keys.
@@ -202,7 +203,7 @@ def create_variations() -> Response[ImagesResponse]:
 def _from_inputs(options: ImageEditOptions | ImageVariationOptions, sources: EditSources, json_form: bool) -> ImagesResponse:
     service = get_service()
     deadline = _deadline(service.settings.response_margin_seconds)
-    return service.from_inputs(options, sources, request_id=_request_id(), deadline=deadline, json_form=json_form)
+    return service.from_inputs(options, sources, request_id=_request_id(), deadline=deadline, caller=caller(), json_form=json_form)
 
 
 def streaming_runtime() -> bool:

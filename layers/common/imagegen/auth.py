@@ -39,3 +39,7 @@ def caller_scope(*, authorization: str | None, user_arn: str | None, cognito_ide
         principal = f"{user_arn}|{cognito_identity_id or ''}"
         return "iam-" + hashlib.sha256(principal.encode()).hexdigest()[:16]
     return key_fingerprint(bearer_key(authorization) or "anonymous")
+
+
+# Who calls where no auth is configured (the local stack by default), and the default of code that names no caller.
+ANONYMOUS_CALLER = key_fingerprint("anonymous")

@@ -59,7 +59,7 @@ class IdempotentGenerator:
         produced: list[dict[str, Any]] = []  # what this call generated, even if the record of it could not be saved
         try:
             stored = StoredGeneration.model_validate(
-                self.produce(call=call, request=request, request_id=request_id, deadline=deadline, produced=produced)
+                self.produce(call=call, request=request, request_id=request_id, deadline=deadline, produced=produced, caller=client)
             )
         except IdempotencyValidationError as exc:
             raise idempotency_key_reused() from exc
@@ -121,9 +121,15 @@ def get_idempotent_generator() -> IdempotentGenerator | None:
 
     @idempotent_function(data_keyword_argument="call", persistence_store=persistence, config=config)  # type: ignore[untyped-decorator]
     def produce(
-        *, call: dict[str, Any], request: ImageGenerationRequest, request_id: str, deadline: Deadline, produced: list[dict[str, Any]]
+        *,
+        call: dict[str, Any],
+        request: ImageGenerationRequest,
+        request_id: str,
+        deadline: Deadline,
+        produced: list[dict[str, Any]],
+        caller: str,
     ) -> dict[str, Any]:
-        generation = images.produce(request, request_id=request_id, deadline=deadline)
+        generation = images.produce(request, request_id=request_id, deadline=deadline, caller=caller)
         stored = StoredGeneration(
             created=generation.created,
             response_format=generation.plan.response_format,

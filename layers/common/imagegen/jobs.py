@@ -64,6 +64,7 @@ from imagegen.options import (
 from imagegen.planning import GenerationPlan
 from imagegen.service import Generation, ImageService, get_service
 from imagegen.settings import get_settings
+from imagegen.usage.meter import QUEUE_CALLER
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -470,7 +471,7 @@ class JobService:
         job = job.model_copy(update={"model": request.model or job.model})
         manifest_key = request.result_key
         try:
-            generation = self._produce(request, job_id=job_id, deadline=deadline, when=sent_at)
+            generation = self._produce(request, job_id=job_id, deadline=deadline, when=sent_at, caller=job.owner or QUEUE_CALLER)
         except ImageGenError as error:
             if error.retryable and receive_count < self.max_receive_count:
                 self.table.save(job.model_copy(update={"status": "queued", "error": ErrorDetail(**error.body()["error"])}))
@@ -488,17 +489,18 @@ class JobService:
             manifest_key=manifest_key,
         )
 
-    def _produce(self, request: JobRequest, *, job_id: str, deadline: Deadline, when: dt.datetime) -> Generation:
-        """The job's images, stored. An edit's or a variation's inputs are read as trusted (keys under inputs/ are
+    def _produce(self, request: JobRequest, *, job_id: str, deadline: Deadline, when: dt.datetime, caller: str) -> Generation:
+        """The job's images, stored, and its usage recorded for ``caller`` under the job's id (once, whatever the
+        deliveries). An edit's or a variation's inputs are read as trusted (keys under inputs/ are
         this deployment's); a key that names no object is the request's fault, a 400 never retried."""
         # No answer-size limit: the results go to S3 and the manifest; a job submitted through the API was checked
         # against the synchronous limit when it was accepted (its GET is a synchronous answer).
         if isinstance(request, ImageJobRequest):
-            return self.images.produce(request, request_id=job_id, deadline=deadline, when=when, max_response_bytes=None)
+            return self.images.produce(request, request_id=job_id, deadline=deadline, when=when, caller=caller, max_response_bytes=None)
         sources = EditSources.of_edit(request) if isinstance(request, ImageEditJobRequest) else EditSources.of_variation(request)
         plan = self.images.plan_inputs(request, sources, deadline=deadline, json_form=True, trusted=True, max_response_bytes=None)
         # ``when`` dates the keys of the inputs it stores (fetched image_urls) as of the images: a retry rewrites them
-        return self.images.run(plan, request_id=job_id, deadline=deadline, when=when, sources=sources)
+        return self.images.run(plan, request_id=job_id, deadline=deadline, when=when, sources=sources, caller=caller)
 
     def _come_back(self, receipt_handle: str | None, seconds: int) -> None:
         if self.queue is not None and receipt_handle is not None:

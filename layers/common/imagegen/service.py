@@ -10,12 +10,13 @@ import hashlib
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from imagegen.auth import ANONYMOUS_CALLER
 from imagegen.deadline import Deadline
 from imagegen.errors import ImageGenError, PayloadTooLargeError, ProviderError
 from imagegen.inputs import EditSources, InputReader, input_objects
@@ -38,6 +39,8 @@ from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
 from imagegen.specs import ProviderName
 from imagegen.storage import ImageStore, StoredObject, image_key
 from imagegen.streaming import CompletedEvent, ErrorEvent, EventQuality, EventUsage, PartialImageEvent, StreamEvent
+from imagegen.usage.meter import Charge, Meter, meter_of
+from imagegen.usage.prices import price_book
 
 # Magic numbers of the formats a provider may answer -> (extension, content type).
 _FORMATS = (
@@ -113,6 +116,8 @@ class ImageService:
     store: ImageStore
     settings: Settings
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    # Usage and budgets (imagegen.usage): by default prices only, nothing recorded nor limited.
+    meter: Meter = field(default_factory=lambda: Meter(prices=price_book()))
 
     def generate(
         self,
@@ -120,10 +125,11 @@ class ImageService:
         *,
         request_id: str,
         deadline: Deadline,
+        caller: str = ANONYMOUS_CALLER,
         max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
     ) -> ImagesResponse:
         """Validate ``request`` for its model, generate, store every image, and answer as it asked."""
-        generation = self.produce(request, request_id=request_id, deadline=deadline, max_response_bytes=max_response_bytes)
+        generation = self.produce(request, request_id=request_id, deadline=deadline, caller=caller, max_response_bytes=max_response_bytes)
         return self.respond(generation, max_response_bytes=max_response_bytes)
 
     def from_inputs(
@@ -133,15 +139,15 @@ class ImageService:
         *,
         request_id: str,
         deadline: Deadline,
+        caller: str = ANONYMOUS_CALLER,
         json_form: bool = False,
         max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
     ) -> ImagesResponse:
         """An edit (``ImageEditOptions``) or variations (``ImageVariationOptions``): read and check the input images,
         store them under inputs/, call the provider, store every image, and answer."""
         plan = self.plan_inputs(options, sources, deadline=deadline, json_form=json_form, max_response_bytes=max_response_bytes)
-        return self.respond(
-            self.run(plan, request_id=request_id, deadline=deadline, sources=sources), max_response_bytes=max_response_bytes
-        )
+        generation = self.run(plan, request_id=request_id, deadline=deadline, sources=sources, caller=caller)
+        return self.respond(generation, max_response_bytes=max_response_bytes)
 
     def respond(self, generation: Generation, *, max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT) -> ImagesResponse:
         return self.answer(
@@ -196,13 +202,14 @@ class ImageService:
         request_id: str,
         deadline: Deadline,
         when: dt.datetime | None = None,
+        caller: str = ANONYMOUS_CALLER,
         max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
     ) -> Generation:
         """Plan (against ``max_response_bytes``: None when the answer is never sent synchronously), call the provider,
         and store every image (all or nothing). ``when`` dates the keys, so a retried job writes the same keys again
         instead of new ones. Once the provider has answered, nothing refuses its images."""
         plan = self.plan(request, max_response_bytes=max_response_bytes)
-        return self.run(plan, request_id=request_id, deadline=deadline, when=when)
+        return self.run(plan, request_id=request_id, deadline=deadline, when=when, caller=caller)
 
     def run(
         self,
@@ -212,14 +219,32 @@ class ImageService:
         deadline: Deadline,
         when: dt.datetime | None = None,
         sources: EditSources | None = None,
+        caller: str = ANONYMOUS_CALLER,
     ) -> Generation:
-        """A checked plan carried out: its inputs stored under inputs/ (``sources`` says which are stored already),
-        the provider called, every image stored (all or nothing)."""
+        """A checked plan carried out for ``caller``: its budgets reserved (a 429 before anything is written), its
+        inputs stored under inputs/ (``sources`` says which are stored already), the provider called, every image
+        stored (all or nothing), and its usage recorded under ``request_id`` (once: a retried job's id is the same)."""
         now = when or self.clock()
         self._log_start(plan)
-        input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
-        result = self._call_provider(plan, deadline)
-        return self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
+        with self._charged(plan, caller=caller, record_id=request_id) as charge:
+            input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
+            result = self._call_provider(plan, deadline)
+            generation = self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
+        self._settle(charge, generation, result)
+        return generation
+
+    @contextmanager
+    def _charged(self, plan: GenerationPlan, *, caller: str, record_id: str) -> Iterator[Charge]:
+        """The budgets reserved for what runs inside, and released when it fails (or a stream is left)."""
+        charge = self.meter.reserve(plan, caller=caller, record_id=record_id)
+        try:
+            yield charge
+        except BaseException:
+            self.meter.release(charge)
+            raise
+
+    def _settle(self, charge: Charge, generation: Generation, result: ProviderResult) -> None:
+        self.meter.settle(charge, images=[obj.data for obj in generation.objects], usage=_total_usage(result), at=generation.created)
 
     def stream(
         self,
@@ -228,6 +253,7 @@ class ImageService:
         sources: EditSources | None = None,
         request_id: str,
         deadline: Deadline,
+        caller: str = ANONYMOUS_CALLER,
         json_form: bool = False,
     ) -> Iterator[StreamEvent]:
         """A generation (``ImageGenerationRequest``) or an edit (``ImageEditOptions`` and its ``sources``) streamed:
@@ -243,7 +269,7 @@ class ImageService:
             plan = self.plan_inputs(request, sources, deadline=deadline, json_form=json_form, max_response_bytes=None)
         else:
             plan = self.plan(request, max_response_bytes=None)
-        events = self._stream(plan, request_id=request_id, deadline=deadline, sources=sources)
+        events = self._stream(plan, request_id=request_id, deadline=deadline, sources=sources, caller=caller)
         first = next(events)
         return self._then_errors_as_events(first, events)
 
@@ -257,11 +283,32 @@ class ImageService:
             yield ErrorEvent.of(error)
 
     def _stream(
-        self, plan: GenerationPlan, *, request_id: str, deadline: Deadline, sources: EditSources | None
+        self, plan: GenerationPlan, *, request_id: str, deadline: Deadline, sources: EditSources | None, caller: str
     ) -> Generator[StreamEvent, None, None]:
         now = self.clock()
         self._log_start(plan)
-        input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
+        with self._charged(plan, caller=caller, record_id=request_id) as charge:
+            input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
+            result = yield from self._partials(plan, deadline)
+            generation = self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
+        self._settle(charge, generation, result)
+        operation = "image_edit" if plan.operation == "edit" else "image_generation"
+        settings = _event_settings(plan)
+        usages = _image_usages(result)
+        for obj, image, usage in zip(generation.objects, generation.images, usages, strict=True):
+            yield CompletedEvent(
+                type=f"{operation}.completed",
+                b64_json=_b64(obj.data),
+                created_at=int(self.clock().timestamp()),
+                usage=EventUsage.of(usage),
+                safety_identifier=plan.safety_identifier,
+                url=self.store.presign(image.key, self.settings.presign_ttl_seconds),
+                **settings,
+            )
+
+    def _partials(self, plan: GenerationPlan, deadline: Deadline) -> Generator[StreamEvent, None, ProviderResult]:
+        """The provider's partial images as events, as they come; returns its images (a provider that does not
+        stream: no partials)."""
         operation = "image_edit" if plan.operation == "edit" else "image_generation"
         settings = _event_settings(plan)
         provider = self.provider_for(plan.model.provider)
@@ -288,18 +335,7 @@ class ImageService:
                         items.close()  # a stream left early (the client went) closes its upstream connection now
                 if result is None:
                     raise ProviderError("The image provider's stream ended without its images.", code="provider_bad_response")
-        generation = self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
-        usages = _image_usages(result)
-        for obj, image, usage in zip(generation.objects, generation.images, usages, strict=True):
-            yield CompletedEvent(
-                type=f"{operation}.completed",
-                b64_json=_b64(obj.data),
-                created_at=int(self.clock().timestamp()),
-                usage=EventUsage.of(usage),
-                safety_identifier=plan.safety_identifier,
-                url=self.store.presign(image.key, self.settings.presign_ttl_seconds),
-                **settings,
-            )
+        return result
 
     def _log_start(self, plan: GenerationPlan) -> None:
         logger.info(
@@ -460,6 +496,26 @@ def _image_usages(result: ProviderResult) -> list[dict[str, Any] | None]:
     return [result.usage if index == 0 else None for index in range(len(result.images))]
 
 
+def _total_usage(result: ProviderResult) -> dict[str, Any] | None:
+    """The request's token usage: the provider's for the request, else the sum of its images' (a stream of n images
+    reports each one's)."""
+    if result.usage or not result.images or any(image.usage is None for image in result.images):
+        return result.usage
+    return _sum_counts([image.usage for image in result.images if image.usage is not None])
+
+
+def _sum_counts(usages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Token usages added field by field (nested details too); what is not a count is left out."""
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for name, value in usage.items():
+            if isinstance(value, Mapping):
+                total[name] = _sum_counts([total.get(name, {}), value])
+            elif isinstance(value, int) and not isinstance(value, bool):
+                total[name] = total.get(name, 0) + value
+    return total
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -490,4 +546,5 @@ def get_service() -> ImageService:
         provider_for=get_provider,
         store=ImageStore(s3_client(), settings.images_bucket, margin_seconds=settings.response_margin_seconds),
         settings=settings,
+        meter=meter_of(settings),
     )

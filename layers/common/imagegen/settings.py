@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, Jso
 
 from imagegen.registry_document import RegistryDocument
 from imagegen.specs import azure_models
+from imagegen.usage.budget_document import BudgetsDocument, CallerId
 
 
 def _blank_is_none(value: object) -> object:
@@ -96,6 +97,14 @@ class Settings(BaseModel):
     # Idempotency-Key records (Powertools idempotency); unset: the header is refused with a 400.
     idempotency_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="IDEMPOTENCY_TABLE")
 
+    # Usage (docs/usage.md): one record per billed generation and the Usage API's counters; unset, nothing is
+    # recorded (cost is still computed for the metrics). BUDGETS needs it.
+    usage_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="USAGE_TABLE")
+    # Monthly budgets per API key and per end user, a BUDGETS document as JSON (imagegen.usage.budget_document).
+    budgets: Annotated[Json[BudgetsDocument] | None, Optional] = Field(default=None, validation_alias="BUDGETS")
+    # Callers (imagegen.auth.caller_scope ids, comma-separated) whose Usage API reads see every caller's usage.
+    usage_admin_keys: Annotated[tuple[CallerId, ...], BeforeValidator(_comma_list)] = Field(default=(), validation_alias="USAGE_ADMIN_KEYS")
+
     @field_validator("azure_openai_endpoint")
     @classmethod
     def _https_endpoint(cls, value: HttpUrl | None) -> HttpUrl | None:
@@ -121,6 +130,12 @@ class Settings(BaseModel):
         if empty:
             raise ValueError(f"AZURE_OPENAI_DEPLOYMENTS has empty deployment names for {empty}")
         azure_models(deployments)  # unknown model ids fail here, at cold start
+        return self
+
+    @model_validator(mode="after")
+    def _budgets_need_the_table(self) -> Settings:
+        if self.budgets is not None and self.usage_table is None:
+            raise ValueError("BUDGETS is set but USAGE_TABLE is not: budgets are counted in the usage table")
         return self
 
     @property
