@@ -32,7 +32,7 @@ else:  # in Lambda this directory is the task root (CodeUri functions/api) and t
     from runtime import STREAMING_RUNTIME_ENV, StreamingResponse
 from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
-from imagegen.errors import InvalidRequestError
+from imagegen.errors import InvalidRequestError, RouteNotFoundError
 from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
 from imagegen.inputs import EditSources
 from imagegen.jobs import get_job_service
@@ -271,6 +271,25 @@ def _stream_deadline(margin_seconds: float) -> Deadline:
 )
 def get_job(job_id: str) -> JobView:
     return get_job_service().view(job_id, owner=caller())
+
+
+@app.get(
+    "/v1/organization/usage/images",
+    summary="Image usage in OpenAI's Usage API shape, with the cost of each group: the caller's own, every caller's "
+    "for USAGE_ADMIN_KEYS (the SDKs send this call with admin_api_key)",
+    security=CALLER,
+)
+def usage_images() -> dict[str, Any]:
+    from imagegen.usage.report import UsageQuery, read_usage  # only for the requests that read usage
+
+    query = UsageQuery.from_params(app.current_event.multi_value_query_string_parameters)
+    service = get_service()
+    if service.meter.ledger is None:
+        raise RouteNotFoundError(
+            "Usage is not recorded by this deployment (it has no usage table, USAGE_TABLE).", code="usage_not_recorded"
+        )
+    who = caller()
+    return read_usage(service.meter.ledger, query, caller=who, admin=who in service.settings.usage_admin_keys)
 
 
 @app.get("/v1/models", summary="The models this deployment serves, with their limits", security=CALLER)

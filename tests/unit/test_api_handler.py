@@ -176,6 +176,7 @@ def test_openapi_document_says_which_routes_need_the_authorization_header(lambda
         ("POST", "/v1/images/variations"),
         ("GET", "/v1/images/jobs/{job_id}"),
         ("GET", "/v1/models"),
+        ("GET", "/v1/organization/usage/images"),
     }
     assert "security" not in payload  # no global requirement: the public routes stay public
 
