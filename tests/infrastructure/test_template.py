@@ -51,6 +51,7 @@ API_ROUTES = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/v1/images/jobs/{job_id}"),
+    ("GET", "/v1/organization/usage/images"),
 }
 # Routes the API may serve besides the required ones (the browser playground).
 OPTIONAL_API_ROUTES = {("GET", "/")}
@@ -331,10 +332,12 @@ def test_api_function_touches_only_images_prefix_its_jobs_and_its_secret(resourc
         "${ImagesBucket.Arn}/images/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"},
         "${ImagesBucket.Arn}/inputs/*": {"s3:PutObject", "s3:DeleteObject"},
     }
-    # And it creates and reads jobs but never updates or deletes them (the worker updates, TTL deletes)
+    # And it creates and reads jobs but never updates or deletes them (the worker updates, TTL deletes); usage:
+    # tests/infrastructure/test_usage_template.py
     assert _granted(resources, "ApiFunction", "dynamodb:") == {
         "GetAtt:JobsTable.Arn": {"dynamodb:PutItem", "dynamodb:GetItem"},
         "GetAtt:IdempotencyTable.Arn": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+        "GetAtt:UsageTable.Arn": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"},
     }
     # And it only sends to the jobs queue
     assert _granted(resources, "ApiFunction", "sqs:") == {"GetAtt:JobsQueue.Arn": {"sqs:SendMessage"}}
@@ -500,7 +503,10 @@ def test_worker_permissions(resources: dict[str, Any]) -> None:
         "${ImagesBucket.Arn}/inputs/*": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"},
         "${ImagesBucket.Arn}/results/*": {"s3:PutObject"},
     }
-    assert _granted(resources, "WorkerFunction", "dynamodb:") == {"GetAtt:JobsTable.Arn": {"dynamodb:UpdateItem", "dynamodb:PutItem"}}
+    assert _granted(resources, "WorkerFunction", "dynamodb:") == {
+        "GetAtt:JobsTable.Arn": {"dynamodb:UpdateItem", "dynamodb:PutItem"},
+        "GetAtt:UsageTable.Arn": {"dynamodb:UpdateItem", "dynamodb:PutItem"},  # test_usage_template.py
+    }
     # It polls the jobs queue (the event source mapping runs as this role), backs a rate-limited message off by its
     # Retry-After (ChangeMessageVisibility, on that queue only), and sends nothing
     assert _granted(resources, "WorkerFunction", "sqs:") == {
