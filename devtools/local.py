@@ -14,6 +14,11 @@ Authorization, as template.yaml's ``AuthMode`` (environment of ``make local``):
   ``ACCESS_KEY_ID:SECRET_ACCESS_KEY`` pairs (required; the caller's ARN is
   ``arn:aws:iam::123456789012:user/local-<ACCESS_KEY_ID>``). Clients sign with ``devtools.sigv4.SigV4Auth``.
 
+Usage (docs/usage.md): a stack with jobs (moto) records every generation in a usage table there, as the deployed
+``UsageTable``; ``BUDGETS`` (the budgets document, JSON) and ``USAGE_ADMIN_KEYS`` (caller ids, ``python -m
+devtools.key_id <key>``) are passed through from the environment of ``make local`` like the template's parameters
+``Budgets`` and ``UsageAdminKeys`` set them.
+
 Streaming (docs/streaming.md): ``make local`` (``--stream-api``, the default; ``--no-stream-api`` turns it off) runs
 the API function under its streaming runtime loop (functions/api/bootstrap, runtime.py) behind a stream tap, and the
 front relays its answers as a STREAM route does, chunk by chunk: what ``ResponseStreaming=true`` deploys.
@@ -36,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from devtools.aws_local import JobResources, MotoServer, create_job_resources
+from devtools.aws_local import JobResources, MotoServer, create_job_resources, create_usage_table
 from devtools.front import (
     AUTH_MODES,
     ApiGatewayFront,
@@ -57,11 +62,21 @@ from devtools.stream_tap import StreamPiece
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from imagegen.usage.budget_document import BudgetLimits, BudgetsDocument
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Dummy values for the loopback S3 server only (it enforces SigV4, so it needs some): not secrets.
 LOCAL_ACCESS_KEY = "imagegen-local-access-key"
 LOCAL_SECRET_KEY = "imagegen-local-dummy-secret"
-PASSTHROUGH_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DEFAULT_MODEL", "POWERTOOLS_DEV", "POWERTOOLS_LOG_LEVEL")
+PASSTHROUGH_ENV = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "DEFAULT_MODEL",
+    "POWERTOOLS_DEV",
+    "POWERTOOLS_LOG_LEVEL",
+    "BUDGETS",
+    "USAGE_ADMIN_KEYS",
+)
 CURL_EXAMPLE = (
     "curl -s{auth} http://{host}:{port}/v1/images/generations -H 'content-type: application/json' "
     """-d '{{"prompt":"a red fox","size":"256x256"}}'"""
@@ -73,8 +88,12 @@ ASYNC_EXAMPLE = (
 # Local redeliveries come back after seconds, not after the deployed 6x worker timeout.
 LOCAL_VISIBILITY_TIMEOUT = 5
 MAX_RECEIVE_COUNT = 3
-# What template.yaml does not give a function: the S3 trigger only queues (no jobs or idempotency table).
-NOT_IN_ENV = {"s3_trigger": frozenset({"JOBS_TABLE", "IDEMPOTENCY_TABLE"})}
+# What template.yaml does not give a function: the S3 trigger only queues (no table, no usage settings); the worker
+# records usage but never reads it (no admins).
+NOT_IN_ENV = {
+    "s3_trigger": frozenset({"JOBS_TABLE", "IDEMPOTENCY_TABLE", "USAGE_TABLE", "BUDGETS", "USAGE_ADMIN_KEYS"}),
+    "worker": frozenset({"USAGE_ADMIN_KEYS"}),
+}
 
 
 # The API whose GatewayResponses the local front renders, and the variable API Gateway fills in with the error's
@@ -233,6 +252,7 @@ class LocalStack:
         )
         self.moto = MotoServer(self.log_dir / "moto.log", region=region) if async_jobs else None
         self.jobs: JobResources | None = None
+        self.usage_table: str | None = None
         self.env: dict[str, str] = {}
         self.pool: FunctionPool | None = None
         self.async_pools: list[FunctionPool] = []
@@ -294,6 +314,8 @@ class LocalStack:
                     "JOB_RUN_SECONDS": str(min(900, max(1, int(self.timeout)))),
                 }
             )
+        if self.moto is not None and self.usage_table is not None:
+            env["USAGE_TABLE"] = self.usage_table
         env.update({name: os.environ[name] for name in self.passthrough if os.environ.get(name)})
         env.update(self.extra_env)
         return env
@@ -365,6 +387,7 @@ class LocalStack:
                 visibility_timeout=LOCAL_VISIBILITY_TIMEOUT,
                 max_receive_count=MAX_RECEIVE_COUNT,
             )
+            self.usage_table = create_usage_table(self.moto.client("dynamodb"), "imagegen-usage")
         self.env = self.function_env()
 
     def _start_async(self) -> None:
@@ -424,6 +447,54 @@ def curl_auth(front: ApiGatewayFront) -> str:
     return f" --aws-sigv4 aws:amz:{front.verifier.region}:execute-api --user '<ACCESS_KEY_ID>:<SECRET_ACCESS_KEY>'"
 
 
+def _limits(limits: BudgetLimits) -> str:
+    parts = [f"{limits.images_per_month} images" if limits.images_per_month is not None else "",
+             f"{limits.usd_per_month} USD" if limits.usd_per_month is not None else ""]  # fmt: skip
+    return " and ".join(part for part in parts if part) + " a month" if limits.limited else "unlimited"
+
+
+def budgets_summary(document: BudgetsDocument) -> str:
+    """What a BUDGETS document limits, in a line: the defaults and how many overrides (no end user's name)."""
+    summary = f"per key {_limits(document.per_key)}, per end user {_limits(document.per_user)}"
+    overrides = [
+        f"{len(document.keys)} key override(s)" if document.keys else "",
+        f"{len(document.users)} end-user override(s)" if document.users else "",
+    ]
+    return summary + "".join(f"; {part}" for part in overrides if part)
+
+
+def usage_settings(environ: Mapping[str, str]) -> tuple[BudgetsDocument | None, tuple[str, ...]]:
+    """BUDGETS and USAGE_ADMIN_KEYS as the functions will read them at cold start (imagegen.settings); ValueError
+    naming the setting (and the field) when they would refuse them."""
+    from pydantic import ValidationError
+
+    from imagegen.settings import Settings
+
+    given = {name: environ[name] for name in ("BUDGETS", "USAGE_ADMIN_KEYS") if environ.get(name, "").strip()}
+    try:
+        settings = Settings.model_validate({"IMAGES_BUCKET": "imagegen-local", "USAGE_TABLE": "imagegen-usage", **given})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors(include_input=False))
+        raise ValueError(f"BUDGETS or USAGE_ADMIN_KEYS would fail the functions' cold start: {problems}") from None
+    return settings.budgets, settings.usage_admin_keys
+
+
+def usage_lines(stack: LocalStack) -> list[str]:
+    """The banner's usage lines: whether generations are recorded, the budgets that apply and who reads all usage."""
+    if stack.usage_table is None:
+        return ["  usage     not recorded (no jobs backend: the usage table lives in moto)"]
+    budgets, admins = usage_settings(stack.env)
+    return [
+        f"  usage     recorded in DynamoDB table {stack.usage_table} (moto); read it: GET /v1/organization/usage/images",
+        f"  budgets   {budgets_summary(budgets)} (BUDGETS)"
+        if budgets is not None
+        else "  budgets   none (set BUDGETS to a budgets document)",
+        f"  admins    {', '.join(admins)} see every caller's usage (USAGE_ADMIN_KEYS)"
+        if admins
+        else "  admins    none: each caller sees its own usage (USAGE_ADMIN_KEYS, ids from python -m devtools.key_id <key>)",
+    ]
+
+
 def banner(stack: LocalStack) -> str:
     provider = "OpenAI (OPENAI_API_KEY is set)" if "OPENAI_API_KEY" in stack.env else "local placeholder images"
     try:
@@ -445,6 +516,7 @@ def banner(stack: LocalStack) -> str:
             f"  jobs      SQS + DynamoDB (moto) on {stack.moto.endpoint_url}; worker and S3 trigger under the RIE"
             if stack.moto
             else "  jobs      off",
+            *usage_lines(stack),
             "",
             "",
             "Try:",
@@ -484,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     # Like the deployed API: every route but the public ones needs a Bearer key (ApiKey) or a signature (IAM).
     try:
         auth_mode, api_keys, iam_credentials = auth_settings(os.environ)
+        usage_settings(os.environ)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
