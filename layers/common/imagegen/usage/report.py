@@ -62,8 +62,7 @@ class UsageQuery(BaseModel):
         values: dict[str, Any] = {}
         for sent, given in (params or {}).items():
             name = sent.removesuffix("[]")
-            field = cls.model_fields.get(name)
-            if field is None:
+            if name not in cls.model_fields:
                 raise InvalidRequestError(f"Unknown parameter: '{sent}'.", param=sent, code="unknown_parameter")
             given = [given] if isinstance(given, str) else list(given)
             if name in _ARRAYS:
@@ -105,9 +104,8 @@ class UsageQuery(BaseModel):
         parsed = _CURSOR.fullmatch(self.page)
         width = table.WIDTH_SECONDS[self.bucket_width]
         start = int(parsed.group(1)) if parsed else -1
-        if parsed is None or parsed.group(2) != self._range_digest() or start % width or start <= self.start_time:
-            raise _bad_page()
-        if self.end_time is not None and start >= self.end_time:
+        past_end = self.end_time is not None and start >= self.end_time
+        if parsed is None or parsed.group(2) != self._range_digest() or start % width or start <= self.start_time or past_end:
             raise _bad_page()
         return start
 
