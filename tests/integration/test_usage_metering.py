@@ -31,7 +31,8 @@ MINI = "gpt-image-1-mini"
 
 
 def generate(lambda_context: Any, **body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
-    event = load_event("api_generate_url.json", **{"model": MINI, "size": "1024x1024", "responseFormat": None, "response_format": "url", "n": 1, **body})
+    fields = {"model": MINI, "size": "1024x1024", "responseFormat": None, "response_format": "url", "n": 1, **body}
+    event = load_event("api_generate_url.json", **fields)
     event["headers"]["Authorization"] = f"Bearer {KEY}"
     event["requestContext"]["requestId"] = str(uuid.uuid4())  # API Gateway's id, new for every request
     response = app.lambda_handler(event, lambda_context)
