@@ -244,7 +244,7 @@ class ImageService:
             raise
 
     def _settle(self, charge: Charge, generation: Generation, result: ProviderResult) -> None:
-        self.meter.settle(charge, images=[obj.data for obj in generation.objects], usage=_total_usage(result), at=generation.created)
+        self.meter.settle(charge, images=[obj.data for obj in generation.objects], usage=result.usage, at=generation.created)
 
     def stream(
         self,
@@ -494,26 +494,6 @@ def _image_usages(result: ProviderResult) -> list[dict[str, Any] | None]:
     if all(image.usage is not None for image in result.images):
         return [image.usage for image in result.images]
     return [result.usage if index == 0 else None for index in range(len(result.images))]
-
-
-def _total_usage(result: ProviderResult) -> dict[str, Any] | None:
-    """The request's token usage: the provider's for the request, else the sum of its images' (a stream of n images
-    reports each one's)."""
-    if result.usage or not result.images or any(image.usage is None for image in result.images):
-        return result.usage
-    return _sum_counts([image.usage for image in result.images if image.usage is not None])
-
-
-def _sum_counts(usages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Token usages added field by field (nested details too); what is not a count is left out."""
-    total: dict[str, Any] = {}
-    for usage in usages:
-        for name, value in usage.items():
-            if isinstance(value, Mapping):
-                total[name] = _sum_counts([total.get(name, {}), value])
-            elif isinstance(value, int) and not isinstance(value, bool):
-                total[name] = total.get(name, 0) + value
-    return total
 
 
 def _b64(data: bytes) -> str:
