@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -32,8 +35,8 @@ def _key(name: str) -> str:
     return f"sk-usage-{name}-{secrets.token_hex(10)}"
 
 
-ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED = (
-    _key(name) for name in ("admin", "alice", "bob", "capped", "crowded", "replayed", "queued")
+ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE = (
+    _key(name) for name in ("admin", "alice", "bob", "capped", "crowded", "replayed", "queued", "node")
 )
 CAPPED_IMAGES, CROWDED_IMAGES, CROWD = 3, 4, 8
 BUDGETS = {
@@ -56,7 +59,7 @@ def usage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         s3_port=0,
         workers=4,  # four requests of the crowd in the functions at once, racing for the budget's last images
         passthrough=(),  # the stack's own settings only, never the developer's
-        api_keys=[ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED],
+        api_keys=[ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE],
         extra_env={"BUDGETS": json.dumps(BUDGETS), "USAGE_ADMIN_KEYS": key_fingerprint(ADMIN)},
     )
     with stack:
@@ -93,6 +96,16 @@ def totals(results: list[dict[str, Any]], *group: str) -> dict[tuple[Any, ...], 
     return summed
 
 
+def zero_usd(cost: Any) -> bool:
+    """A cost of exactly 0 USD (a number: not null, which would say the price is unknown)."""
+    return (
+        isinstance(cost, dict)
+        and cost.keys() == {"value", "currency"}
+        and cost["currency"] == "usd"
+        and (type(cost["value"]) in (int, float) and cost["value"] == 0)
+    )
+
+
 def png(size: tuple[int, int] = (64, 64)) -> bytes:
     out = io.BytesIO()
     PILImage.new("RGBA", size, (200, 30, 30, 255)).save(out, format="PNG")
@@ -110,7 +123,7 @@ def test_generations_and_an_edit_are_recorded_with_their_cost(usage_stack: Local
 
     assert totals(results, "model", "source") == {("local", "image.generation"): (3, 2), ("local", "image.edit"): (1, 1)}
     # The local model's explicit price is 0: a cost of 0 USD, not an unknown one (null is for unpriced models)
-    assert {json.dumps(result["cost"], sort_keys=True) for result in results} == {'{"currency": "usd", "value": 0.0}'}
+    assert all(zero_usd(result["cost"]) for result in results), results
     # Not grouped by these: OpenAI's nulls
     assert {(result["api_key_id"], result["user_id"], result["size"]) for result in results} == {(None, None, None)}
 
@@ -201,3 +214,23 @@ def test_an_async_job_is_counted_once_for_the_key_that_queued_it(usage_stack: Lo
     time.sleep(6)
     assert totals(usage(usage_stack, QUEUED, ["model", "source"]), "model", "source") == {("local", "image.generation"): (2, 1)}
     assert totals(usage(usage_stack, ADMIN, ["api_key_id"]), "api_key_id")[(key_fingerprint(QUEUED),)] == (2, 1)
+
+
+def test_the_npm_sdk_reads_usage_through_its_admin_usage_call(usage_stack: LocalStack) -> None:
+    from tests.e2e.test_node_sdk_e2e import JS_DIR, pinned_sdk_version
+
+    node = shutil.which("node")
+    installed = JS_DIR / "node_modules" / "openai" / "package.json"
+    if node is None or not installed.is_file():
+        pytest.fail("the npm SDK's e2e tests need node and `npm ci` in tests/e2e/js (make test-e2e)", pytrace=False)
+    env = {**os.environ, "IMAGEGEN_BASE_URL": f"{usage_stack.base_url}/v1", "IMAGEGEN_API_KEY": NODE, "IMAGEGEN_START_TIME": str(STARTED)}
+    ran = subprocess.run(
+        [node, str(JS_DIR / "usage_e2e.mjs")], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+
+    assert report["sdk"] == pinned_sdk_version() and report["generated"] == 2
+    assert report["buckets"] >= 1
+    assert totals(report["results"], "model", "source") == {("local", "image.generation"): (2, 1)}
+    assert all(zero_usd(result["cost"]) for result in report["results"]), report
