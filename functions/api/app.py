@@ -135,7 +135,8 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     deadline = _deadline(service.settings.response_margin_seconds)
     key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
-        answer = service.generate(request, request_id=request_id, deadline=deadline, caller=caller())
+        use_cache = "no-cache" not in (app.current_event.headers.get("cache-control") or "").lower()
+        answer = service.generate(request, request_id=request_id, deadline=deadline, caller=caller(), use_cache=use_cache)
         return Response(200, content_types.APPLICATION_JSON, answer)
     from imagegen.idempotency import generate_idempotently  # Powertools idempotency, only for requests that use it
 

@@ -5,6 +5,7 @@ anything is written, a failed generation giving its reservation back, and a retr
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import time
@@ -13,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from functions.api import app
@@ -30,15 +32,18 @@ PRICES = json.loads((Path(__file__).parents[2] / "layers/common/imagegen/catalog
 MINI = "gpt-image-1-mini"
 
 
-def generate(lambda_context: Any, **body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+def generate(
+    lambda_context: Any, *, key: str = KEY, headers: dict[str, str] | None = None, **body: Any
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     fields = {"model": MINI, "size": "1024x1024", "responseFormat": None, "response_format": "url", "n": 1, **body}
     event = load_event("api_generate_url.json", **fields)
-    event["headers"]["Authorization"] = f"Bearer {KEY}"
+    event["headers"]["Authorization"] = f"Bearer {key}"
+    event["headers"].update(headers or {})
     event["requestContext"]["requestId"] = str(uuid.uuid4())  # API Gateway's id, new for every request
     response = app.lambda_handler(event, lambda_context)
-    headers = {name.lower(): values[-1] for name, values in (response.get("multiValueHeaders") or {}).items()}
-    headers.update({name.lower(): value for name, value in (response.get("headers") or {}).items()})
-    return response["statusCode"], json.loads(response["body"]), headers
+    answered = {name.lower(): values[-1] for name, values in (response.get("multiValueHeaders") or {}).items()}
+    answered.update({name.lower(): value for name, value in (response.get("headers") or {}).items()})
+    return response["statusCode"], json.loads(response["body"]), answered
 
 
 def read_usage(lambda_context: Any, **params: list[str]) -> dict[str, Any]:
@@ -150,3 +155,52 @@ def test_a_stream_is_recorded_once_with_its_completed_events_usage(openai_env, u
     text_in = sum(item.input_tokens_details.text_tokens for item in usage)
     image_out = sum(item.output_tokens for item in usage)
     assert Decimal(record["cost_usd"]["N"]) == mini_cost(text_in, image_out) and int(record["images"]["N"]) == 2
+
+
+# -- the answer cache (CACHE_TTL_SECONDS) ---------------------------------------------------------------------------
+
+
+def test_an_identical_request_is_answered_from_the_cache_with_no_provider_call(
+    openai_env, usage_table, moto_server, s3_server, lambda_context, monkeypatch
+) -> None:
+    monkeypatch.setenv("CACHE_TTL_SECONDS", "60")
+    prompt = "a lighthouse at dawn, cached"
+    first = generate(lambda_context, prompt=prompt, n=1, safety_identifier="u1")
+    objects = stored_objects(s3_server)
+    second = generate(lambda_context, prompt=prompt, n=1, safety_identifier="u1", response_format="b64_json")
+    assert first[0] == second[0] == 200 and len(openai_env.requests) == 1  # the second called no provider
+    assert stored_objects(s3_server) == objects  # and wrote nothing
+    # the same images, answered as the second asked (base64 read back from S3)
+    stored = [httpx.get(image["url"]).content for image in first[1]["data"]]
+    assert [base64.b64decode(image["b64_json"]) for image in second[1]["data"]] == stored
+    assert "usage" not in second[1]  # no tokens were used for it
+    cached = [record for record in records(moto_server, usage_table) if record["cached"]["BOOL"]]
+    assert len(cached) == 1 and Decimal(cached[0]["cost_usd"]["N"]) == 0 and int(cached[0]["images"]["N"]) == 1
+    # the prompt is nowhere in the table in clear: the key is a hash
+    assert prompt not in json.dumps(moto_server.client("dynamodb").scan(TableName=usage_table)["Items"])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"headers": {"Cache-Control": "no-cache"}},
+        {"safety_identifier": "another-user"},
+        {"key": "sk-usage-test-other-key-98765"},
+        {"quality": "high"},
+    ],
+    ids=["no-cache", "end-user", "caller", "option"],
+)
+def test_what_is_not_identical_or_skips_the_cache_calls_the_provider(openai_env, usage_table, lambda_context, monkeypatch, change) -> None:
+    monkeypatch.setenv("CACHE_TTL_SECONDS", "60")
+    base = {"prompt": "a fox, cache misses", "safety_identifier": "u1", "quality": "low"}
+    assert generate(lambda_context, **base)[0] == 200
+    assert generate(lambda_context, **{**base, **change})[0] == 200
+    assert len(openai_env.requests) == 2
+
+
+def test_an_entry_expires_with_its_ttl(openai_env, usage_table, lambda_context, monkeypatch) -> None:
+    monkeypatch.setenv("CACHE_TTL_SECONDS", "1")
+    assert generate(lambda_context, prompt="a fox, expiring")[0] == 200
+    time.sleep(1.2)
+    assert generate(lambda_context, prompt="a fox, expiring")[0] == 200
+    assert len(openai_env.requests) == 2

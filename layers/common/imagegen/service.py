@@ -39,6 +39,7 @@ from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
 from imagegen.specs import ProviderName
 from imagegen.storage import ImageStore, StoredObject, image_key
 from imagegen.streaming import CompletedEvent, ErrorEvent, EventQuality, EventUsage, PartialImageEvent, StreamEvent
+from imagegen.usage.cache import AnswerCache, CachedImages, cache_digest
 from imagegen.usage.meter import Charge, Meter, meter_of
 from imagegen.usage.prices import price_book
 
@@ -118,6 +119,8 @@ class ImageService:
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     # Usage and budgets (imagegen.usage): by default prices only, nothing recorded nor limited.
     meter: Meter = field(default_factory=lambda: Meter(prices=price_book()))
+    # The opt-in answer cache (CACHE_TTL_SECONDS); None: off.
+    cache: AnswerCache | None = None
 
     def generate(
         self,
@@ -127,9 +130,22 @@ class ImageService:
         deadline: Deadline,
         caller: str = ANONYMOUS_CALLER,
         max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT,
+        use_cache: bool = True,
     ) -> ImagesResponse:
-        """Validate ``request`` for its model, generate, store every image, and answer as it asked."""
-        generation = self.produce(request, request_id=request_id, deadline=deadline, caller=caller, max_response_bytes=max_response_bytes)
+        """Validate ``request`` for its model, generate, store every image, and answer as it asked. With the answer
+        cache on (and ``use_cache``: no ``Cache-Control: no-cache``), an identical earlier generation of the same
+        caller and end user is answered from its stored images, with no provider call."""
+        plan = self.plan(request, max_response_bytes=max_response_bytes)
+        if self.cache is None or not use_cache:
+            generation = self.run(plan, request_id=request_id, deadline=deadline, caller=caller)
+            return self.respond(generation, max_response_bytes=max_response_bytes)
+        digest = cache_digest(plan, caller=caller)
+        if (hit := self.cache.get(digest)) is not None:
+            at = int(self.clock().timestamp())
+            self.meter.record_cached(plan, caller=caller, record_id=request_id, images=len(hit.images), size=plan.size, at=at)
+            return self.answer(hit.images, response_format=plan.response_format, created=hit.created, max_response_bytes=max_response_bytes)
+        generation = self.run(plan, request_id=request_id, deadline=deadline, caller=caller)
+        self.cache.put(digest, CachedImages(created=generation.created, images=generation.images, usage=generation.usage))
         return self.respond(generation, max_response_bytes=max_response_bytes)
 
     def from_inputs(
@@ -527,4 +543,14 @@ def get_service() -> ImageService:
         store=ImageStore(s3_client(), settings.images_bucket, margin_seconds=settings.response_margin_seconds),
         settings=settings,
         meter=meter_of(settings),
+        cache=answer_cache(settings),
     )
+
+
+def answer_cache(settings: Settings) -> AnswerCache | None:
+    """The answer cache of this deployment: on with CACHE_TTL_SECONDS (settings require the usage table then)."""
+    if not settings.cache_ttl_seconds or settings.usage_table is None:
+        return None
+    from imagegen.clients import dynamodb_client
+
+    return AnswerCache(dynamodb_client(), settings.usage_table, ttl_seconds=settings.cache_ttl_seconds)

@@ -102,6 +102,9 @@ class Settings(BaseModel):
     usage_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="USAGE_TABLE")
     # Monthly budgets per API key and per end user, a BUDGETS document as JSON (imagegen.usage.budget_document).
     budgets: Annotated[Json[BudgetsDocument] | None, Optional] = Field(default=None, validation_alias="BUDGETS")
+    # The answer cache (imagegen.usage.cache): an identical generation within this many seconds is answered from the
+    # stored images; 0 turns it off. At most 7 days, and it must stay shorter than the images' retention.
+    cache_ttl_seconds: int = Field(default=0, ge=0, le=7 * 86400, validation_alias="CACHE_TTL_SECONDS")
     # Callers (imagegen.auth.caller_scope ids, comma-separated) whose Usage API reads see every caller's usage.
     usage_admin_keys: Annotated[tuple[CallerId, ...], BeforeValidator(_comma_list)] = Field(default=(), validation_alias="USAGE_ADMIN_KEYS")
 
@@ -136,6 +139,8 @@ class Settings(BaseModel):
     def _budgets_need_the_table(self) -> Settings:
         if self.budgets is not None and self.usage_table is None:
             raise ValueError("BUDGETS is set but USAGE_TABLE is not: budgets are counted in the usage table")
+        if self.cache_ttl_seconds and self.usage_table is None:
+            raise ValueError("CACHE_TTL_SECONDS is set but USAGE_TABLE is not: the cache's entries are kept in the usage table")
         return self
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -86,6 +87,27 @@ class Meter:
         )
         self._write(record, charge.reservation)
         count_cost(record)
+        return record
+
+    def record_cached(self, plan: GenerationPlan, *, caller: str, record_id: str, images: int, size: str, at: int) -> UsageRecord:
+        """A request answered from the cache: recorded as ``cached``, at cost 0 (no provider was called), and not
+        counted against any budget."""
+        record = UsageRecord(
+            id=record_id,
+            at=at,
+            caller=caller,
+            end_user=plan.safety_identifier,
+            model=plan.model.id,
+            provider=plan.model.provider,
+            size=size,
+            quality=plan.quality,
+            images=images,
+            source=SOURCES[plan.operation],
+            cost_usd=Decimal(0),
+            cached=True,
+        )
+        self._write(record, None)
+        metrics.add_metric(name="CacheHits", unit=MetricUnit.Count, value=1)
         return record
 
     def _write(self, record: UsageRecord, reservation: Reservation | None) -> None:
