@@ -17,6 +17,7 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ import httpx
 import pytest
 
 from devtools.local import LocalStack
+from imagegen.auth import key_fingerprint
 from imagegen.streaming import iter_sse, split_lines
 from tests.e2e import test_streaming_e2e
 
@@ -281,7 +283,11 @@ def test_api_key_stays_in_the_tab_and_is_sent_as_a_bearer_token(browser, local_s
     submit(browser)
     wait_for_images(browser, 1)
     sent = js(browser, "return window.__sent")
-    assert [request["headers"].get("Authorization") for request in sent] == ["Bearer sk-playground-test"]
+    # The generation, and the usage reads (when the key changed and after the generation), all with the key.
+    assert {request["headers"].get("Authorization") for request in sent} == {"Bearer sk-playground-test"}
+    assert [request["url"] for request in sent if request["url"].endswith("/v1/images/generations")] == [
+        f"{local_stack.base_url}/v1/images/generations"
+    ]
     # The snippets name an environment variable; the key itself never appears on the page.
     curl = js(browser, "return document.querySelector('#snippet-curl code').textContent")
     python = js(browser, "return document.querySelector('#snippet-python code').textContent")
@@ -752,4 +758,217 @@ def test_a_deployment_that_cannot_stream_gets_the_same_request_without_it(browse
     assert control == {"value": "", "disabled": True, "hint": f"Not available here: {error['message']}", "errors": 0}
     curl, python = snippets(browser)
     assert '"stream"' not in curl and "stream=" not in python and curl.startswith("curl -s ")
+    assert policy_problems(browser) == []
+
+
+# --- this month's usage (GET v1/organization/usage/images) ---
+
+PRICED_KEY, OTHER_KEY, ADMIN_KEY = (f"sk-playground-{name}-{secrets.token_hex(8)}" for name in ("priced", "other", "admin"))
+
+
+@pytest.fixture(scope="module")
+def usage_stack(fake_openai, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A stack that records usage (a usage table in moto, as a stack with jobs has), requires API keys, serves the
+    fake OpenAI's models (priced by the token: a cost that is not 0) and lets ADMIN_KEY read every caller's usage."""
+    stack = LocalStack(
+        data_dir=tmp_path_factory.mktemp("usage-stack"),
+        port=0,
+        s3_port=0,
+        workers=1,
+        passthrough=(),
+        api_keys=[PRICED_KEY, OTHER_KEY, ADMIN_KEY],
+        extra_env={
+            "OPENAI_BASE_URL": fake_openai.base_url,
+            "OPENAI_API_KEY": "sk-fake-playground-usage",
+            "USAGE_ADMIN_KEYS": key_fingerprint(ADMIN_KEY),
+        },
+        stream_api=False,
+    )
+    with stack:
+        yield stack
+
+
+def month_start() -> int:
+    now = datetime.now(UTC)
+    return int(datetime(now.year, now.month, 1, tzinfo=UTC).timestamp())
+
+
+def api_usage(stack: LocalStack, key: str, **params: str) -> dict[str, Any]:
+    """This month's totals for ``key`` as the API answers them (every page), read here, not by the page."""
+    query: dict[str, str] = {"start_time": str(month_start()), "bucket_width": "1d", "limit": "31", **params}
+    totals: dict[str, Any] = {"images": 0, "requests": 0, "costs": []}
+    while True:
+        answer = httpx.get(
+            f"{stack.base_url}/v1/organization/usage/images", params=query, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        for result in (result for bucket in page["data"] for result in bucket["results"]):
+            totals["images"] += result["images"]
+            totals["requests"] += result["num_model_requests"]
+            totals["costs"].append(None if result["cost"] is None else result["cost"]["value"])
+        if not page["has_more"]:
+            return totals
+        query["page"] = page["next_page"]
+
+
+def usd_text(value: float) -> str:
+    """What the page shows for ``value`` USD: cents from $1, up to 4 decimals below (at least 2)."""
+    if 0 < value < 0.00005:
+        return "< $0.0001"
+    text = f"{value:,.{2 if value >= 1 else 4}f}"
+    whole, fraction = text.split(".")
+    return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def usage_panel(driver: WebDriver) -> dict[str, Any]:
+    panel: dict[str, Any] = js(
+        driver,
+        """const el = (id) => document.getElementById(id);
+           const panel = el('usage');
+           return {state: panel.dataset.state ?? null, hidden: panel.hidden, images: panel.dataset.images ?? null,
+                   requests: panel.dataset.requests ?? null, usd: panel.dataset.usd ?? null,
+                   shown: {images: el('usage-images').textContent, requests: el('usage-requests').textContent,
+                           cost: el('usage-cost').textContent},
+                   totals_hidden: el('usage-totals').hidden, note: el('usage-note').hidden ? null : el('usage-note').textContent,
+                   off: el('usage-off').hidden ? null : el('usage-off').textContent};""",
+    )
+    return panel
+
+
+def wait_for_usage(driver: WebDriver, **expected: Any) -> dict[str, Any]:
+    def matches() -> dict[str, Any] | None:
+        panel = usage_panel(driver)
+        return panel if all(panel[name] == value for name, value in expected.items()) else None
+
+    panel: dict[str, Any] = wait_for(driver, matches, f"the usage panel to show {expected}")
+    return panel
+
+
+def test_usage_panel_asks_for_a_key_the_gateway_refuses(browser, usage_stack) -> None:
+    browser.get(f"{usage_stack.base_url}/")
+    js(browser, "sessionStorage.clear()")
+    browser.get(f"{usage_stack.base_url}/")
+    panel = wait_for_usage(browser, state="key")
+    assert not panel["hidden"] and panel["totals_hidden"] and panel["images"] is None
+    assert panel["note"].startswith("An API key is needed to read usage: enter an API key (401: ")
+
+    js(browser, "sessionStorage.setItem('imagegen.apiKey', arguments[0])", "sk-playground-unknown")
+    browser.get(f"{usage_stack.base_url}/")
+    panel = wait_for_usage(browser, state="key")
+    assert panel["note"] == "An API key is needed to read usage: this key may not read it (403: Incorrect API key provided.)."
+    assert "sk-playground-unknown" not in js(browser, "return document.body.innerText")
+    js(browser, "sessionStorage.clear()")
+
+
+def test_usage_panel_counts_the_images_the_page_makes_and_their_cost(browser, usage_stack) -> None:
+    js(browser, "sessionStorage.setItem('imagegen.apiKey', arguments[0])", PRICED_KEY)
+    open_page(browser, usage_stack.base_url)
+    # A key of its own: nothing yet this month.
+    panel = wait_for_usage(browser, state="ok")
+    assert (panel["images"], panel["requests"], panel["usd"]) == ("0", "0", "0") and panel["shown"]["cost"] == "$0.00"
+    assert api_usage(usage_stack, PRICED_KEY)["images"] == 0
+
+    made = 0
+    for requests, n in enumerate((2, 1), start=1):
+        fill_form(browser, prompt=f"a lighthouse, take {requests}", model=FAKE_MODEL, size="1024x1024", n=str(n), response_format="url")
+        submit(browser)
+        wait_for_images(browser, n)
+        made += n
+        panel = wait_for_usage(browser, state="ok", images=str(made), requests=str(requests))
+
+    expected = api_usage(usage_stack, PRICED_KEY)
+    assert (expected["images"], expected["requests"]) == (made, 2)
+    assert None not in expected["costs"]
+    cost = sum(expected["costs"])
+    assert cost > 0, "the fake OpenAI reports tokens: the model's price makes a cost"
+    assert float(panel["usd"]) == pytest.approx(cost, abs=1e-9)
+    assert panel["shown"] == {"images": str(made), "requests": "2", "cost": usd_text(cost)}
+    assert PRICED_KEY not in js(browser, "return document.body.innerText")
+    assert policy_problems(browser) == []
+    js(browser, "sessionStorage.clear()")
+
+
+def test_usage_panel_shows_an_admin_key_its_own_usage_only(browser, usage_stack) -> None:
+    """ADMIN_KEY may read every caller's usage (USAGE_ADMIN_KEYS): the panel still shows this key's."""
+    other = httpx.post(
+        f"{usage_stack.base_url}/v1/images/generations",
+        json={"prompt": "another caller's fox", "model": FAKE_MODEL, "size": "1024x1024"},
+        headers={"Authorization": f"Bearer {OTHER_KEY}"},
+        timeout=60,
+    )
+    assert other.status_code == 200, other.text
+    js(browser, "sessionStorage.setItem('imagegen.apiKey', arguments[0])", ADMIN_KEY)
+    open_page(browser, usage_stack.base_url)
+    fill_form(browser, prompt="the admin's own heron", model=FAKE_MODEL, size="1024x1024", n="1", response_format="url")
+    submit(browser)
+    wait_for_images(browser, 1)
+    panel = wait_for_usage(browser, state="ok", images="1")
+
+    own = api_usage(usage_stack, ADMIN_KEY, api_key_ids=key_fingerprint(ADMIN_KEY))
+    everyone = api_usage(usage_stack, ADMIN_KEY)
+    assert own["images"] == 1 and everyone["images"] > own["images"]
+    assert panel["requests"] == str(own["requests"]) and float(panel["usd"]) == pytest.approx(sum(own["costs"]), abs=1e-9)
+    js(browser, "sessionStorage.clear()")
+
+
+def test_usage_panel_follows_next_page_and_says_when_a_cost_is_unknown(browser, usage_stack) -> None:
+    """The month in pages (a stub answers the usage reads: the real API gives a month in one page of 1d buckets),
+    one result with no price: the counts are summed over every page, the cost is "unknown", not a partial sum."""
+    pages = {
+        None: {"data": [{"results": [{"images": 4, "num_model_requests": 2, "cost": {"value": 1000.004, "currency": "usd"}}]}],
+               "has_more": True, "next_page": "p2"},
+        "p2": {"data": [{"results": []}, {"results": [{"images": 3, "num_model_requests": 3, "cost": None}]}],
+               "has_more": False, "next_page": None},
+    }  # fmt: skip
+    stub = f"""
+        const pages = {json.dumps({key or "": value for key, value in pages.items()})};
+        window.__usageReads = [];
+        const original = window.fetch;
+        window.fetch = async (url, init) => {{
+          const parsed = new URL(String(url));
+          if (!parsed.pathname.endsWith("/v1/organization/usage/images")) return original(url, init);
+          window.__usageReads.push(parsed.search);
+          const body = pages[parsed.searchParams.get("page") ?? ""];
+          const headers = {{"content-type": "application/json"}};
+          return new Response(JSON.stringify({{object: "page", ...body}}), {{status: 200, headers}});
+        }};"""
+    added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": stub})
+    try:
+        js(browser, "sessionStorage.setItem('imagegen.apiKey', arguments[0])", PRICED_KEY)
+        open_page(browser, usage_stack.base_url)
+        panel = wait_for_usage(browser, state="ok", images="7")
+        reads = [dict(httpx.QueryParams(search.lstrip("?"))) for search in js(browser, "return window.__usageReads")]
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": added["identifier"]})
+        js(browser, "sessionStorage.clear()")
+    first = {"start_time": str(month_start()), "bucket_width": "1d", "limit": "31", "api_key_ids": key_fingerprint(PRICED_KEY)}
+    assert reads == [first, first | {"page": "p2"}]
+    assert (panel["requests"], panel["usd"]) == ("5", "unknown")
+    assert panel["shown"] == {"images": "7", "requests": "5", "cost": "unknown"}
+    assert usd_text(1000.004) == "$1,000.00" and usd_text(0.0061) == "$0.0061" and usd_text(0) == "$0.00"
+
+
+def test_usage_panel_hides_itself_where_usage_is_not_recorded(browser, stream_stack) -> None:
+    """The streaming stack has no jobs backend, so no usage table: the API's 404 usage_not_recorded."""
+    answer = httpx.get(f"{stream_stack.base_url}/v1/organization/usage/images", params={"start_time": str(month_start())}, timeout=30)
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "usage_not_recorded"
+
+    open_page(browser, stream_stack.base_url)
+    panel = wait_for_usage(browser, state="off")
+    assert panel["hidden"] and panel["off"] == "This deployment does not record usage."
+    assert js(browser, "return getComputedStyle(document.getElementById('usage')).display") == "none"
+    # A generation still works, and the panel stays hidden: the page does not ask again.
+    js(
+        browser,
+        """window.__urls = [];
+           const original = window.fetch;
+           window.fetch = (url, init) => { window.__urls.push(new URL(String(url)).pathname); return original(url, init); };""",
+    )
+    fill_form(browser, prompt="a red fox", model="local", size="256x256", response_format="url")
+    submit(browser)
+    wait_for_images(browser, 1)
+    assert js(browser, "return window.__urls") == ["/v1/images/generations"]
+    panel = usage_panel(browser)
+    assert panel["hidden"] and panel["off"] == "This deployment does not record usage."
     assert policy_problems(browser) == []

@@ -3,6 +3,8 @@
 // With "Partial images" set, the request is `stream: true`: its server-sent events are read as they arrive and each
 // partial image is shown until the completed one replaces it; a deployment that cannot stream (its 400 names
 // `stream`, code unsupported_parameter) gets the same request without streaming, and the control is turned off.
+// "This month" sums the key's usage of the current UTC month from GET v1/organization/usage/images, read at load,
+// when the key changes and after each generation.
 // Plain DOM (no innerHTML: the page's CSP enforces Trusted Types), no framework, no build step.
 "use strict";
 
@@ -232,6 +234,7 @@
       busy = false;
       $("generate").disabled = false;
       $("generate").textContent = "Generate";
+      refreshUsage();
     }
   }
 
@@ -441,6 +444,107 @@
     }
   }
 
+  // ---- this month's usage (GET v1/organization/usage/images, OpenAI's Usage API shape plus `cost`) ----
+  const USAGE_PAGES = 12; // a month is one page of 1d buckets (limit 31); more would be a cursor that never ends
+  let usageRead = 0; // the latest read: an older one finishing later does not overwrite it
+  let usageRecorded = true; // false after the deployment's 404 usage_not_recorded: it will not start recording
+
+  // The caller's id as the API names it (imagegen.auth.caller_scope: "key-" and 16 hex of the key's SHA-256,
+  // "anonymous" without a key), to read only this key's usage even when the key may read every caller's
+  // (USAGE_ADMIN_KEYS). Null where WebCrypto is unavailable (not a secure context): the API's own scoping then.
+  async function callerId() {
+    if (!crypto.subtle) return null;
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(apiKey.value.trim() || "anonymous"));
+    const hex = [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+    return `key-${hex.slice(0, 16)}`;
+  }
+
+  function monthStart(now = new Date()) {
+    return Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) / 1000;
+  }
+
+  // Every bucket of the month, following next_page while has_more.
+  async function readUsage() {
+    const query = new URLSearchParams({ start_time: String(monthStart()), bucket_width: "1d", limit: "31" });
+    const id = await callerId();
+    if (id) query.append("api_key_ids", id);
+    const buckets = [];
+    for (let page = 0; page < USAGE_PAGES; page += 1) {
+      const response = await fetch(apiUrl(`v1/organization/usage/images?${query}`), { headers: headers(false) });
+      const body = await readJson(response);
+      if (!response.ok) return { response, body };
+      buckets.push(...(body.data ?? []));
+      if (!body.has_more || !body.next_page) return { buckets };
+      query.set("page", body.next_page);
+    }
+    throw new Error("the usage pages did not end");
+  }
+
+  // USD as a person reads it: cents from $1, up to 4 decimals below (an image can cost less than a cent).
+  function formatUsd(value) {
+    if (value > 0 && value < 0.00005) return "< $0.0001";
+    const digits = value >= 1 ? 2 : 4;
+    const format = { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: digits };
+    return new Intl.NumberFormat("en-US", format).format(value);
+  }
+
+  function usageTotals(buckets) {
+    const totals = { images: 0, requests: 0, usd: 0, priced: true };
+    for (const result of buckets.flatMap((bucket) => bucket.results ?? [])) {
+      totals.images += result.images ?? 0;
+      totals.requests += result.num_model_requests ?? 0;
+      if (result.cost == null) totals.priced = false;
+      else totals.usd += Number(result.cost.value);
+    }
+    return totals;
+  }
+
+  function showUsage(state, { totals, note } = {}) {
+    const panel = $("usage");
+    panel.hidden = state === "off";
+    $("usage-off").hidden = state !== "off";
+    panel.dataset.state = state;
+    $("usage-totals").hidden = !totals;
+    $("usage-note").hidden = !note;
+    $("usage-note").textContent = note ?? "";
+    if (!totals) {
+      for (const name of ["images", "requests", "usd"]) delete panel.dataset[name];
+      return;
+    }
+    panel.dataset.images = String(totals.images);
+    panel.dataset.requests = String(totals.requests);
+    panel.dataset.usd = totals.priced ? String(totals.usd) : "unknown";
+    $("usage-images").textContent = totals.images.toLocaleString("en-US");
+    $("usage-requests").textContent = totals.requests.toLocaleString("en-US");
+    const cost = $("usage-cost");
+    cost.textContent = totals.priced ? formatUsd(totals.usd) : "unknown";
+    cost.title = totals.priced ? `${totals.usd} USD` : "a request of this month had no price: a partial sum would read as a total";
+  }
+
+  async function refreshUsage() {
+    if (!usageRecorded) return;
+    const read = (usageRead += 1);
+    let answer;
+    try {
+      answer = await readUsage();
+    } catch (error) {
+      answer = { error };
+    }
+    if (read !== usageRead) return;
+    const { buckets, response, body, error } = answer;
+    if (buckets) {
+      showUsage("ok", { totals: usageTotals(buckets) });
+    } else if (response?.status === 404 && body?.error?.code === "usage_not_recorded") {
+      usageRecorded = false;
+      showUsage("off");
+    } else if (response?.status === 401 || response?.status === 403) {
+      const why = apiKey.value.trim() ? "this key may not read it" : "enter an API key";
+      showUsage("key", { note: `An API key is needed to read usage: ${why} (${errorMessage(response, body)}).` });
+    } else {
+      showUsage("error", { note: `Usage could not be read: ${response ? errorMessage(response, body) : error.message}` });
+    }
+  }
+
   // ---- errors next to the field the API names ----
   function fieldFor(param) {
     if (!param) return null;
@@ -580,6 +684,8 @@
   $("tab-curl").addEventListener("click", () => selectTab("curl"));
   $("tab-python").addEventListener("click", () => selectTab("python"));
   $("copy").addEventListener("click", copySnippet);
+  apiKey.addEventListener("change", refreshUsage);
 
   loadModels();
+  refreshUsage();
 })();
