@@ -17,7 +17,7 @@ Authorization, as template.yaml's ``AuthMode`` (environment of ``make local``):
 Usage (docs/usage.md): a stack with jobs (moto) records every generation in a usage table there, as the deployed
 ``UsageTable``; ``BUDGETS`` (the budgets document, JSON) and ``USAGE_ADMIN_KEYS`` (caller ids, ``python -m
 devtools.key_id <key>``) are passed through from the environment of ``make local`` like the template's parameters
-``Budgets`` and ``UsageAdminKeys`` set them.
+``Budgets`` and ``UsageAdminKeys`` set them, and so is ``CACHE_TTL_SECONDS`` (the answer cache, ``CacheTtlSeconds``).
 
 Streaming (docs/streaming.md): ``make local`` (``--stream-api``, the default; ``--no-stream-api`` turns it off) runs
 the API function under its streaming runtime loop (functions/api/bootstrap, runtime.py) behind a stream tap, and the
@@ -76,6 +76,7 @@ PASSTHROUGH_ENV = (
     "POWERTOOLS_LOG_LEVEL",
     "BUDGETS",
     "USAGE_ADMIN_KEYS",
+    "CACHE_TTL_SECONDS",
 )
 CURL_EXAMPLE = (
     "curl -s{auth} http://{host}:{port}/v1/images/generations -H 'content-type: application/json' "
@@ -89,10 +90,10 @@ ASYNC_EXAMPLE = (
 LOCAL_VISIBILITY_TIMEOUT = 5
 MAX_RECEIVE_COUNT = 3
 # What template.yaml does not give a function: the S3 trigger only queues (no table, no usage settings); the worker
-# records usage but never reads it (no admins).
+# records usage but never reads it (no admins) and runs jobs, which are never cached.
 NOT_IN_ENV = {
-    "s3_trigger": frozenset({"JOBS_TABLE", "IDEMPOTENCY_TABLE", "USAGE_TABLE", "BUDGETS", "USAGE_ADMIN_KEYS"}),
-    "worker": frozenset({"USAGE_ADMIN_KEYS"}),
+    "s3_trigger": frozenset({"JOBS_TABLE", "IDEMPOTENCY_TABLE", "USAGE_TABLE", "BUDGETS", "USAGE_ADMIN_KEYS", "CACHE_TTL_SECONDS"}),
+    "worker": frozenset({"USAGE_ADMIN_KEYS", "CACHE_TTL_SECONDS"}),
 }
 
 
@@ -463,27 +464,27 @@ def budgets_summary(document: BudgetsDocument) -> str:
     return summary + "".join(f"; {part}" for part in overrides if part)
 
 
-def usage_settings(environ: Mapping[str, str]) -> tuple[BudgetsDocument | None, tuple[str, ...]]:
-    """BUDGETS and USAGE_ADMIN_KEYS as the functions will read them at cold start (imagegen.settings); ValueError
-    naming the setting (and the field) when they would refuse them."""
+def usage_settings(environ: Mapping[str, str]) -> tuple[BudgetsDocument | None, tuple[str, ...], int]:
+    """BUDGETS, USAGE_ADMIN_KEYS and CACHE_TTL_SECONDS as the functions will read them at cold start
+    (imagegen.settings); ValueError naming the setting (and the field) when they would refuse them."""
     from pydantic import ValidationError
 
     from imagegen.settings import Settings
 
-    given = {name: environ[name] for name in ("BUDGETS", "USAGE_ADMIN_KEYS") if environ.get(name, "").strip()}
+    given = {name: environ[name] for name in ("BUDGETS", "USAGE_ADMIN_KEYS", "CACHE_TTL_SECONDS") if environ.get(name, "").strip()}
     try:
         settings = Settings.model_validate({"IMAGES_BUCKET": "imagegen-local", "USAGE_TABLE": "imagegen-usage", **given})
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors(include_input=False))
-        raise ValueError(f"BUDGETS or USAGE_ADMIN_KEYS would fail the functions' cold start: {problems}") from None
-    return settings.budgets, settings.usage_admin_keys
+        raise ValueError(f"BUDGETS, USAGE_ADMIN_KEYS or CACHE_TTL_SECONDS would fail the functions' cold start: {problems}") from None
+    return settings.budgets, settings.usage_admin_keys, settings.cache_ttl_seconds
 
 
 def usage_lines(stack: LocalStack) -> list[str]:
     """The banner's usage lines: whether generations are recorded, the budgets that apply and who reads all usage."""
     if stack.usage_table is None:
         return ["  usage     not recorded (no jobs backend: the usage table lives in moto)"]
-    budgets, admins = usage_settings(stack.env)
+    budgets, admins, cache_ttl = usage_settings(stack.env)
     return [
         f"  usage     recorded in DynamoDB table {stack.usage_table} (moto); read it: GET /v1/organization/usage/images",
         f"  budgets   {budgets_summary(budgets)} (BUDGETS)"
@@ -492,6 +493,9 @@ def usage_lines(stack: LocalStack) -> list[str]:
         f"  admins    {', '.join(admins)} see every caller's usage (USAGE_ADMIN_KEYS)"
         if admins
         else "  admins    none: each caller sees its own usage (USAGE_ADMIN_KEYS, ids from python -m devtools.key_id <key>)",
+        f"  cache     on: an identical generation within {cache_ttl} s is answered from its stored images (CACHE_TTL_SECONDS)"
+        if cache_ttl
+        else "  cache     off (CACHE_TTL_SECONDS)",
     ]
 
 

@@ -35,8 +35,8 @@ def _key(name: str) -> str:
     return f"sk-usage-{name}-{secrets.token_hex(10)}"
 
 
-ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE = (
-    _key(name) for name in ("admin", "alice", "bob", "capped", "crowded", "replayed", "queued", "node")
+ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE, CACHER = (
+    _key(name) for name in ("admin", "alice", "bob", "capped", "crowded", "replayed", "queued", "node", "cacher")
 )
 CAPPED_IMAGES, CROWDED_IMAGES, CROWD = 3, 4, 8
 BUDGETS = {
@@ -59,8 +59,9 @@ def usage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         s3_port=0,
         workers=4,  # four requests of the crowd in the functions at once, racing for the budget's last images
         passthrough=(),  # the stack's own settings only, never the developer's
-        api_keys=[ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE],
-        extra_env={"BUDGETS": json.dumps(BUDGETS), "USAGE_ADMIN_KEYS": key_fingerprint(ADMIN)},
+        api_keys=[ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE, CACHER],
+        # The answer cache on too (every test but the cache's sends each request once, or with an Idempotency-Key)
+        extra_env={"BUDGETS": json.dumps(BUDGETS), "USAGE_ADMIN_KEYS": key_fingerprint(ADMIN), "CACHE_TTL_SECONDS": "600"},
     )
     with stack:
         yield stack
@@ -130,7 +131,7 @@ def test_generations_and_an_edit_are_recorded_with_their_cost(usage_stack: Local
 
 def test_a_key_sees_its_own_usage_and_the_admin_key_sees_every_key(usage_stack: LocalStack) -> None:
     client(usage_stack, BOB).images.generate(model="local", prompt="a grey wolf", size="256x256", user="bob-user-1")
-    client(usage_stack, ALICE).images.generate(model="local", prompt="a red fox", size="256x256")
+    client(usage_stack, ALICE).images.generate(model="local", prompt="a red fox, again", size="256x256")
 
     bob = totals(usage(usage_stack, BOB, ["api_key_id", "user_id"]), "api_key_id", "user_id")
     everyone = totals(usage(usage_stack, ADMIN, ["api_key_id"]), "api_key_id")
@@ -234,3 +235,21 @@ def test_the_npm_sdk_reads_usage_through_its_admin_usage_call(usage_stack: Local
     assert report["buckets"] >= 1
     assert totals(report["results"], "model", "source") == {("local", "image.generation"): (2, 1)}
     assert all(zero_usd(result["cost"]) for result in report["results"]), report
+
+
+def test_a_cache_hit_is_recorded_at_no_cost_and_no_cache_generates_again(usage_stack: LocalStack) -> None:
+    sdk = client(usage_stack, CACHER)
+
+    def stored(answer: Any) -> tuple[int, str]:
+        return answer.created, str(httpx.URL(answer.data[0].url).path)
+
+    first = sdk.images.generate(model="local", prompt="a cached fox", size="256x256")
+    hit = sdk.images.generate(model="local", prompt="a cached fox", size="256x256")
+    fresh = sdk.images.generate(model="local", prompt="a cached fox", size="256x256", extra_headers={"Cache-Control": "no-cache"})
+
+    assert stored(hit) == stored(first)  # the same stored image, its URL signed again
+    assert stored(fresh)[1] != stored(first)[1]
+    # Three answers, three requests counted, all at the local model's 0 USD (a hit is never billed)
+    results = usage(usage_stack, CACHER, ["model"])
+    assert totals(results, "model") == {("local",): (3, 3)}
+    assert all(zero_usd(result["cost"]) for result in results), results

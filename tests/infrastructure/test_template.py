@@ -337,7 +337,7 @@ def test_api_function_touches_only_images_prefix_its_jobs_and_its_secret(resourc
     assert _granted(resources, "ApiFunction", "dynamodb:") == {
         "GetAtt:JobsTable.Arn": {"dynamodb:PutItem", "dynamodb:GetItem"},
         "GetAtt:IdempotencyTable.Arn": {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
-        "GetAtt:UsageTable.Arn": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"},
+        "GetAtt:UsageTable.Arn": {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:GetItem"},
     }
     # And it only sends to the jobs queue
     assert _granted(resources, "ApiFunction", "sqs:") == {"GetAtt:JobsQueue.Arn": {"sqs:SendMessage"}}

@@ -1,7 +1,7 @@
 """template.yaml's usage resources (issue #15, docs/usage.md): the usage table as the code keys it, the settings the
 generating functions get from its parameters, the Usage API's route, grants that the calls the usage code makes need
 (judged by the IAM evaluator the e2e tier uses, on the calls the real code makes) and nothing more, and the daily
-spend alarm on the metric the code publishes, only when asked for."""
+spend alarm on the metric the code publishes, only when asked for; the answer cache (CacheTtlSeconds) on the API."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from devtools.aws_calls import Call, resource_params
 from devtools.aws_local import create_usage_table
 from devtools.sam_template import load_template, sam_transform
 from imagegen.errors import InsufficientQuotaError
+from imagegen.options import StoredImage
 from imagegen.usage import table
 from imagegen.usage.budget_document import BudgetsDocument
 from imagegen.usage.budgets import BudgetGuard
+from imagegen.usage.cache import AnswerCache, CachedImages
 from imagegen.usage.ledger import UsageLedger
 from imagegen.usage.records import UsageRecord
 from tests.infrastructure.test_template import _condition
@@ -65,7 +67,7 @@ class _Recording:
 
 def _usage_calls() -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """What the usage code sends, by what it is doing: the budget reservation and its release, the record with its
-    counters and settlement (both generating functions), and the Usage API's read (the API function)."""
+    counters and settlement (both generating functions), the Usage API's read and the answer cache (the API)."""
     budgets = BudgetsDocument.model_validate({"per_key": {"images_per_month": 10, "usd_per_month": 5}, "per_user": {"images_per_month": 3}})
     client = _Recording()
     guard = BudgetGuard(client, LOCAL_TABLE, budgets)  # type: ignore[arg-type]
@@ -83,6 +85,13 @@ def _usage_calls() -> dict[str, list[tuple[str, dict[str, Any]]]]:
     steps["record"], client.calls = client.calls, []
     ledger.counters(CALLER, "1m", 1_780_000_000, 1_780_003_600)
     steps["read"], client.calls = client.calls, []
+    cache = AnswerCache(client, LOCAL_TABLE, ttl_seconds=600)  # type: ignore[arg-type]
+    cache.get("0" * 64)
+    cache.put(
+        "0" * 64,
+        CachedImages(created=1_780_000_000, images=(StoredImage(key="images/x/0.png", content_type="image/png", bytes=1),), usage=None),
+    )
+    steps["cache"], client.calls = client.calls, []
     return steps
 
 
@@ -121,9 +130,11 @@ def test_the_generating_functions_record_usage_and_get_the_budgets_and_the_api_i
         # Unset rather than "" when the parameter is empty (an empty BUDGETS would not be valid JSON)
         assert variables["BUDGETS"] == {"Fn::If": ["HasBudgets", {"Ref": "Budgets"}, {"Ref": "AWS::NoValue"}]}
     assert api["USAGE_ADMIN_KEYS"] == {"Fn::If": ["HasUsageAdminKeys", {"Ref": "UsageAdminKeys"}, {"Ref": "AWS::NoValue"}]}
-    # The worker never reads usage; the S3 trigger only queues (the worker generates and records the job)
-    assert "USAGE_ADMIN_KEYS" not in worker
-    assert not {"USAGE_TABLE", "BUDGETS", "USAGE_ADMIN_KEYS"} & set(trigger)
+    assert api["CACHE_TTL_SECONDS"] == {"Fn::If": ["HasAnswerCache", {"Ref": "CacheTtlSeconds"}, {"Ref": "AWS::NoValue"}]}
+    # The worker never reads usage nor the cache (jobs are not cached); the S3 trigger only queues (the worker
+    # generates and records the job)
+    assert not {"USAGE_ADMIN_KEYS", "CACHE_TTL_SECONDS"} & set(worker)
+    assert not {"USAGE_TABLE", "BUDGETS", "USAGE_ADMIN_KEYS", "CACHE_TTL_SECONDS"} & set(trigger)
     parameters = template["Parameters"]
     assert (parameters["Budgets"]["Type"], parameters["Budgets"]["Default"]) == ("String", "")
     assert (parameters["UsageAdminKeys"]["Type"], parameters["UsageAdminKeys"]["Default"]) == ("String", "")
@@ -134,21 +145,26 @@ def test_the_generating_functions_record_usage_and_get_the_budgets_and_the_api_i
     [
         ({}, {}),
         (
-            {"Budgets": '{"per_key": {"images_per_month": 4}}', "UsageAdminKeys": f"{CALLER},iam-fedcba9876543210"},
-            {"BUDGETS": '{"per_key": {"images_per_month": 4}}', "USAGE_ADMIN_KEYS": f"{CALLER},iam-fedcba9876543210"},
+            {"Budgets": '{"per_key": {"images_per_month": 4}}', "UsageAdminKeys": f"{CALLER},iam-fedcba9876543210", "CacheTtlSeconds": 600},
+            {
+                "BUDGETS": '{"per_key": {"images_per_month": 4}}',
+                "USAGE_ADMIN_KEYS": f"{CALLER},iam-fedcba9876543210",
+                "CACHE_TTL_SECONDS": 600,
+            },
         ),
     ],
 )
 def test_the_parameters_deploy_as_settings_the_code_accepts(
-    template: dict[str, Any], parameters: dict[str, str], expected: dict[str, str]
+    template: dict[str, Any], parameters: dict[str, Any], expected: dict[str, Any]
 ) -> None:
     from imagegen.settings import Settings
 
     deployed = sam_transform(template, parameters)["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
-    assert {name: deployed[name] for name in ("BUDGETS", "USAGE_ADMIN_KEYS") if name in deployed} == expected
+    assert {name: deployed[name] for name in ("BUDGETS", "USAGE_ADMIN_KEYS", "CACHE_TTL_SECONDS") if name in deployed} == expected
     settings = Settings.model_validate({"IMAGES_BUCKET": "bucket", "USAGE_TABLE": LOCAL_TABLE, **expected})
     assert settings.usage_admin_keys == tuple(expected.get("USAGE_ADMIN_KEYS", "").split(",") if expected else ())
     assert (settings.budgets is None) == ("BUDGETS" not in expected)
+    assert settings.cache_ttl_seconds == expected.get("CACHE_TTL_SECONDS", 0)
 
 
 def test_the_admin_keys_parameter_refuses_what_the_code_would_refuse_at_cold_start(template: dict[str, Any]) -> None:
@@ -179,7 +195,7 @@ def test_the_usage_route_is_secured_like_the_models_route(template: dict[str, An
 def test_the_usage_calls_the_code_makes_are_allowed_where_they_run_and_only_there(template: dict[str, Any]) -> None:
     # Given what the usage code sends (the real code, its client's answers left empty) and the deployment
     steps = _usage_calls()
-    assert {operation for calls in steps.values() for operation, _ in calls} == {"TransactWriteItems", "Query"}
+    assert {operation for calls in steps.values() for operation, _ in calls} == {"TransactWriteItems", "Query", "GetItem", "PutItem"}
     deployment = iam_eval.load_deployment(template=template)
 
     def denied(function: str, step: str) -> list[tuple[str, str]]:
@@ -194,6 +210,9 @@ def test_the_usage_calls_the_code_makes_are_allowed_where_they_run_and_only_ther
         assert denied(function, "record") == []
     assert denied("api", "read") == []
     assert denied("worker", "read") == [("dynamodb:Query", DEPLOYED_TABLE_ARN)]
+    # The cache answers synchronous generations only: the API's (the worker's jobs never read it)
+    assert denied("api", "cache") == []
+    assert denied("worker", "cache") == [("dynamodb:GetItem", DEPLOYED_TABLE_ARN)]
     assert {action for action, _ in denied("s3_trigger", "record")} == {"dynamodb:PutItem", "dynamodb:UpdateItem"}
 
 
@@ -210,6 +229,7 @@ def test_the_usage_grants_are_exactly_those_calls_on_the_usage_table(template: d
         ("api", "dynamodb:PutItem"),
         ("api", "dynamodb:UpdateItem"),
         ("api", "dynamodb:Query"),
+        ("api", "dynamodb:GetItem"),
         ("worker", "dynamodb:PutItem"),
         ("worker", "dynamodb:UpdateItem"),
     }
