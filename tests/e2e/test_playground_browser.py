@@ -821,6 +821,13 @@ def usd_text(value: float) -> str:
     return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
 
+def open_page_with_key(driver: WebDriver, base_url: str, key: str) -> None:
+    """The playground with ``key`` in the tab's sessionStorage of the page's origin before the page reads it."""
+    driver.get(f"{base_url}/")
+    js(driver, "sessionStorage.setItem('imagegen.apiKey', arguments[0])", key)
+    open_page(driver, base_url)
+
+
 def usage_panel(driver: WebDriver) -> dict[str, Any]:
     panel: dict[str, Any] = js(
         driver,
@@ -862,8 +869,7 @@ def test_usage_panel_asks_for_a_key_the_gateway_refuses(browser, usage_stack) ->
 
 
 def test_usage_panel_counts_the_images_the_page_makes_and_their_cost(browser, usage_stack) -> None:
-    js(browser, "sessionStorage.setItem('imagegen.apiKey', arguments[0])", PRICED_KEY)
-    open_page(browser, usage_stack.base_url)
+    open_page_with_key(browser, usage_stack.base_url, PRICED_KEY)
     # A key of its own: nothing yet this month.
     panel = wait_for_usage(browser, state="ok")
     assert (panel["images"], panel["requests"], panel["usd"]) == ("0", "0", "0") and panel["shown"]["cost"] == "$0.00"
@@ -885,6 +891,7 @@ def test_usage_panel_counts_the_images_the_page_makes_and_their_cost(browser, us
     assert float(panel["usd"]) == pytest.approx(cost, abs=1e-9)
     assert panel["shown"] == {"images": str(made), "requests": "2", "cost": usd_text(cost)}
     assert PRICED_KEY not in js(browser, "return document.body.innerText")
+    save_screenshot(browser, "playground-usage.png")
     assert policy_problems(browser) == []
     js(browser, "sessionStorage.clear()")
 
@@ -898,8 +905,7 @@ def test_usage_panel_shows_an_admin_key_its_own_usage_only(browser, usage_stack)
         timeout=60,
     )
     assert other.status_code == 200, other.text
-    js(browser, "sessionStorage.setItem('imagegen.apiKey', arguments[0])", ADMIN_KEY)
-    open_page(browser, usage_stack.base_url)
+    open_page_with_key(browser, usage_stack.base_url, ADMIN_KEY)
     fill_form(browser, prompt="the admin's own heron", model=FAKE_MODEL, size="1024x1024", n="1", response_format="url")
     submit(browser)
     wait_for_images(browser, 1)
@@ -935,8 +941,7 @@ def test_usage_panel_follows_next_page_and_says_when_a_cost_is_unknown(browser, 
         }};"""
     added = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": stub})
     try:
-        js(browser, "sessionStorage.setItem('imagegen.apiKey', arguments[0])", PRICED_KEY)
-        open_page(browser, usage_stack.base_url)
+        open_page_with_key(browser, usage_stack.base_url, PRICED_KEY)
         panel = wait_for_usage(browser, state="ok", images="7")
         reads = [dict(httpx.QueryParams(search.lstrip("?"))) for search in js(browser, "return window.__usageReads")]
     finally:
