@@ -12,7 +12,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -36,6 +36,13 @@ def deployed_url() -> str | None:
     return url.rstrip("/") or None
 
 
+def own_stack(tmp_path_factory: pytest.TempPathFactory, name: str, **options: Any) -> LocalStack:
+    """A local stack of a test's own, not started: free ports, data under a fresh temporary directory ``name``, and
+    none of the developer's settings passed through (never their OPENAI_API_KEY: tests run against the stack's own
+    providers); ``options`` as LocalStack takes them."""
+    return LocalStack(data_dir=tmp_path_factory.mktemp(name), port=0, s3_port=0, passthrough=(), **options)
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack | DeployedStack]:
     """The API under test, as ``.base_url`` (no trailing slash)."""
@@ -43,11 +50,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     if url is not None:
         yield DeployedStack(base_url=url)
         return
-    stack = LocalStack(
-        data_dir=tmp_path_factory.mktemp("local-stack"),
-        port=0,
-        s3_port=0,
-        passthrough=(),  # never the developer's OPENAI_API_KEY: tests run against the local provider
+    stack = own_stack(
+        tmp_path_factory,
+        "local-stack",
         access_key=f"e2e-{secrets.token_hex(4)}",
         secret_key=secrets.token_urlsafe(24),
         stream_api=os.environ.get("E2E_STREAM_API", "1") != "0",

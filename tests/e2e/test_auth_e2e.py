@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from devtools.local import LocalStack
+from tests.e2e.conftest import own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -18,9 +19,7 @@ KEY = "sk-imagegen-" + secrets.token_hex(12)
 
 @pytest.fixture(scope="module")
 def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(
-        data_dir=tmp_path_factory.mktemp("keyed"), port=0, s3_port=0, workers=1, passthrough=(), async_jobs=False, api_keys=[KEY]
-    )
+    stack = own_stack(tmp_path_factory, "keyed", workers=1, async_jobs=False, api_keys=[KEY])
     with stack:
         yield stack
 

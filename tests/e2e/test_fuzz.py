@@ -40,7 +40,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from devtools.local import LocalStack
-from tests.e2e.conftest import deployed_url
+from tests.e2e.conftest import deployed_url, own_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -131,11 +131,9 @@ def fuzz_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]
     run are not news)."""
     if deployed_url() is not None:
         pytest.skip("fuzzing needs the local stack (its S3 bucket is inspected)")
-    stack = LocalStack(
-        data_dir=tmp_path_factory.mktemp("fuzz-stack"),
-        port=0,
-        s3_port=0,
-        passthrough=(),
+    stack = own_stack(
+        tmp_path_factory,
+        "fuzz-stack",
         workers=2,
         async_jobs=False,
         access_key=f"fuzz-{secrets.token_hex(4)}",

@@ -18,6 +18,7 @@ from devtools.front import ApiGatewayFront
 from devtools.local import LocalStack, gateway_error_body
 from devtools.rie import Invocation
 from devtools.sigv4 import MISMATCH_MESSAGE, UNKNOWN_KEY_MESSAGE, SigV4Auth
+from tests.e2e.conftest import own_stack
 from tests.signing import signed_headers_at
 
 pytestmark = pytest.mark.e2e
@@ -33,12 +34,10 @@ MISSING_AUTHENTICATION = (
 
 @pytest.fixture(scope="module")
 def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(
-        data_dir=tmp_path_factory.mktemp("iam"),
-        port=0,
-        s3_port=0,
+    stack = own_stack(
+        tmp_path_factory,
+        "iam",
         workers=1,
-        passthrough=(),
         async_jobs=False,
         auth_mode="IAM",
         iam_credentials={ACCESS_KEY: SECRET},

@@ -28,6 +28,7 @@ from devtools.local import LocalStack
 from imagegen.auth import key_fingerprint
 from imagegen.streaming import iter_sse, split_lines
 from tests.e2e import test_streaming_e2e
+from tests.e2e.conftest import own_stack
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -713,12 +714,10 @@ def buffered_stack(local_stack, tmp_path_factory: pytest.TempPathFactory) -> Ite
     if isinstance(local_stack, LocalStack) and not local_stack.stream_api:
         yield local_stack
         return
-    stack = LocalStack(
-        data_dir=tmp_path_factory.mktemp("buffered-stack"),
-        port=0,
-        s3_port=0,
+    stack = own_stack(
+        tmp_path_factory,
+        "buffered-stack",
         workers=1,
-        passthrough=(),
         access_key=f"e2e-{secrets.token_hex(4)}",
         secret_key=secrets.token_urlsafe(24),
         async_jobs=False,
@@ -770,12 +769,10 @@ PRICED_KEY, OTHER_KEY, ADMIN_KEY = (f"sk-playground-{name}-{secrets.token_hex(8)
 def usage_stack(fake_openai, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A stack that records usage (a usage table in moto, as a stack with jobs has), requires API keys, serves the
     fake OpenAI's models (priced by the token: a cost that is not 0) and lets ADMIN_KEY read every caller's usage."""
-    stack = LocalStack(
-        data_dir=tmp_path_factory.mktemp("usage-stack"),
-        port=0,
-        s3_port=0,
+    stack = own_stack(
+        tmp_path_factory,
+        "usage-stack",
         workers=1,
-        passthrough=(),
         api_keys=[PRICED_KEY, OTHER_KEY, ADMIN_KEY],
         extra_env={
             "OPENAI_BASE_URL": fake_openai.base_url,

@@ -37,6 +37,7 @@ from openai.types import (
 from PIL import Image as PILImage
 
 from devtools.local import LocalStack
+from tests.e2e.conftest import own_stack
 from tests.e2e.test_edits_e2e import HEIGHT, WIDTH, assert_edit_of, left_half_mask, picture
 from tests.e2e.test_images_e2e import decode
 from tests.e2e.test_node_sdk_e2e import INSTALL_HINT, JS_DIR, pinned_sdk_version
@@ -60,12 +61,10 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def stream_stack(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -> Iterator[LocalStack]:
-    stack = LocalStack(
-        data_dir=tmp_path_factory.mktemp("stream-stack"),
-        port=0,
-        s3_port=0,
+    stack = own_stack(
+        tmp_path_factory,
+        "stream-stack",
         workers=1,
-        passthrough=(),  # never the developer's OpenAI settings: the fake's, below
         extra_env={"OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_API_KEY": "sk-fake-stream-e2e"},
         async_jobs=False,
         stream_api=True,

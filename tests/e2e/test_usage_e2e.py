@@ -27,6 +27,7 @@ from PIL import Image as PILImage
 
 from devtools.local import LocalStack
 from imagegen.auth import key_fingerprint
+from tests.e2e.conftest import own_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -53,12 +54,10 @@ STARTED = int(time.time()) - 60
 
 @pytest.fixture(scope="module")
 def usage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(
-        data_dir=tmp_path_factory.mktemp("usage"),
-        port=0,
-        s3_port=0,
+    stack = own_stack(
+        tmp_path_factory,
+        "usage",
         workers=4,  # four requests of the crowd in the functions at once, racing for the budget's last images
-        passthrough=(),  # the stack's own settings only, never the developer's
         api_keys=[ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE, CACHER],
         # The answer cache on too (every test but the cache's sends each request once, or with an Idempotency-Key)
         extra_env={"BUDGETS": json.dumps(BUDGETS), "USAGE_ADMIN_KEYS": key_fingerprint(ADMIN), "CACHE_TTL_SECONDS": "600"},
