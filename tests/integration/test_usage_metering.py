@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import pytest
 from functions.api import app
 from imagegen.auth import key_fingerprint
 from imagegen.deadline import Deadline
+from imagegen.errors import InsufficientQuotaError
 from imagegen.options import ImageGenerationRequest
 from imagegen.service import get_service
 from tests.conftest import load_event
@@ -204,3 +207,30 @@ def test_an_entry_expires_with_its_ttl(openai_env, usage_table, lambda_context, 
     time.sleep(1.2)
     assert generate(lambda_context, prompt="a fox, expiring")[0] == 200
     assert len(openai_env.requests) == 2
+
+
+def test_twenty_concurrent_requests_against_ten_images_generate_exactly_ten(openai_env, usage_table, moto_server, monkeypatch) -> None:
+    # the issue's own case, through the service (the S3 server, the fake OpenAI, moto's DynamoDB, each over HTTP):
+    # the reservation is the only thing between the requests and the provider
+    monkeypatch.setenv("BUDGETS", json.dumps({"per_key": {"images_per_month": 10}}))
+    service = get_service()
+    start = threading.Barrier(20)
+
+    def one(index: int) -> str:
+        start.wait()
+        try:
+            service.generate(
+                ImageGenerationRequest(prompt=f"a fox {index}", model=MINI, size="1024x1024", response_format="url"),
+                request_id=f"crowd-{index}",
+                deadline=Deadline.after(30),
+                caller=CALLER,
+            )
+        except InsufficientQuotaError:
+            return "refused"
+        return "generated"
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(one, range(20)))
+    assert outcomes.count("generated") == 10 and outcomes.count("refused") == 10
+    assert len(openai_env.requests) == 10  # no provider call for a refused one
+    assert budget_images(moto_server, usage_table) == 10 and len(records(moto_server, usage_table)) == 10
