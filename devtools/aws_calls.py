@@ -106,9 +106,14 @@ def naming_env(values: Iterable[Any], environ: Mapping[str, str]) -> dict[str, s
 
 
 def _flat_values(params: Mapping[str, Any]) -> Iterator[Any]:
+    """Every name in ``params`` as resource_params picked them, a transaction's table names included."""
     for value in params.values():
         if isinstance(value, list):
-            yield from value
+            for item in value:
+                if isinstance(item, Mapping):  # TransactItems: {kind: {"TableName": ...}}
+                    yield from (body.get("TableName") for body in item.values() if isinstance(body, Mapping))
+                else:
+                    yield item
         else:
             yield value
 
