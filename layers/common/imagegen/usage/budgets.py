@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from imagegen.errors import InsufficientQuotaError, QueueError
 from imagegen.observability import logger
 from imagegen.usage.budget_document import BudgetLimits, BudgetsDocument
-from imagegen.usage.table import TTL_ATTRIBUTE, budget_key
+from imagegen.usage.table import TTL_ATTRIBUTE, budget_key, number
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -183,19 +183,19 @@ class BudgetGuard:
     def _reserve_item(
         self, budget: _Budget, caller: str, end_user: str | None, month: str, images: int, usd: Decimal | None, expires: dict[str, str]
     ) -> TransactItem:
-        values: dict[str, Any] = {":images": _number(images), ":expires": expires}
+        values: dict[str, Any] = {":images": number(images), ":expires": expires}
         conditions = []
         if budget.limits.images_per_month is not None:
             conditions.append("(attribute_not_exists(images) OR images <= :images_room)")
-            values[":images_room"] = _number(budget.limits.images_per_month - images)
+            values[":images_room"] = number(budget.limits.images_per_month - images)
         if usd is not None:
-            values[":usd"] = _number(usd)
+            values[":usd"] = number(usd)
             if budget.limits.usd_per_month is not None:
                 conditions.append("(attribute_not_exists(usd) OR usd <= :usd_room)")
-                values[":usd_room"] = _number(budget.limits.usd_per_month - usd)
+                values[":usd_room"] = number(budget.limits.usd_per_month - usd)
         elif budget.limits.usd_per_month is not None:  # unpriced: nothing to reserve, but a spent budget stops it
             conditions.append("(attribute_not_exists(usd) OR usd < :usd_limit)")
-            values[":usd_limit"] = _number(budget.limits.usd_per_month)
+            values[":usd_limit"] = number(budget.limits.usd_per_month)
         update: dict[str, Any] = {
             "TableName": self._table,
             "Key": self._key(budget.kind, caller, end_user, month),
@@ -213,7 +213,7 @@ class BudgetGuard:
         if not adds:
             return []
         expression = "ADD " + ", ".join(f"{name} :{name}" for name in adds)
-        values = {f":{name}": _number(value) for name, value in adds.items()}
+        values = {f":{name}": number(value) for name, value in adds.items()}
         return [
             {
                 "Update": {
@@ -258,11 +258,6 @@ def _refusal(
         return InsufficientQuotaError(f"This request asks for {asked}, more than the whole monthly budget of {whose}: {amount}.")
     resets = month_end(now).strftime("%Y-%m-%dT%H:%M:%SZ")
     return InsufficientQuotaError(f"The monthly budget of {whose} is used up: {amount} per UTC month. It resets at {resets}.")
-
-
-def _number(value: Decimal | int) -> dict[str, str]:
-    """A DynamoDB number, written out in full (no exponent) and never ``-0``."""
-    return {"N": "0" if value == 0 else str(value) if isinstance(value, int) else format(value, "f")}
 
 
 def _read(item: Mapping[str, Any], name: str) -> Decimal:

@@ -150,7 +150,7 @@ class UsageLedger:
             counts |= {"image_out": record.tokens.image_out, "text_out": record.tokens.text_out}
             item["tokens"] = {"M": {name: {"N": str(count)} for name, count in counts.items()}}
         if record.cost_usd is not None:
-            item["cost_usd"] = {"N": str(record.cost_usd)}
+            item["cost_usd"] = table.number(record.cost_usd)
         return {
             "Put": {
                 "TableName": self._table,
@@ -175,7 +175,7 @@ class UsageLedger:
             adds.append("#unpriced :one")
         else:
             names["#cost"] = "cost_usd"
-            values[":cost"] = {"N": str(record.cost_usd)}
+            values[":cost"] = table.number(record.cost_usd)
             adds.append("#cost :cost")
         updates: list[TransactItem] = []
         for scope in dict.fromkeys((record.caller, table.ALL_CALLERS)):

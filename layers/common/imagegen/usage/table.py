@@ -15,6 +15,7 @@ cache entry             ``cache#<request digest>``                       ``cache
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 PK = "pk"
@@ -45,3 +46,8 @@ def budget_key(kind: Literal["key", "user"], caller: str, month: str, end_user: 
 
 def cache_key(digest: str) -> dict[str, str]:
     return {PK: f"cache#{digest}", SK: "cache"}
+
+
+def number(value: Decimal | int) -> dict[str, str]:
+    """A DynamoDB number, written out in full (no exponent) and never ``-0``."""
+    return {"N": "0" if value == 0 else str(value) if isinstance(value, int) else format(value, "f")}
