@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.aws_local import create_job_resources
+from devtools.aws_local import MotoServer, create_job_resources
 from devtools.poller import WORKER_MAPPING, SqsPoller, sqs_event, template_batch_size
 from devtools.sam_template import load_template, sam_transform
 from functions.worker import app as worker
@@ -35,6 +35,14 @@ pytestmark = pytest.mark.integration
 # The longest one image request may take at the provider: OpenAI's image generation guide says complex prompts to
 # GPT image models "may take up to 2 minutes" (Limitations: latency). Not verifiable offline; a number to revisit.
 LONGEST_PROVIDER_SECONDS = 120
+
+
+@pytest.fixture(scope="module")
+def moto_server(tmp_path_factory: pytest.TempPathFactory):
+    """A moto server of this module's own: moto_visible_at reads moto's whole state (/moto-api/data.json), which on
+    the session's server holds every table and message of the integration tier and took over 10 s to dump in CI."""
+    with MotoServer(tmp_path_factory.mktemp("moto-fairness") / "moto.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
