@@ -25,9 +25,9 @@ from imagegen.providers.openai import (
     build_request_body,
     openai_endpoint,
     parse_images,
-    retry_delay,
     status_error,
 )
+from imagegen.providers.upstream import retry_delay
 from imagegen.registry import build_registry
 from imagegen.specs import GifRule, catalog
 

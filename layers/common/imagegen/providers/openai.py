@@ -15,9 +15,6 @@ import base64
 import binascii
 import contextlib
 import json
-import math
-import random
-import re
 import socket
 import threading
 import time
@@ -30,28 +27,17 @@ import httpx
 
 from imagegen.deadline import Deadline
 from imagegen.errors import (
-    ContentPolicyError,
     ImageGenError,
     InvalidRequestError,
-    ProviderConfigurationError,
     ProviderError,
     ProviderTimeoutError,
-    RateLimitError,
 )
-from imagegen.observability import logger, tracer
+from imagegen.observability import tracer
 from imagegen.planning import GenerationPlan, Operation
 from imagegen.providers.base import ProviderImage, ProviderPartial, ProviderResult
+from imagegen.providers.upstream import MAX_RETRIES, Call, Upstream, error_for, retry_after
 from imagegen.streaming import iter_sse, split_lines
 
-# Error codes OpenAI uses when its safety system refuses a prompt or an output.
-CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
-CONNECT_TIMEOUT_SECONDS = 5.0
-# Retries within the request's deadline (the OpenAI SDK's defaults: 2 retries, 0.5 s doubling, 8 s at most).
-MAX_RETRIES = 2
-BACKOFF_BASE_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 8.0
-# A retry is only worth it if an attempt still fits after the wait.
-MIN_ATTEMPT_SECONDS = 1.0
 # The path of each operation this provider can ask for, under the base URL (OpenAI) or the deployment (Azure).
 PATHS: dict[Operation, str] = {"generation": "images/generations", "edit": "images/edits"}
 
@@ -192,26 +178,6 @@ def _add_field(fields: dict[str, str], name: str, value: Any) -> None:
         fields[name] = str(value)
 
 
-def _retry_after(response: httpx.Response) -> dict[str, str]:
-    """Retry-After in whole seconds, from ``retry-after-ms`` or ``retry-after`` (seconds)."""
-    milliseconds = response.headers.get("retry-after-ms")
-    seconds = response.headers.get("retry-after")
-    try:
-        value = float(milliseconds) / 1000 if milliseconds else float(seconds) if seconds else None
-    except ValueError:
-        value = None
-    return {"Retry-After": str(max(1, math.ceil(value)))} if value is not None else {}
-
-
-# Anything shaped like an API key (OpenAI "sk-...", or a bearer token) in a provider's message: a provider or a proxy
-# behind OPENAI_BASE_URL may echo (part of) the server's key, and provider messages reach clients.
-_KEY_LIKE = re.compile(r"\b(sk|rk|pk|key)[-_][A-Za-z0-9*._-]{4,}|Bearer\s+\S+", re.IGNORECASE)
-
-
-def redact_keys(message: str) -> str:
-    return _KEY_LIKE.sub("[redacted]", message)
-
-
 def _error_fields(response: httpx.Response) -> dict[str, Any]:
     try:
         error = response.json().get("error")
@@ -222,7 +188,7 @@ def _error_fields(response: httpx.Response) -> dict[str, Any]:
 
 def status_error(response: httpx.Response) -> ImageGenError:
     """The one table from an upstream HTTP status to our error."""
-    return error_for(response.status_code, _error_fields(response), retry_after=_retry_after(response))
+    return error_for(response.status_code, _error_fields(response), retry_after=retry_after(response))
 
 
 # The HTTP status OpenAI answers each error type with (platform.openai.com/docs/guides/error-codes), for an error that
@@ -244,43 +210,6 @@ def stream_error(error: dict[str, Any]) -> ImageGenError:
     """An ``error`` event's error object, through the same table as an HTTP error of its type (else a 500's)."""
     kind = error.get("type")
     return error_for(STREAM_ERROR_STATUS.get(kind, 500) if isinstance(kind, str) else 500, error)
-
-
-def error_for(status: int, error: dict[str, Any], *, retry_after: dict[str, str] | None = None) -> ImageGenError:
-    """Our error for an upstream status and OpenAI error object."""
-    code = error.get("code") if isinstance(error.get("code"), str) else None
-    message = redact_keys(str(error.get("message") or f"HTTP {status}"))
-    if status == 400 and code in CONTENT_POLICY_CODES:
-        return ContentPolicyError(f"The provider refused the request: {message}", param="prompt", code=code)
-    if status == 400:
-        param = error.get("param") if isinstance(error.get("param"), str) else None
-        return InvalidRequestError(message, param=param, code=code)
-    # What no retry can fix until the operator acts: a configuration error (x-should-retry: false, never retried).
-    if status in (401, 403):
-        return ProviderConfigurationError(
-            f"The image provider refused this server's credentials (HTTP {status}): the deployment's provider API key "
-            "is wrong or lacks access to the model. This is not a problem with your request; contact the operator.",
-            code="provider_auth_failed",
-        )
-    if status == 404:
-        return ProviderConfigurationError(
-            "The image provider does not offer this deployment's model or endpoint (HTTP 404): the model is not enabled "
-            "for its account, or the deployment or base URL is wrong. This is not a problem with your request; contact "
-            "the operator.",
-            code="provider_model_unavailable",
-        )
-    if status == 429 and code == "insufficient_quota":
-        return ProviderConfigurationError(
-            "The provider account of this deployment has run out of quota; contact the operator.", code="provider_quota_exceeded"
-        )
-    if status == 429:
-        return RateLimitError(
-            "The image provider is rate limiting this deployment; retry after the time in Retry-After.",
-            headers=retry_after or {},
-        )
-    if status >= 500:
-        return ProviderError(f"The image provider failed (HTTP {status}); try again later.")
-    return ProviderError(f"The image provider answered HTTP {status}: {message}")
 
 
 def preview_refusal(plan: GenerationPlan, error: ImageGenError) -> ImageGenError:
@@ -313,23 +242,6 @@ def parse_images(response: httpx.Response, n: int) -> ProviderResult:
     return ProviderResult(images=images, usage=usage if isinstance(usage, dict) else None)
 
 
-def retry_delay(response: httpx.Response | None, error: ImageGenError, attempt: int) -> float | None:
-    """Seconds to wait before trying again, or None when another attempt cannot help. Like the OpenAI SDK:
-    connection failures, 408, 409, 429 (not out-of-quota) and 5xx retry, honouring Retry-After; else exponential
-    backoff with jitter."""
-    if not error.retryable:
-        return None
-    if response is not None:
-        status = response.status_code
-        if not (status in (408, 409) or status >= 500 or isinstance(error, RateLimitError)):
-            return None
-        asked = error.headers.get("Retry-After")
-        if asked is not None:
-            return float(asked)
-    backoff: float = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0**attempt)
-    return backoff * random.uniform(0.75, 1.25)
-
-
 class OpenAIProvider:
     def __init__(
         self,
@@ -341,22 +253,25 @@ class OpenAIProvider:
         max_retries: int = MAX_RETRIES,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._client = client
         if endpoint is None:
             if base_url is None:
                 raise ValueError("OpenAIProvider needs a base_url or an endpoint style")
             endpoint = openai_endpoint(base_url)
         self._endpoint = endpoint
-        self._api_key = api_key
-        self._max_retries = max_retries
-        self._sleep = sleep
+        auth_headers = endpoint.auth_headers
+        self._upstream = Upstream(
+            client, auth_headers=lambda: auth_headers(api_key()), error_of=status_error, max_retries=max_retries, sleep=sleep
+        )
+
+    def _send(self, plan: GenerationPlan, payload: Payload, deadline: Deadline, *, stream: bool = False) -> httpx.Response:
+        call = Call("POST", self._endpoint.url(plan), json=payload.json, data=payload.data, files=payload.files)
+        return self._upstream.send(call, deadline, stream=stream, refine=lambda error: preview_refusal(plan, error))
 
     @tracer.capture_method(capture_response=False)
     def generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
         """One call (a generation or an edit), retried while the deadline leaves room for the wait and another
         attempt; the last error otherwise (a 429 keeps its Retry-After for the client)."""
-        payload = build_payload(plan, send_model=self._endpoint.send_model)
-        response = self._with_retries(plan, lambda: self._attempt(self._endpoint.url(plan), payload, deadline), deadline)
+        response = self._send(plan, build_payload(plan, send_model=self._endpoint.send_model), deadline)
         return parse_images(response, plan.n)
 
     def stream(self, plan: GenerationPlan, deadline: Deadline) -> Iterator[ProviderPartial | ProviderResult]:
@@ -365,8 +280,7 @@ class OpenAIProvider:
         images as one result (one completed event per image, in order). An ``error`` event raises our error for it;
         the deadline bounds the whole stream (a stalled read is cut at it). A 200 with a JSON body (a server that
         does not stream) is read as :meth:`generate` reads it."""
-        payload = build_stream_payload(plan, send_model=self._endpoint.send_model)
-        response = self._with_retries(plan, lambda: self._attempt(self._endpoint.url(plan), payload, deadline, stream=True), deadline)
+        response = self._send(plan, build_stream_payload(plan, send_model=self._endpoint.send_model), deadline, stream=True)
         with _cut_at(response, deadline) as expired:
             try:
                 if "text/event-stream" not in response.headers.get("content-type", ""):
@@ -388,53 +302,6 @@ class OpenAIProvider:
             finally:
                 response.close()
         yield _completed_result(completed, plan.n)
-
-    def _with_retries(
-        self,
-        plan: GenerationPlan,
-        attempt_once: Callable[[], tuple[httpx.Response | None, ImageGenError | None]],
-        deadline: Deadline,
-    ) -> httpx.Response:
-        for attempt in range(self._max_retries + 1):
-            response, error = attempt_once()
-            if error is None and response is not None:
-                return response
-            assert error is not None
-            error = preview_refusal(plan, error)
-            delay = retry_delay(response, error, attempt)
-            if delay is None or attempt == self._max_retries or deadline.remaining() < delay + MIN_ATTEMPT_SECONDS:
-                raise error
-            logger.info("retrying the image provider", extra={"attempt": attempt + 1, "delay": round(delay, 2), "code": error.code})
-            self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
-
-    def _attempt(
-        self, url: str, payload: Payload, deadline: Deadline, *, stream: bool = False
-    ) -> tuple[httpx.Response | None, ImageGenError | None]:
-        """One request; streamed, the response is open (its body unread) when it is a success."""
-        remaining = deadline.require("call the image provider")
-        timeout = httpx.Timeout(remaining, connect=min(CONNECT_TIMEOUT_SECONDS, remaining))
-        try:
-            headers = self._endpoint.auth_headers(self._api_key())
-            if stream:
-                request = self._client.build_request(
-                    "POST", url, json=payload.json, data=payload.data, files=payload.files, headers=headers, timeout=timeout
-                )
-                response = self._client.send(request, stream=True)
-                if response.is_error:
-                    response.read()  # the error body, for the status table
-                    response.close()
-            else:
-                response = self._client.post(
-                    url, json=payload.json, data=payload.data, files=payload.files, headers=headers, timeout=timeout
-                )
-        except httpx.TimeoutException as exc:
-            raise ProviderTimeoutError(f"The image provider did not answer within {remaining:.1f} s.") from exc
-        except httpx.TransportError as exc:
-            error = ProviderError("The image provider could not be reached.", code="provider_unreachable")
-            error.__cause__ = exc
-            return None, error
-        return response, (status_error(response) if response.is_error else None)
 
 
 class _cut_at:  # noqa: N801 - used as a context manager, like contextlib's lowercase ones
