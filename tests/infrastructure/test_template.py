@@ -357,6 +357,15 @@ def test_api_function_touches_only_images_prefix_its_jobs_and_its_secret(resourc
             "Action": "secretsmanager:GetSecretValue",
             "Resource": {"Ref": "AzureOpenAIApiKeySecretArn"},
         },
+        *(
+            {
+                "Sid": f"Read{name}ApiKey",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": {"Ref": f"{name}ApiKeySecretArn"},
+            }
+            for name in KEYED_PROVIDERS.values()
+        ),
     ]
     (conditional,) = (p for p in _props(resources, "ApiFunction")["Policies"] if p.get("Fn::If", [None])[0] == "HasOpenAIKey")
     assert conditional["Fn::If"][2] == {"Ref": "AWS::NoValue"}
@@ -590,6 +599,31 @@ def test_every_function_reads_the_openai_secret_only_when_configured(resources: 
                 "Resource": {"Ref": "OpenAIApiKeySecretArn"},
             }
         ], name
+
+
+# The providers served over httpx with a key of their own: setting prefix -> template name.
+KEYED_PROVIDERS = {"GOOGLE": "Google", "BFL": "Bfl", "STABILITY": "Stability"}
+
+
+@pytest.mark.parametrize(("variable", "name"), KEYED_PROVIDERS.items())
+def test_every_function_reads_a_keyed_providers_secret_only_when_configured(resources: dict[str, Any], variable: str, name: str) -> None:
+    for function in GENERATORS:
+        props = _props(resources, function)
+        (conditional,) = (p for p in props["Policies"] if isinstance(p, dict) and p.get("Fn::If", [None])[0] == f"Has{name}Key")
+        _, when_set, when_unset = conditional["Fn::If"]
+        assert when_unset == {"Ref": "AWS::NoValue"}, function
+        assert when_set["Statement"] == [
+            {
+                "Sid": f"Read{name}ApiKey",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": {"Ref": f"{name}ApiKeySecretArn"},
+            }
+        ], function
+        variables = props["Environment"]["Variables"]
+        assert variables[f"{variable}_API_KEY_SECRET_ARN"] == {
+            "Fn::If": [f"Has{name}Key", {"Ref": f"{name}ApiKeySecretArn"}, {"Ref": "AWS::NoValue"}]
+        }, function
 
 
 def test_every_function_reads_the_azure_openai_secret_only_when_configured_and_gets_its_settings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -133,6 +134,20 @@ def azure_openai_api_key() -> str:
         settings.azure_openai_api_key_secret_arn,
         "AZURE_OPENAI_API_KEY or AZURE_OPENAI_API_KEY_SECRET_ARN",
     )
+
+
+def keyed_provider_api_key(provider: str) -> Callable[[], str]:
+    """The key of a provider served over httpx with a key of its own (``google``, ``bfl``, ``stability``): read on each
+    call, from ``<PROVIDER>_API_KEY`` locally or its Secrets Manager secret (cached, so a rotated key is picked up
+    within SECRET_MAX_AGE_SECONDS)."""
+    variable = f"{provider.upper()}_API_KEY"
+
+    def key() -> str:
+        settings = get_settings()
+        value: SecretStr | None = getattr(settings, f"{provider}_api_key")
+        return _provider_key(value, getattr(settings, f"{provider}_api_key_secret_arn"), f"{variable} or {variable}_SECRET_ARN")
+
+    return key
 
 
 # A Bedrock image call takes seconds to a minute; the request's deadline (not the socket) bounds each call. The

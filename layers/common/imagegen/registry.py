@@ -14,9 +14,17 @@ from imagegen.options import ImageGenerationRequest
 from imagegen.planning import GenerationPlan, allowed, plan
 from imagegen.registry_document import RegistryDocument
 from imagegen.settings import Settings
-from imagegen.specs import BEDROCK_GEO_PREFIXES, ModelSpec, azure_models, catalog, catalog_spec
+from imagegen.specs import BEDROCK_GEO_PREFIXES, ModelSpec, ProviderName, azure_models, catalog, catalog_spec
 
 PARAMETER_MAX_AGE_SECONDS = 300
+# Providers served over httpx with a key of their own, and what their key is called in an error.
+KEYED_PROVIDERS: tuple[ProviderName, ...] = ("google", "bfl", "stability")
+KEY_NAMES: Mapping[str, str] = {
+    "openai": "OpenAI key",
+    "google": "Google API key (GOOGLE_API_KEY)",
+    "bfl": "Black Forest Labs key (BFL_API_KEY)",
+    "stability": "Stability AI key (STABILITY_API_KEY)",
+}
 
 
 class ModelRegistry:
@@ -103,22 +111,27 @@ def build_registry(
     bedrock_models: Sequence[str] = (),
     document: RegistryDocument | None = None,
     azure_deployments: Mapping[str, str] | None = None,
+    keyed_providers: Iterable[ProviderName] = (),
 ) -> ModelRegistry:
     """The registry of this deployment. With a registry document: exactly the models it lists (OpenAI's need a key).
     Without: the local model always, OpenAI's when a key is configured, Bedrock's when enabled (all of them, or those
     in ``bedrock_models``); the default is ``default_model``, else OpenAI's default in the catalog, else the first
     Azure or Bedrock model, else local. Azure OpenAI models (``azure/<id>``, one per configured deployment) are
-    served in either case."""
+    served in either case. Google's, Black Forest Labs' and Stability AI's models (``keyed_providers``: those whose
+    key is configured) are served like OpenAI's."""
     known = catalog()
     azure = azure_models(azure_deployments or {})
+    keyed = frozenset(keyed_providers) | ({"openai"} if openai_enabled else set())
     if document is not None:
         specs = (*document.specs(), *azure)
-        needs_key = [spec.id for spec in specs if spec.provider == "openai"]
-        if needs_key and not openai_enabled:
-            raise ValueError(f"the model registry lists {needs_key} but no OpenAI key is configured")
+        for provider in ("openai", *KEYED_PROVIDERS):
+            needs_key = [spec.id for spec in specs if spec.provider == provider]
+            if needs_key and provider not in keyed:
+                raise ValueError(f"the model registry lists {needs_key} but no {KEY_NAMES[provider]} is configured")
         return ModelRegistry(specs, default_model or document.default_model or specs[0].id)
     bedrock = _bedrock_models(bedrock_models) if bedrock_models else known.of("bedrock") if bedrock_enabled else ()
-    models = (*known.of("local"), *(known.of("openai") if openai_enabled else ()), *azure, *bedrock)
+    others = tuple(spec for provider in KEYED_PROVIDERS if provider in keyed for spec in known.of(provider))
+    models = (*known.of("local"), *(known.of("openai") if openai_enabled else ()), *azure, *bedrock, *others)
     first = azure[0].id if azure else bedrock[0].id if bedrock else known.defaults["local"]
     fallback = known.defaults["openai"] if openai_enabled else first
     return ModelRegistry(models, default_model or fallback)
@@ -146,4 +159,5 @@ def deployment_registry(settings: Settings) -> ModelRegistry:
         bedrock_models=settings.bedrock_models,
         document=read_registry_document(settings),
         azure_deployments=settings.azure_openai_deployments,
+        keyed_providers=settings.keyed_providers,
     )

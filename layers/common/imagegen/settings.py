@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, Json, SecretStr, field_validator, model_validator
 
 from imagegen.registry_document import RegistryDocument
-from imagegen.specs import azure_models
+from imagegen.specs import ProviderName, azure_models
 from imagegen.usage.budget_document import BudgetsDocument, CallerId
 
 
@@ -30,6 +30,8 @@ Optional = BeforeValidator(_blank_is_none)
 # The latest GA data-plane api-version of Azure OpenAI with image generation (DALL-E 3); gpt-image-1 deployments may
 # need a newer preview version, set with AZURE_OPENAI_API_VERSION.
 AZURE_OPENAI_DEFAULT_API_VERSION = "2024-10-21"
+
+GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 
 # Lambda answers a synchronous invoke with at most 6 MB (the API Gateway proxy JSON included).
 LAMBDA_SYNC_RESPONSE_LIMIT = 6 * 1024 * 1024
@@ -82,6 +84,18 @@ class Settings(BaseModel):
     azure_openai_deployments: Annotated[Json[dict[str, str]] | None, Optional] = Field(
         default=None, validation_alias="AZURE_OPENAI_DEPLOYMENTS"
     )
+    # Google (the Gemini API: Gemini image models and Imagen), Black Forest Labs (FLUX) and Stability AI (its platform
+    # API): each is served when its key is configured, in the environment locally or as a Secrets Manager secret
+    # deployed; the base URL points tests at a fake server (plain http only on loopback).
+    google_api_key: Annotated[SecretStr | None, Optional] = Field(default=None, validation_alias="GOOGLE_API_KEY")
+    google_api_key_secret_arn: Annotated[str | None, Optional] = Field(default=None, validation_alias="GOOGLE_API_KEY_SECRET_ARN")
+    google_base_url: HttpUrl = Field(default=HttpUrl(GOOGLE_BASE_URL), validation_alias="GOOGLE_BASE_URL")
+    bfl_api_key: Annotated[SecretStr | None, Optional] = Field(default=None, validation_alias="BFL_API_KEY")
+    bfl_api_key_secret_arn: Annotated[str | None, Optional] = Field(default=None, validation_alias="BFL_API_KEY_SECRET_ARN")
+    bfl_base_url: HttpUrl = Field(default=HttpUrl("https://api.bfl.ai/v1"), validation_alias="BFL_BASE_URL")
+    stability_api_key: Annotated[SecretStr | None, Optional] = Field(default=None, validation_alias="STABILITY_API_KEY")
+    stability_api_key_secret_arn: Annotated[str | None, Optional] = Field(default=None, validation_alias="STABILITY_API_KEY_SECRET_ARN")
+    stability_base_url: HttpUrl = Field(default=HttpUrl("https://api.stability.ai"), validation_alias="STABILITY_BASE_URL")
     # Asynchronous jobs (Prefer: respond-async, the SQS worker): both set, or async requests run synchronously.
     jobs_table: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_TABLE")
     jobs_queue_url: Annotated[str | None, Optional] = Field(default=None, validation_alias="JOBS_QUEUE_URL")
@@ -108,13 +122,13 @@ class Settings(BaseModel):
     # Callers (imagegen.auth.caller_scope ids, comma-separated) whose Usage API reads see every caller's usage.
     usage_admin_keys: Annotated[tuple[CallerId, ...], BeforeValidator(_comma_list)] = Field(default=(), validation_alias="USAGE_ADMIN_KEYS")
 
-    @field_validator("azure_openai_endpoint")
+    @field_validator("azure_openai_endpoint", "google_base_url", "bfl_base_url", "stability_base_url")
     @classmethod
     def _https_endpoint(cls, value: HttpUrl | None) -> HttpUrl | None:
         # Plain http only on loopback (a fake server in tests): the key must never cross a network in the clear.
         loopback = value is not None and value.scheme == "http" and value.host in ("127.0.0.1", "localhost", "::1")
         if value is not None and value.scheme != "https" and not loopback:
-            raise ValueError("AZURE_OPENAI_ENDPOINT must be an https URL, e.g. https://my-resource.openai.azure.com")
+            raise ValueError(f"{value} must be an https URL (plain http is taken on loopback only)")
         return value
 
     @model_validator(mode="after")
@@ -154,6 +168,17 @@ class Settings(BaseModel):
     @property
     def openai_enabled(self) -> bool:
         return self.openai_api_key is not None or self.openai_api_key_secret_arn is not None
+
+    @property
+    def keyed_providers(self) -> frozenset[ProviderName]:
+        """The providers served over httpx with a key of their own (Google, Black Forest Labs, Stability AI) whose key
+        is configured."""
+        keys: dict[ProviderName, tuple[SecretStr | None, str | None]] = {
+            "google": (self.google_api_key, self.google_api_key_secret_arn),
+            "bfl": (self.bfl_api_key, self.bfl_api_key_secret_arn),
+            "stability": (self.stability_api_key, self.stability_api_key_secret_arn),
+        }
+        return frozenset(name for name, (key, arn) in keys.items() if key is not None or arn is not None)
 
 
 @lru_cache(maxsize=1)

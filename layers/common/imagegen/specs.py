@@ -19,12 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imagegen.options import OutputFormat, ResponseFormat
 
-ProviderName = Literal["local", "openai", "bedrock", "azure"]
+ProviderName = Literal["local", "openai", "bedrock", "azure", "google", "bfl", "stability"]
 # What the provider's wire protocol expects: DALL-E takes response_format/style, GPT image models output_format etc.;
-# on Bedrock, Amazon's image models (Nova Canvas, Titan v2) share one body and Stability's models another.
-ModelFamily = Literal["local", "dall-e", "gpt-image", "amazon-image", "stability"]
+# on Bedrock, Amazon's image models (Nova Canvas, Titan v2) share one body and Stability's models another. Google's
+# Gemini image models answer generateContent, its Imagen models :predict; FLUX is Black Forest Labs' submit-and-poll
+# API; "stability-platform" is Stability AI's own v2beta API (multipart), not Bedrock's.
+ModelFamily = Literal["local", "dall-e", "gpt-image", "amazon-image", "stability", "gemini", "imagen", "flux", "stability-platform"]
 SIZE = re.compile(r"^(\d+)x(\d+)$")
-CATALOG_FILES = ("local.json", "openai.json", "bedrock.json")
+CATALOG_FILES = ("local.json", "openai.json", "bedrock.json", "google.json", "bfl.json", "stability.json")
 
 # The most bytes an image can take per pixel in each format, for worst-case content (uniform random noise) at the
 # heaviest settings (PNG: 8-bit, deflate falling back to stored blocks; JPEG: quality 100, no chroma subsampling,

@@ -39,6 +39,33 @@ def get_provider(name: ProviderName) -> ImageProvider:
         from imagegen.providers.bedrock import BedrockProvider
 
         return BedrockProvider(bedrock_runtime_client())
+    if name in ("google", "bfl", "stability"):
+        return _keyed_provider(name)
     from imagegen.providers.local import LocalProvider
 
     return LocalProvider()
+
+
+# Google, Black Forest Labs and Stability AI: httpx with a key of their own, one constructor for all three.
+KEYED_PROVIDER_CLASSES = {
+    "google": ("imagegen.providers.google", "GoogleProvider"),
+    "bfl": ("imagegen.providers.bfl", "BflProvider"),
+    "stability": ("imagegen.providers.stability", "StabilityProvider"),
+}
+
+
+def _keyed_provider(name: ProviderName) -> ImageProvider:
+    from importlib import import_module
+
+    from imagegen.clients import http_client, keyed_provider_api_key
+    from imagegen.settings import get_settings
+
+    module, class_name = KEYED_PROVIDER_CLASSES[name]
+    settings = get_settings()
+    provider: ImageProvider = getattr(import_module(module), class_name)(
+        http_client(),
+        base_url=str(getattr(settings, f"{name}_base_url")),
+        api_key=keyed_provider_api_key(name),
+        max_retries=settings.provider_max_retries,
+    )
+    return provider
