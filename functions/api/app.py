@@ -33,7 +33,7 @@ else:  # in Lambda this directory is the task root (CodeUri functions/api) and t
 from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
 from imagegen.errors import InvalidRequestError, RouteNotFoundError
-from imagegen.http import IDEMPOTENCY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
+from imagegen.http import IDEMPOTENCY_HEADER, SERVED_BY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
 from imagegen.inputs import EditSources
 from imagegen.jobs import get_job_service
 from imagegen.model_list import ModelList, list_models
@@ -137,13 +137,15 @@ def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | 
     if key is None:
         use_cache = "no-cache" not in (app.current_event.headers.get("cache-control") or "").lower()
         answer = service.generate(request, request_id=request_id, deadline=deadline, caller=caller(), use_cache=use_cache)
-        return Response(200, content_types.APPLICATION_JSON, answer)
+        return Response(200, content_types.APPLICATION_JSON, answer, served_by(answer))
     from imagegen.idempotency import generate_idempotently  # Powertools idempotency, only for requests that use it
 
     answer, replayed = generate_idempotently(
         request, key=key, client=caller(), request_id=request_id, deadline=deadline, context=app.lambda_context
     )
-    return Response(200, content_types.APPLICATION_JSON, answer, {"Idempotent-Replayed": "true" if replayed else "false"})
+    return Response(
+        200, content_types.APPLICATION_JSON, answer, {**served_by(answer), "Idempotent-Replayed": "true" if replayed else "false"}
+    )
 
 
 IMAGES_ANSWER: dict[int, OpenAPIResponse] = {200: {"description": "The images", "content": {"application/json": {"model": ImagesResponse}}}}
@@ -184,7 +186,8 @@ def edit_images() -> Response[ImagesResponse | JobAccepted | str]:
         location = f"{stage_prefix(app.current_event)}/v1/images/jobs/{job.id}"
         accepted = JobAccepted(id=job.id, status=job.status, created=job.created, location=location)
         return Response(202, content_types.APPLICATION_JSON, accepted, {"Location": location, "Preference-Applied": "respond-async"})
-    return Response(200, content_types.APPLICATION_JSON, _from_inputs(options, sources, json_form))
+    answer = _from_inputs(options, sources, json_form)
+    return Response(200, content_types.APPLICATION_JSON, answer, served_by(answer))
 
 
 @app.post(
@@ -198,7 +201,13 @@ def create_variations() -> Response[ImagesResponse]:
     _refuse_idempotency_key("variations")
     options, sources, json_form = read_variation(app.current_event.raw_event)
     metrics.add_metric(name="VariationRequests", unit=MetricUnit.Count, value=1)
-    return Response(200, content_types.APPLICATION_JSON, _from_inputs(options, sources, json_form))
+    answer = _from_inputs(options, sources, json_form)
+    return Response(200, content_types.APPLICATION_JSON, answer, served_by(answer))
+
+
+def served_by(answer: ImagesResponse) -> dict[str, str]:
+    """The header naming the model that made the images (a route's member), when the answer knows it."""
+    return {SERVED_BY_HEADER: answer.served_by} if answer.served_by is not None else {}
 
 
 def _from_inputs(options: ImageEditOptions | ImageVariationOptions, sources: EditSources, json_form: bool) -> ImagesResponse:

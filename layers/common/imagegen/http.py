@@ -43,6 +43,8 @@ def error_response(error: ImageGenError) -> Response[str]:
 # The header that makes a POST idempotent (imagegen.idempotency); here so reading it costs no Powertools idempotency
 # import on the requests, most of them, that do not send it.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# The model that made a synchronous answer's images: a route's member, or the model the request named.
+SERVED_BY_HEADER = "x-imagegen-model"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 

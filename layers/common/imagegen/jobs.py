@@ -101,7 +101,7 @@ def _queued(job_id: str, plan: GenerationPlan, *, owner: str | None, seconds: in
         status="queued",
         created=seconds,
         updated=seconds,
-        model=plan.model.id,
+        model=plan.requested_model,  # a route's id until the job is done, then the model that served it
         response_format=plan.response_format,
         owner=owner,
     )
@@ -326,7 +326,7 @@ class JobService:
             job, replayed = self._existing_submit(job, now=now)
             if replayed:
                 return job, True
-        message = ImageJobRequest.model_validate({**request.model_dump(exclude_none=True), "id": job.id, "model": plan.model.id})
+        message = ImageJobRequest.model_validate({**request.model_dump(exclude_none=True), "id": job.id, "model": plan.requested_model})
         try:
             self.queue.send(message)
         except QueueError as error:

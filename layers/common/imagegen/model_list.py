@@ -60,6 +60,8 @@ class ModelCard(BaseModel):
     owned_by: str
     default: bool
     capabilities: ModelCapabilities
+    # A route (owned_by "route"): its models, in the order they are tried.
+    route: list[str] | None = None
 
 
 class ModelList(BaseModel):
@@ -93,4 +95,43 @@ def _card(spec: ModelSpec, default_model: str) -> ModelCard:
 
 
 def list_models(registry: ModelRegistry) -> ModelList:
-    return ModelList(data=[_card(spec, registry.default_model) for spec in registry.models])
+    """Every model a request may name today, then every route (its models in order, and what all of them take)."""
+    served = {spec.id: spec for spec in registry.models}
+    routes = [
+        _route_card(alias, [served[m] for m in members if m in served], registry.default_model)
+        for alias, members in registry.routes.items()
+    ]
+    return ModelList(data=[_card(spec, registry.default_model) for spec in served.values()] + [card for card in routes if card is not None])
+
+
+def _route_card(alias: str, members: list[ModelSpec], default_model: str) -> ModelCard | None:
+    """A route as a model: owned by "route", its current models in ``route``, and as capabilities what every one of
+    them takes (a request outside them is refused; routes serve generations only)."""
+    if not members:
+        return None
+    cards = [_card(spec, default_model).capabilities for spec in members]
+    first = cards[0]
+
+    def common(values: list[list[str]]) -> list[str]:
+        return [value for value in values[0] if all(value in other for other in values[1:])]
+
+    capabilities = first.model_copy(
+        update={
+            "title": f"Route: {' → '.join(spec.id for spec in members)}",
+            "sizes": common([card.sizes for card in cards]),
+            "custom_sizes": None,
+            "max_n": min(card.max_n for card in cards),
+            "max_prompt_chars": min(card.max_prompt_chars for card in cards),
+            "qualities": common([card.qualities for card in cards]),
+            "styles": common([card.styles for card in cards]),
+            "response_formats": common([card.response_formats for card in cards]),
+            "output_formats": common([card.output_formats for card in cards]),
+            "complexities": common([card.complexities for card in cards]),
+            "backgrounds": common([card.backgrounds for card in cards]),
+            "edits": None,
+            "variations": None,
+        }
+    )
+    return ModelCard(
+        id=alias, owned_by="route", default=alias == default_model, capabilities=capabilities, route=[spec.id for spec in members]
+    )

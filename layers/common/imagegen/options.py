@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     StrictInt,
     StringConstraints,
@@ -260,6 +261,17 @@ class ImagesResponse(_OmitNone):
     quality: Literal["low", "medium", "high", "xhigh", "max"] | None = None
     size: str | None = None
     usage: Usage | None = None
+    # The model that made the images (a route's member): the API sends it as a header, never in OpenAI's body.
+    _served_by: str | None = PrivateAttr(default=None)
+
+    @property
+    def served_by(self) -> str | None:
+        return self._served_by
+
+    def serving(self, model_id: str) -> ImagesResponse:
+        """This answer, knowing which model served it."""
+        self._served_by = model_id
+        return self
 
 
 class StoredImage(BaseModel):

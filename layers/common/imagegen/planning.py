@@ -84,6 +84,20 @@ class GenerationPlan(BaseModel):
     # Streamed (stream: true): the answer is server-sent events, with this many partial images (0-3) before the final.
     stream: bool = False
     partial_images: int = 0
+    # A request naming a route (imagegen.routing): the route's id, and the same request planned for each model after
+    # this one, in the route's order, to fall to when this one cannot serve it.
+    route: str | None = None
+    fallbacks: tuple[GenerationPlan, ...] = ()
+
+    @property
+    def requested_model(self) -> str:
+        """The model as the request named it: the route, else the model."""
+        return self.route or self.model.id
+
+    @property
+    def candidates(self) -> tuple[GenerationPlan, ...]:
+        """This plan, then its fallbacks."""
+        return (self, *self.fallbacks)
 
     @property
     def input_rule(self) -> InputRule | None:

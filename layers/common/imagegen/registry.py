@@ -13,6 +13,7 @@ from imagegen.errors import InvalidRequestError, ModelNotFoundError
 from imagegen.options import ImageGenerationRequest
 from imagegen.planning import GenerationPlan, allowed, plan
 from imagegen.registry_document import RegistryDocument
+from imagegen.routing import plan_route
 from imagegen.settings import Settings
 from imagegen.specs import BEDROCK_GEO_PREFIXES, ModelSpec, ProviderName, azure_models, catalog, catalog_spec
 
@@ -31,10 +32,22 @@ class ModelRegistry:
     """The models this deployment serves, and the one place that checks a request against them."""
 
     def __init__(
-        self, models: Iterable[ModelSpec], default_model: str, *, today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date()
+        self,
+        models: Iterable[ModelSpec],
+        default_model: str,
+        *,
+        routes: Mapping[str, Sequence[str]] | None = None,
+        today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date(),
     ) -> None:
         self._models = {spec.id: spec for spec in models}
+        self.routes = {alias: tuple(members) for alias, members in (routes or {}).items()}
         self._today = today
+        unknown = {alias: [m for m in members if m not in self._models] for alias, members in self.routes.items()}
+        if any(unknown.values()) or set(self.routes) & set(self._models):
+            raise ValueError(f"routes must name served models and have ids of their own: {self.routes}")
+        if default_model in self.routes:
+            self.default_model = default_model
+            return
         if default_model not in self._models:
             raise ValueError(f"DEFAULT_MODEL {default_model!r} is not served here; choose one of {sorted(self._models)}")
         if self._models[default_model].retired(today()):
@@ -49,6 +62,13 @@ class ModelRegistry:
 
     def get(self, model_id: str) -> ModelSpec:
         spec = self._models.get(model_id)
+        if spec is None and model_id in self.routes:
+            raise InvalidRequestError(
+                f"'{model_id}' is a route of models ({', '.join(self.routes[model_id])}), which serves generations only; "
+                "name one of its models for edits and variations.",
+                param="model",
+                code="unsupported_operation",
+            )
         if spec is None and (known := catalog_spec(model_id)) is not None and known.retired(self._today()):
             spec = known  # retired everywhere: say so, whichever providers this deployment serves
         if spec is None:
@@ -67,7 +87,13 @@ class ModelRegistry:
         return spec
 
     def plan(self, request: ImageGenerationRequest) -> GenerationPlan:
-        return plan(self.get(request.model or self.default_model), request)
+        """``request`` planned for its model, or for every current model of its route (:mod:`imagegen.routing`)."""
+        model_id = request.model or self.default_model
+        members = self.routes.get(model_id)
+        if members is None:
+            return plan(self.get(model_id), request)
+        day = self._today()
+        return plan_route(model_id, [self._models[m] for m in members if not self._models[m].retired(day)], request)
 
     def for_inputs(self, model_id: str | None, operation: Literal["edit", "variation"]) -> ModelSpec:
         """The model of an edit or a variation: the one named (which must take that operation), else the default
@@ -76,7 +102,7 @@ class ModelRegistry:
         endpoint = "/v1/images/edits" if operation == "edit" else "/v1/images/variations"
         served = f"models that do here: {allowed(spec.id for spec in able)}" if able else "no model of this deployment does"
         if model_id is None:
-            default = self._models[self.default_model]
+            default = self._models.get(self.default_model)
             if default in able:
                 return default
             if not able:
@@ -128,7 +154,8 @@ def build_registry(
             needs_key = [spec.id for spec in specs if spec.provider == provider]
             if needs_key and provider not in keyed:
                 raise ValueError(f"the model registry lists {needs_key} but no {KEY_NAMES[provider]} is configured")
-        return ModelRegistry(specs, default_model or document.default_model or specs[0].id)
+        routes = {alias: route.route for alias, route in document.routes.items()}
+        return ModelRegistry(specs, default_model or document.default_model or specs[0].id, routes=routes)
     bedrock = _bedrock_models(bedrock_models) if bedrock_models else known.of("bedrock") if bedrock_enabled else ()
     others = tuple(spec for provider in KEYED_PROVIDERS if provider in keyed for spec in known.of(provider))
     models = (*known.of("local"), *(known.of("openai") if openai_enabled else ()), *azure, *bedrock, *others)

@@ -34,6 +34,17 @@ class ModelChoice(BaseModel):
         return base.model_copy(update=update)
 
 
+class Route(BaseModel):
+    """An alias for an ordered list of the document's models: a request naming it is served by the first that can,
+    falling to the next on a rate limit, a provider failure or timeout, or a model that is unavailable
+    (:mod:`imagegen.routing`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    route: tuple[str, ...] = Field(min_length=1)
+
+
 def _declared(value: dict[str, Any]) -> ModelSpec:
     """A model the catalog does not know (a new OpenAI snapshot): every field of a catalog entry, the id as the
     provider's model unless given."""
@@ -42,12 +53,13 @@ def _declared(value: dict[str, Any]) -> ModelSpec:
 
 class RegistryDocument(BaseModel):
     """``{"models": ["local", "amazon.nova-canvas-v1:0", {"id": "stability.sd3-5-large-v1:0", "max_n": 2},
-    {"id": "gpt-image-2.7", "provider": "openai", "family": "gpt-image", "sizes": ["1024x1024"], "max_prompt_chars": 32000}],
-    "default_model": "amazon.nova-canvas-v1:0"}``: an entry with a ``family`` declares a model."""
+    {"id": "gpt-image-2.7", "provider": "openai", "family": "gpt-image", "sizes": ["1024x1024"], "max_prompt_chars": 32000},
+    {"id": "fast", "route": ["gpt-image-1-mini", "amazon.nova-canvas-v1:0"]}], "default_model": "amazon.nova-canvas-v1:0"}``:
+    an entry with a ``family`` declares a model, one with a ``route`` names an ordered list of the listed models."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    models: tuple[ModelChoice | ModelSpec, ...] = Field(min_length=1)
+    models: tuple[ModelChoice | ModelSpec | Route, ...] = Field(min_length=1)
     default_model: str | None = None
 
     @field_validator("models", mode="before")
@@ -56,7 +68,13 @@ class RegistryDocument(BaseModel):
         if not isinstance(value, list | tuple):
             return value
         return [
-            {"id": item} if isinstance(item, str) else _declared(item) if isinstance(item, dict) and "family" in item else item
+            {"id": item}
+            if isinstance(item, str)
+            else _declared(item)
+            if isinstance(item, dict) and "family" in item
+            else Route.model_validate(item)
+            if isinstance(item, dict) and "route" in item
+            else item
             for item in value
         ]
 
@@ -72,7 +90,18 @@ class RegistryDocument(BaseModel):
             )
         if len(set(ids)) != len(ids):
             raise ValueError(f"a model is listed twice: {ids}")
+        models = [entry.id for entry in self.models if not isinstance(entry, Route)]
+        if not models:
+            raise ValueError("the model registry lists routes but no model")
+        for route in self.routes.values():
+            strangers = [member for member in route.route if member not in models]
+            if strangers:
+                raise ValueError(f"route {route.id!r} names {strangers}, which the document does not list as models; list them first")
+            if len(set(route.route)) != len(route.route):
+                raise ValueError(f"route {route.id!r} names a model twice: {list(route.route)}")
         for entry in self.models:
+            if isinstance(entry, Route):
+                continue
             if isinstance(entry, ModelSpec):
                 if catalog_spec(entry.id) is not None:
                     raise ValueError(f"{entry.id} is in the catalog: list its id (with max_n or default_size) instead of declaring it")
@@ -90,7 +119,11 @@ class RegistryDocument(BaseModel):
         return self
 
     def specs(self) -> tuple[ModelSpec, ...]:
-        return tuple(entry if isinstance(entry, ModelSpec) else entry.spec() for entry in self.models)
+        return tuple(entry if isinstance(entry, ModelSpec) else entry.spec() for entry in self.models if not isinstance(entry, Route))
+
+    @property
+    def routes(self) -> dict[str, Route]:
+        return {entry.id: entry for entry in self.models if isinstance(entry, Route)}
 
     @property
     def providers(self) -> frozenset[str]:

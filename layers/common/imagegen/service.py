@@ -10,7 +10,7 @@ import hashlib
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -35,6 +35,7 @@ from imagegen.planning import GenerationPlan, check_input_count, plan_edit, plan
 from imagegen.providers import ImageProvider, ProviderResult, get_provider
 from imagegen.providers.base import StreamingProvider
 from imagegen.registry import ModelRegistry
+from imagegen.routing import MIN_FALLBACK_SECONDS, count_fallback, falls_through, served
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
 from imagegen.specs import ProviderName
 from imagegen.storage import ImageStore, StoredObject, image_key
@@ -166,6 +167,7 @@ class ImageService:
         return self.respond(generation, max_response_bytes=max_response_bytes)
 
     def respond(self, generation: Generation, *, max_response_bytes: int | None = LAMBDA_SYNC_RESPONSE_LIMIT) -> ImagesResponse:
+        """The answer of a generation, knowing the model that served it (``ImagesResponse.served_by``)."""
         return self.answer(
             generation.images,
             response_format=generation.plan.response_format,
@@ -173,7 +175,7 @@ class ImageService:
             usage=generation.usage,
             data={obj.key: obj.data for obj in generation.objects},
             max_response_bytes=max_response_bytes,
-        )
+        ).serving(generation.plan.model.id)
 
     def reader(self, *, trusted: bool = False) -> InputReader:
         """How input images are read: uploads, image_url fetched safely, and (``trusted`` only) keys under inputs/."""
@@ -244,7 +246,7 @@ class ImageService:
         self._log_start(plan)
         with self._charged(plan, caller=caller, record_id=request_id) as charge:
             input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
-            result = self._call_provider(plan, deadline)
+            plan, result = self._call_provider(plan, deadline)
             generation = self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
         self._settle(charge, generation, result)
         return generation
@@ -260,7 +262,9 @@ class ImageService:
             raise
 
     def _settle(self, charge: Charge, generation: Generation, result: ProviderResult) -> None:
-        self.meter.settle(charge, images=[obj.data for obj in generation.objects], usage=result.usage, at=generation.created)
+        """The generation recorded as the model that served it (a route's fallback is priced as itself)."""
+        served = replace(charge, plan=generation.plan)
+        self.meter.settle(served, images=[obj.data for obj in generation.objects], usage=result.usage, at=generation.created)
 
     def stream(
         self,
@@ -305,7 +309,7 @@ class ImageService:
         self._log_start(plan)
         with self._charged(plan, caller=caller, record_id=request_id) as charge:
             input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
-            result = yield from self._partials(plan, deadline)
+            plan, result = yield from self._partials(plan, deadline)
             generation = self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
         self._settle(charge, generation, result)
         operation = "image_edit" if plan.operation == "edit" else "image_generation"
@@ -322,36 +326,52 @@ class ImageService:
                 **settings,
             )
 
-    def _partials(self, plan: GenerationPlan, deadline: Deadline) -> Generator[StreamEvent, None, ProviderResult]:
-        """The provider's partial images as events, as they come; returns its images (a provider that does not
-        stream: no partials)."""
+    def _partials(self, first: GenerationPlan, deadline: Deadline) -> Generator[StreamEvent, None, tuple[GenerationPlan, ProviderResult]]:
+        """The provider's partial images as events, as they come; returns the plan that served them and its images (a
+        provider that does not stream: no partials). A route falls to its next model only before its first partial:
+        after it, the stream has shown one model's drawing."""
+        candidates = first.candidates
+        for index, plan in enumerate(candidates):
+            started = False
+            try:
+                for item in self._provider_stream(plan, deadline):
+                    if isinstance(item, ProviderResult):
+                        return plan, item
+                    started = True
+                    yield item
+            except ImageGenError as error:
+                following = candidates[index + 1] if index + 1 < len(candidates) else None
+                if started or following is None or not falls_through(error) or deadline.remaining() < MIN_FALLBACK_SECONDS:
+                    raise
+                count_fallback(plan, following, error)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _provider_stream(self, plan: GenerationPlan, deadline: Deadline) -> Iterator[StreamEvent | ProviderResult]:
+        """One model's stream: its partials as events, then its result."""
         operation = "image_edit" if plan.operation == "edit" else "image_generation"
         settings = _event_settings(plan)
         provider = self.provider_for(plan.model.provider)
-        result: ProviderResult | None = None
         with self._measured(plan):
             if not isinstance(provider, StreamingProvider):
-                result = provider.generate(plan, deadline)
-            else:
-                items = provider.stream(plan, deadline)
-                try:
-                    for item in items:
-                        if isinstance(item, ProviderResult):
-                            result = item
-                            break
-                        yield PartialImageEvent(
-                            type=f"{operation}.partial_image",
-                            b64_json=_b64(item.data),
-                            created_at=int(self.clock().timestamp()),
-                            partial_image_index=item.index,
-                            **settings,
-                        )
-                finally:
-                    if isinstance(items, Generator):
-                        items.close()  # a stream left early (the client went) closes its upstream connection now
-                if result is None:
-                    raise ProviderError("The image provider's stream ended without its images.", code="provider_bad_response")
-        return result
+                yield provider.generate(plan, deadline)
+                return
+            items = provider.stream(plan, deadline)
+            try:
+                for item in items:
+                    if isinstance(item, ProviderResult):
+                        yield item
+                        return
+                    yield PartialImageEvent(
+                        type=f"{operation}.partial_image",
+                        b64_json=_b64(item.data),
+                        created_at=int(self.clock().timestamp()),
+                        partial_image_index=item.index,
+                        **settings,
+                    )
+            finally:
+                if isinstance(items, Generator):
+                    items.close()  # a stream left early (the client went) closes its upstream connection now
+            raise ProviderError("The image provider's stream ended without its images.", code="provider_bad_response")
 
     def _log_start(self, plan: GenerationPlan) -> None:
         logger.info(
@@ -412,11 +432,16 @@ class ImageService:
         to S3 only)."""
         plan = self.registry.plan(request)
         if max_response_bytes is not None:
-            check_b64_plan(plan, limit=max_response_bytes)
+            for candidate in plan.candidates:  # a route's every model: the fallback's answer must fit too
+                check_b64_plan(candidate, limit=max_response_bytes)
         return plan
 
-    def _call_provider(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
-        """The provider call, measured: latency always, failures counted by provider and error code."""
+    def _call_provider(self, plan: GenerationPlan, deadline: Deadline) -> tuple[GenerationPlan, ProviderResult]:
+        """The provider call, measured (latency always, failures counted by provider and error code); a route's
+        models in turn until one serves it (:func:`imagegen.routing.served`). Returns the plan that served it."""
+        return served(plan, deadline, lambda candidate: self._generate(candidate, deadline))
+
+    def _generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
         with self._measured(plan):
             return self.provider_for(plan.model.provider).generate(plan, deadline)
 
