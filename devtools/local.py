@@ -77,6 +77,13 @@ PASSTHROUGH_ENV = (
     "BUDGETS",
     "USAGE_ADMIN_KEYS",
     "CACHE_TTL_SECONDS",
+    "MODEL_REGISTRY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_BASE_URL",
+    "BFL_API_KEY",
+    "BFL_BASE_URL",
+    "STABILITY_API_KEY",
+    "STABILITY_BASE_URL",
 )
 CURL_EXAMPLE = (
     "curl -s{auth} http://{host}:{port}/v1/images/generations -H 'content-type: application/json' "

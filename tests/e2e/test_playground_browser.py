@@ -27,7 +27,7 @@ import pytest
 from devtools.local import LocalStack
 from imagegen.auth import key_fingerprint
 from imagegen.streaming import iter_sse, split_lines
-from tests.e2e import test_streaming_e2e
+from tests.e2e import test_routing_e2e, test_streaming_e2e
 from tests.e2e.conftest import own_stack
 
 if TYPE_CHECKING:
@@ -974,3 +974,21 @@ def test_usage_panel_hides_itself_where_usage_is_not_recorded(browser, stream_st
     panel = usage_panel(browser)
     assert panel["hidden"] and panel["off"] == "This deployment does not record usage."
     assert policy_problems(browser) == []
+
+
+# --- routes (the registry document's aliases for ordered lists of models) ---
+
+route_openai = test_routing_e2e.route_openai
+route_stack = test_routing_e2e.route_stack
+
+
+def test_a_route_is_offered_with_its_models_and_the_status_names_the_model_that_served(browser, route_stack) -> None:
+    open_page(browser, route_stack.base_url)
+    labels = js(browser, "return [...document.getElementById('model').options].map((o) => o.textContent)")
+    assert "fast (route: gpt-image-1-mini → local) (default)" in labels
+    # The fake OpenAI answers this prompt with a 500: the route falls to local, and the page says local made it.
+    fill_form(browser, prompt="fail:500", model="fast", size="1024x1024", response_format="url")
+    submit(browser)
+    wait_for_images(browser, 1)
+    status = js(browser, "return document.getElementById('status').textContent")
+    assert "1 image from local in" in status, status

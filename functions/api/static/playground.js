@@ -115,6 +115,12 @@
     $("prompt-count").textContent = max ? `${fields.prompt.value.length} / ${max}` : "";
   }
 
+  // A route (owned_by "route") names its models in the order they are tried.
+  function modelLabel(m) {
+    const label = m.route ? `${m.id} (route: ${m.route.join(" → ")})` : m.id;
+    return m.default ? `${label} (default)` : label;
+  }
+
   async function loadModels() {
     try {
       const response = await fetch(apiUrl("v1/models"), { headers: headers(false) });
@@ -122,7 +128,7 @@
       if (!response.ok) throw new Error(errorMessage(response, body));
       models = body.data;
       if (!models.length) throw new Error("this deployment serves no models");
-      fields.model.replaceChildren(...models.map((m) => option(m.id, m.default ? `${m.id} (default)` : m.id)));
+      fields.model.replaceChildren(...models.map((m) => option(m.id, modelLabel(m))));
       fields.model.value = (models.find((m) => m.default) ?? models[0]).id;
       fields.model.disabled = false;
       $("generate").disabled = false;
@@ -225,7 +231,9 @@
       }
       renderImages(answer, body);
       const count = answer.data.length;
-      setStatus(`${count} image${count === 1 ? "" : "s"} from ${body.model} in `, `${seconds.toFixed(2)} s`);
+      // x-imagegen-model: the model that made them (for a route, the one that served it).
+      const servedBy = response.headers.get("x-imagegen-model") ?? body.model;
+      setStatus(`${count} image${count === 1 ? "" : "s"} from ${servedBy} in `, `${seconds.toFixed(2)} s`);
       $("status").dataset.seconds = seconds.toFixed(3);
     } catch (error) {
       showError(null, `The request did not complete: ${error.message}`);
