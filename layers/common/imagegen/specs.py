@@ -175,6 +175,10 @@ class ModelSpec(BaseModel):
     # it does not.
     edits: InputRule | None = None
     variations: InputRule | None = None
+    # How long the provider usually takes for one request (seconds), where that is longer than a synchronous request
+    # may be able to wait: such a request is refused before any call unless its deadline leaves this much
+    # (imagegen.routing.fitting), and served through async jobs instead.
+    typical_seconds: float | None = Field(default=None, gt=0)
     # Lifecycle: from this day the vendor no longer serves the model; requests name the successor instead.
     retired_on: dt.date | None = None
     successor: str | None = None
