@@ -204,3 +204,50 @@ def test_a_route_may_be_the_default_model() -> None:
 def test_bad_routes_are_refused(document, problem) -> None:
     with pytest.raises(ValidationError, match=problem):
         RegistryDocument.model_validate(document)
+
+
+def slow_service(openai: Faulty, *, route: bool) -> tuple[ImageService, Faulty]:
+    """gpt-image-1-mini as a model that usually takes 60 s (typical_seconds), alone or routed before local."""
+    from imagegen.registry import ModelRegistry
+    from imagegen.specs import catalog_spec
+
+    slow = catalog_spec("gpt-image-1-mini")
+    local_spec = catalog_spec("local")
+    assert slow is not None and local_spec is not None
+    registry = ModelRegistry(
+        [slow.model_copy(update={"typical_seconds": 60}), local_spec],
+        "local",
+        routes={"fast": ("gpt-image-1-mini", "local")} if route else None,
+    )
+    local = Faulty(None)
+    service = ImageService(
+        registry=registry,
+        provider_for=lambda name: openai if name == "openai" else local,
+        store=InMemoryStore(),
+        settings=Settings(IMAGES_BUCKET="bucket", PRESIGN_TTL_SECONDS=900),
+        clock=lambda: NOW,
+    )
+    return service, local
+
+
+def test_a_model_slower_than_the_deadline_is_refused_before_any_call_and_the_error_says_to_use_async() -> None:
+    openai = Faulty(None)
+    service, _ = slow_service(openai, route=False)
+    with pytest.raises(InvalidRequestError) as raised:
+        generate(service, model="gpt-image-1-mini", deadline=29)
+    assert (raised.value.param, raised.value.code) == ("model", "async_required")
+    assert "Prefer: respond-async" in raised.value.message and "60 s" in raised.value.message
+    assert openai.calls == 0
+
+
+def test_a_deadline_long_enough_for_the_slow_model_is_served_by_it() -> None:
+    openai = Faulty(None)
+    service, _ = slow_service(openai, route=False)
+    assert generate(service, model="gpt-image-1-mini", deadline=900).served_by == "gpt-image-1-mini"
+
+
+def test_a_route_passes_over_a_model_too_slow_for_the_deadline() -> None:
+    openai = Faulty(None)
+    service, local = slow_service(openai, route=True)
+    assert generate(service, model="fast", deadline=29).served_by == "local"
+    assert (openai.calls, local.calls) == (0, 1)

@@ -18,7 +18,15 @@ from typing import TypeVar
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from imagegen.deadline import Deadline
-from imagegen.errors import ImageGenError, InsufficientQuotaError, ModelNotFoundError, ProviderError, ProviderTimeoutError, RateLimitError
+from imagegen.errors import (
+    ImageGenError,
+    InsufficientQuotaError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
 from imagegen.observability import logger, metrics
 from imagegen.options import ImageGenerationRequest
 from imagegen.planning import GenerationPlan, plan
@@ -47,6 +55,26 @@ def plan_route(route: str, members: Sequence[ModelSpec], request: ImageGeneratio
                 code=error.code,
             ) from error
     return plans[0].model_copy(update={"route": route, "fallbacks": tuple(plans[1:])})
+
+
+def fitting(first: GenerationPlan, deadline: Deadline) -> GenerationPlan:
+    """The plan with only the candidates that usually finish within ``deadline`` (a model's ``typical_seconds``),
+    checked before anything is reserved, stored or called: a 400 ``async_required`` when none does, saying to send the
+    request as an async job (``Prefer: respond-async``), whose deadline is the worker's."""
+    remaining = deadline.remaining()
+    fits = [candidate for candidate in first.candidates if (candidate.model.typical_seconds or 0) <= remaining]
+    if len(fits) == len(first.candidates):
+        return first
+    if not fits:
+        slowest = first.model
+        raise InvalidRequestError(
+            f"The model '{first.requested_model}' usually takes about {slowest.typical_seconds:g} s, longer than this "
+            f"request can wait ({max(remaining, 0):.0f} s). Send it as an async job instead: add the header "
+            "'Prefer: respond-async' and poll the job's Location.",
+            param="model",
+            code="async_required",
+        )
+    return fits[0].model_copy(update={"route": first.route, "fallbacks": tuple(fits[1:])})
 
 
 def falls_through(error: ImageGenError) -> bool:

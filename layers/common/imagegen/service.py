@@ -35,7 +35,7 @@ from imagegen.planning import GenerationPlan, check_input_count, plan_edit, plan
 from imagegen.providers import ImageProvider, ProviderResult, get_provider
 from imagegen.providers.base import StreamingProvider
 from imagegen.registry import ModelRegistry
-from imagegen.routing import MIN_FALLBACK_SECONDS, count_fallback, falls_through, served
+from imagegen.routing import MIN_FALLBACK_SECONDS, count_fallback, falls_through, fitting, served
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
 from imagegen.specs import ProviderName
 from imagegen.storage import ImageStore, StoredObject, image_key
@@ -243,6 +243,7 @@ class ImageService:
         inputs stored under inputs/ (``sources`` says which are stored already), the provider called, every image
         stored (all or nothing), and its usage recorded under ``request_id`` (once: a retried job's id is the same)."""
         now = when or self.clock()
+        plan = fitting(plan, deadline)
         self._log_start(plan)
         with self._charged(plan, caller=caller, record_id=request_id) as charge:
             input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
@@ -306,6 +307,7 @@ class ImageService:
         self, plan: GenerationPlan, *, request_id: str, deadline: Deadline, sources: EditSources | None, caller: str
     ) -> Generator[StreamEvent, None, None]:
         now = self.clock()
+        plan = fitting(plan, deadline)
         self._log_start(plan)
         with self._charged(plan, caller=caller, record_id=request_id) as charge:
             input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
