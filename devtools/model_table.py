@@ -72,9 +72,19 @@ def _inputs(spec: ModelSpec) -> str:
 
 
 def _lifecycle(spec: ModelSpec) -> str:
-    if spec.retired_on is None:
+    """The model's state with its dates: current, Legacy (since, extended access, announced end of life) or retired."""
+    successor = f" → `{spec.successor}`" if spec.successor else ""
+    if spec.retired_on is not None:
+        return f"retired_on {spec.retired_on:%Y-%m-%d} (404 `model_retired`){successor}"
+    if spec.legacy_on is None:
         return "current"
-    return f"retired_on {spec.retired_on:%Y-%m-%d} (404 `model_retired`) → `{spec.successor}`"
+    parts = [f"Legacy since {spec.legacy_on:%Y-%m-%d}"]
+    if spec.extended_access_on is not None:
+        parts.append(f"extended access from {spec.extended_access_on:%Y-%m-%d}")
+    if spec.end_of_life_on is not None:
+        parts.append(f"end of life {spec.end_of_life_on:%Y-%m-%d} (announced, not enforced)")
+    unverified = " (unverified: third-party dates)" if spec.lifecycle_unverified else ""
+    return ", ".join(parts) + unverified + successor
 
 
 def render(models: Catalog) -> str:

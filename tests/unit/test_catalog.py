@@ -61,7 +61,11 @@ def test_a_profile_may_build_on_another() -> None:
 @pytest.mark.parametrize(
     ("fields", "problem"),
     [
-        ({"retired_on": "2026-05-12"}, "retired_on and successor go together"),
+        ({"successor": "local"}, "a successor needs legacy_on or retired_on"),
+        ({"retired_on": "2026-05-12", "lifecycle_unverified": True}, "never retired on an unverified date"),
+        ({"extended_access_on": "2026-05-12"}, "extended access is part of the Legacy period"),
+        ({"legacy_on": "2026-05-12", "end_of_life_on": "2026-01-01"}, "end_of_life_on (2026-01-01) comes before legacy_on"),
+        ({"end_of_life_on": "2026-05-12", "retired_on": "2026-05-12"}, "give one"),
         ({"retired_on": "2026-05-12", "successor": "nowhere"}, "successor 'nowhere' is not in the catalog"),
         ({"profile": "missing"}, "no profile 'missing'"),
         ({"max_n": 11}, "less than or equal to 10"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from pydantic import BaseModel
@@ -53,6 +54,31 @@ class ModelCapabilities(BaseModel):
     variations: InputCapabilities | None
 
 
+class ModelLifecycle(BaseModel):
+    """Where the vendor's model is in its lifecycle: "active", or "legacy" (still served; new accounts may be refused,
+    and from ``extended_access_on`` at higher prices) with the end of life it announced. Retired models are not
+    listed (a request naming one is a 404 ``model_retired``). ``verified`` is false when the dates come from third
+    parties only (such an end of life is shown, never enforced)."""
+
+    status: Literal["active", "legacy"]
+    legacy_on: dt.date | None = None
+    extended_access_on: dt.date | None = None
+    end_of_life_on: dt.date | None = None
+    successor: str | None = None
+    verified: bool = True
+
+    @classmethod
+    def of(cls, spec: ModelSpec, today: dt.date) -> ModelLifecycle:
+        return cls(
+            status="legacy" if spec.legacy(today) else "active",
+            legacy_on=spec.legacy_on,
+            extended_access_on=spec.extended_access_on,
+            end_of_life_on=spec.end_of_life_on,
+            successor=spec.successor,
+            verified=not spec.lifecycle_unverified,
+        )
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -62,6 +88,8 @@ class ModelCard(BaseModel):
     capabilities: ModelCapabilities
     # A route (owned_by "route"): its models, in the order they are tried.
     route: list[str] | None = None
+    # A model's lifecycle (None for a route).
+    lifecycle: ModelLifecycle | None = None
 
 
 class ModelList(BaseModel):
@@ -69,11 +97,12 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-def _card(spec: ModelSpec, default_model: str) -> ModelCard:
+def _card(spec: ModelSpec, default_model: str, today: dt.date | None = None) -> ModelCard:
     return ModelCard(
         id=spec.id,
         owned_by=spec.provider,
         default=spec.id == default_model,
+        lifecycle=ModelLifecycle.of(spec, today or dt.datetime.now(dt.UTC).date()),
         capabilities=ModelCapabilities(
             title=spec.title or spec.id,
             sizes=list(spec.sizes),
@@ -94,14 +123,17 @@ def _card(spec: ModelSpec, default_model: str) -> ModelCard:
     )
 
 
-def list_models(registry: ModelRegistry) -> ModelList:
-    """Every model a request may name today, then every route (its models in order, and what all of them take)."""
+def list_models(registry: ModelRegistry, today: dt.date | None = None) -> ModelList:
+    """Every model a request may name today (with its lifecycle), then every route (its models in order, and what all
+    of them take)."""
+    day = today or dt.datetime.now(dt.UTC).date()
     served = {spec.id: spec for spec in registry.models}
     routes = [
         _route_card(alias, [served[m] for m in members if m in served], registry.default_model)
         for alias, members in registry.routes.items()
     ]
-    return ModelList(data=[_card(spec, registry.default_model) for spec in served.values()] + [card for card in routes if card is not None])
+    cards = [_card(spec, registry.default_model, day) for spec in served.values()]
+    return ModelList(data=cards + [card for card in routes if card is not None])
 
 
 def _route_card(alias: str, members: list[ModelSpec], default_model: str) -> ModelCard | None:

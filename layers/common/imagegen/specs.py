@@ -179,9 +179,19 @@ class ModelSpec(BaseModel):
     # may be able to wait: such a request is refused before any call unless its deadline leaves this much
     # (imagegen.routing.fitting), and served through async jobs instead.
     typical_seconds: float | None = Field(default=None, gt=0)
-    # Lifecycle: from this day the vendor no longer serves the model; requests name the successor instead.
+    # Lifecycle (Amazon Bedrock's states, docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html: Active,
+    # Legacy, EOL). legacy_on: the day the vendor lists the model as Legacy (or, with only a third party's word, the
+    # first day it was seen so): still served, but new accounts may be refused. extended_access_on: from this day the
+    # Legacy model is in "public extended access" at the vendor's higher prices. end_of_life_on: the end of life the
+    # vendor announced, shown, never enforced here; retired_on: from this day the vendor no longer serves the model,
+    # so requests are refused (404 model_retired), naming the successor where the vendor names one.
+    # lifecycle_unverified: the dates come from third parties only; such a model is marked, never retired.
+    legacy_on: dt.date | None = None
+    extended_access_on: dt.date | None = None
+    end_of_life_on: dt.date | None = None
     retired_on: dt.date | None = None
     successor: str | None = None
+    lifecycle_unverified: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -195,9 +205,29 @@ class ModelSpec(BaseModel):
                 raise ValueError(f"{self.id}: draws transparent backgrounds, so its {light} bounds must be RGBA's")
         if ("gif" in self.output_formats) != (self.gif is not None):
             raise ValueError(f"{self.id}: output_format 'gif' and a gif rule go together")
-        if (self.retired_on is None) != (self.successor is None):
-            raise ValueError(f"{self.id}: retired_on and successor go together")
+        self._consistent_lifecycle()
         return self
+
+    def _consistent_lifecycle(self) -> None:
+        if self.successor is not None and self.legacy_on is None and self.retired_on is None:
+            raise ValueError(f"{self.id}: a successor needs legacy_on or retired_on")
+        if self.successor == self.id:
+            raise ValueError(f"{self.id}: a model cannot be its own successor")
+        if self.lifecycle_unverified and self.retired_on is not None:
+            raise ValueError(f"{self.id}: never retired on an unverified date (lifecycle_unverified): use end_of_life_on")
+        if self.extended_access_on is not None and self.legacy_on is None:
+            raise ValueError(f"{self.id}: extended access is part of the Legacy period, so it needs legacy_on")
+        if self.end_of_life_on is not None and self.retired_on is not None:
+            raise ValueError(f"{self.id}: end_of_life_on is an announced end of life, retired_on an enforced one: give one")
+        names = ("legacy_on", "extended_access_on", "end_of_life_on", "retired_on")
+        days = [(name, day) for name in names if (day := getattr(self, name)) is not None]
+        for (earlier, first), (later, second) in zip(days, days[1:], strict=False):
+            if second < first:
+                raise ValueError(f"{self.id}: {later} ({second}) comes before {earlier} ({first})")
+
+    def legacy(self, today: dt.date) -> bool:
+        """Listed as Legacy by the vendor on ``today`` (and not yet retired)."""
+        return self.legacy_on is not None and self.legacy_on <= today and not self.retired(today)
 
     def retired(self, today: dt.date) -> bool:
         return self.retired_on is not None and self.retired_on <= today
@@ -341,8 +371,12 @@ def azure_models(deployments: Mapping[str, str]) -> tuple[ModelSpec, ...]:
                 "id": AZURE_PREFIX + model_id,
                 "provider": "azure",
                 "provider_model": deployment,
+                "legacy_on": None,
+                "extended_access_on": None,
+                "end_of_life_on": None,
                 "retired_on": None,
                 "successor": None,
+                "lifecycle_unverified": False,
                 "safety_identifier": False,
             }
         )
