@@ -26,7 +26,6 @@ from tests.fakes.bedrock_server import FakeBedrock, edit_plan, openai_mask, pict
 pytestmark = pytest.mark.integration
 
 NOVA = "amazon.nova-canvas-v1:0"
-TITAN = "amazon.titan-image-generator-v2:0"
 REGISTRY = build_registry(openai_enabled=False, default_model=None, bedrock_enabled=True)
 
 
@@ -88,7 +87,7 @@ def test_an_edit_with_a_mask_arrives_as_inpainting_with_the_image_and_bedrocks_m
 
 def test_an_edit_without_a_mask_sends_every_image_in_order_with_the_prompt(bedrock_env, provider) -> None:
     second, third = jpeg(640, 480), png(512, 512, (1, 2, 3))
-    result = provider.generate(edit(TITAN, IMAGE, second, third), Deadline.after(10))
+    result = provider.generate(edit(NOVA, IMAGE, second, third), Deadline.after(10))
     assert sizes(result) == [(384, 320)]  # the first input's size, sent as width x height
     (sent,) = bedrock_env.requests
     assert sent["json"]["taskType"] == "IMAGE_VARIATION"

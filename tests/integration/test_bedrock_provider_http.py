@@ -38,7 +38,7 @@ def fetched(item) -> PILImage.Image:
 
 @pytest.mark.parametrize(
     ("model", "size", "quality", "sent_quality"),
-    [(NOVA, "1280x720", "hd", "premium"), (NOVA, "2048x1024", None, "standard"), (TITAN, "1173x640", "standard", "standard")],
+    [(NOVA, "1280x720", "hd", "premium"), (NOVA, "2048x1024", None, "standard"), (NOVA, "512x512", "standard", "standard")],
 )
 def test_amazon_models_draw_the_requested_size(bedrock_env, local_s3, lambda_context, model, size, quality, sent_quality) -> None:
     status, body, _ = invoke(lambda_context, "api_generate_url.json", prompt="a lighthouse", model=model, size=size, quality=quality, n=2)
@@ -109,7 +109,7 @@ def test_filtered_output_is_a_content_policy_error(bedrock_env, lambda_context, 
     ],
 )
 def test_bedrock_errors_map_to_our_status_table(bedrock_env, lambda_context, kind, status, code) -> None:
-    got, body, response = invoke(lambda_context, prompt=f"fail:{kind}", model=TITAN, size="512x512")
+    got, body, response = invoke(lambda_context, prompt=f"fail:{kind}", model=NOVA, size="512x512")
     assert (got, body["error"]["code"]) == (status, code), body
     assert len(bedrock_env.requests) == 1  # no retries inside the request
     # Only what no retry can fix says so (the OpenAI SDKs honour x-should-retry).
@@ -144,7 +144,17 @@ def test_unreachable_bedrock_is_502(local_s3, monkeypatch, lambda_context) -> No
 def test_models_lists_bedrock_when_enabled(bedrock_env, lambda_context) -> None:
     response = app.lambda_handler(load_event("api_models.json"), lambda_context)
     cards = {card["id"]: card for card in json.loads(response["body"])["data"]}
-    assert {NOVA, TITAN, CORE, "local"} <= set(cards)
+    assert {NOVA, CORE, "local"} <= set(cards) and TITAN not in cards  # retired: not listed
+    # Nova Canvas: Legacy, its end of life from third parties only (shown, not enforced).
+    assert cards[NOVA]["lifecycle"] == {
+        "status": "legacy",
+        "legacy_on": "2026-07-09",
+        "extended_access_on": None,
+        "end_of_life_on": "2026-09-30",
+        "successor": None,
+        "verified": False,
+    }
+    assert cards[CORE]["lifecycle"]["status"] == "active"
     assert cards[NOVA]["owned_by"] == "bedrock" and cards[NOVA]["capabilities"]["max_n"] == 5
     assert "320 to 4096" in cards[NOVA]["capabilities"]["custom_sizes"]
 
@@ -194,3 +204,12 @@ def test_a_cross_region_inference_profile_is_served_and_invoked_by_its_id(bedroc
     assert bedrock_env.requests[1]["json"]["aspect_ratio"] == "16:9"
     status, body, _ = invoke(lambda_context, prompt="p" * 1025, model=f"us.{NOVA}", size="1024x1024")
     assert (status, body["error"]["param"]) == (400, "prompt")  # Nova Canvas's own 1024-character limit
+
+
+@pytest.mark.parametrize("model", [TITAN, f"us.{TITAN}"])
+def test_titan_v2_is_retired_a_404_naming_the_day_and_never_reaches_bedrock(bedrock_env, lambda_context, model) -> None:
+    """Its AWS model card: EOL June 30, 2026 (no successor named)."""
+    status, body, _ = invoke(lambda_context, prompt="a lighthouse", model=model, size="1024x1024")
+    assert (status, body["error"]["code"], body["error"]["param"]) == (404, "model_retired", "model"), body
+    assert "retired on 2026-06-30" in body["error"]["message"]
+    assert bedrock_env.requests == []

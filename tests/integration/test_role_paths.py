@@ -21,10 +21,10 @@ from tests.conftest import clear_caches, job_event, load_event
 
 pytestmark = pytest.mark.integration
 
-# The Bedrock models template.yaml knows (one ServesX condition each) and the size each is asked for.
+# The Bedrock models template.yaml knows (one ServesX condition each) and the size each is asked for; Titan Image
+# Generator v2 is retired (its AWS EOL 2026-06-30), refused before any call (tests/integration/test_bedrock_provider_http.py).
 BEDROCK_MODELS = {
     "amazon.nova-canvas-v1:0": "1024x1024",
-    "amazon.titan-image-generator-v2:0": "1024x1024",
     "stability.stable-image-core-v1:1": "1024x1024",
     "stability.stable-image-ultra-v1:1": "1024x1024",
     "stability.sd3-5-large-v1:0": "1024x1024",

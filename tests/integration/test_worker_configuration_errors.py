@@ -51,7 +51,7 @@ def manifest(s3, bucket: str, record: dict) -> dict:
         ({"prompt": "fail:403", "model": "gpt-image-1-mini", "size": "1024x1024"}, "provider_auth_failed"),
         ({"prompt": "fail:404", "model": "gpt-image-1-mini", "size": "1024x1024"}, "provider_model_unavailable"),
         ({"prompt": "fail:quota", "model": "gpt-image-1-mini", "size": "1024x1024"}, "provider_quota_exceeded"),
-        ({"prompt": "fail:AccessDeniedException", "model": "amazon.titan-image-generator-v2:0", "size": "512x512"}, "provider_auth_failed"),
+        ({"prompt": "fail:AccessDeniedException", "model": "stability.sd3-5-large-v1:0", "size": "1024x1024"}, "provider_auth_failed"),
         ({"prompt": "a fox", "model": "amazon.nova-canvas-v1:0", "size": "512x512"}, "provider_inference_profile_required"),
     ],
 )
