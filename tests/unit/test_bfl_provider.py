@@ -272,3 +272,10 @@ def test_edits_are_not_made() -> None:
     with pytest.raises(errors.ProviderError) as caught:
         provider(Bfl())[0].generate(edit, Deadline.after(10))
     assert caught.value.code == "unsupported_operation"
+
+
+def test_a_result_larger_than_any_image_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("imagegen.providers.bfl.MAX_IMAGE_BYTES", 10)
+    with pytest.raises(errors.ProviderError) as caught:
+        provider(Bfl([{"status": "Ready"}]))[0].generate(make_plan(), Deadline.after(10))
+    assert caught.value.code == "provider_bad_response" and "larger" in caught.value.message

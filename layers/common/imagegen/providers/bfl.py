@@ -54,6 +54,8 @@ POLL_INTERVAL_SECONDS = 0.5
 BFL_DOMAINS = ("bfl.ai", "bfl.ml")
 # Where older results were delivered from (https only, and never sent the key).
 LEGACY_DELIVERY_HOSTS = frozenset({"bfldeliverysc.blob.core.windows.net"})
+# An Ultra PNG of about 4 MP is some 12 MB at worst: a bigger "image" is no image of BFL's.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
 # Models that take an aspect ratio instead of a width and height, by the prefix of their path.
 ASPECT_RATIO_MODELS = ("flux-pro-1.1-ultra", "flux-kontext-")
 ASPECT_RATIOS = ("21:9", "16:9", "3:2", "4:3", "1:1", "3:4", "2:3", "9:16", "9:21")
@@ -275,7 +277,23 @@ class BflProvider:
         raise ProviderError("The image provider answered a result without a status.", code="provider_bad_response")
 
     def _download(self, url: str, deadline: Deadline) -> bytes:
-        data = self._delivery.send(Call("GET", url), deadline).content
+        """The result's bytes, read as they come and at most MAX_IMAGE_BYTES of them."""
+        response = self._delivery.send(Call("GET", url), deadline, stream=True)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_IMAGE_BYTES:
+                    raise ProviderError("The image provider's result is larger than any image it draws.", code="provider_bad_response")
+                chunks.append(chunk)
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeoutError("The image provider's result did not download before the request deadline.") from exc
+        except httpx.TransportError as exc:
+            raise ProviderError("The image provider's result download broke off.", code="provider_unreachable") from exc
+        finally:
+            response.close()
+        data = b"".join(chunks)
         if not data:
             raise ProviderError("The image provider's result was empty.", code="provider_bad_response")
         return data
