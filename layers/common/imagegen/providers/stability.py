@@ -65,8 +65,8 @@ MAX_CONCURRENT_CALLS = 16
 
 def endpoint_and_model(provider_model: str) -> tuple[str, str | None]:
     """``"core"`` -> ``("core", None)``; ``"sd3/sd3.5-large"`` -> ``("sd3", "sd3.5-large")``."""
-    endpoint, _, model = provider_model.partition("/")
-    if endpoint not in ENDPOINTS or (endpoint == "sd3") != bool(model):
+    endpoint, slash, model = provider_model.partition("/")
+    if endpoint not in ENDPOINTS or (endpoint == "sd3") != bool(model) or (slash and not model):
         raise ValueError(f"'{provider_model}' is not a Stability endpoint ('ultra', 'core' or 'sd3/<model>')")
     return endpoint, model or None
 
