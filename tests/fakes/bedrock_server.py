@@ -15,6 +15,11 @@ that breaks these rules is a 400 ValidationException in Bedrock's "Malformed inp
 recorded request carries ``inputs``: the decoded images and mask (``images``, ``mask``; bytes), for tests to check
 what arrived; ``edit_plan`` / ``variation_plan`` and the image builders make what such tests send.
 
+Stable Image Inpaint (``stability.stable-image-inpaint-v1:0``, one of Stability AI Image Services) as AWS's sample
+notebook calls it: {image, mask, prompt, output_format, seed}, the mask a black-and-white image of the input's size
+(white: inpainted); it answers at the input's size here (AWS's notebook says 4 megapixels whatever the input: the
+catalog plans that as its worst case) and records the decoded ``inputs``.
+
 Model ids as Bedrock takes them: a foundation model id, or a cross-Region inference profile ``<geo>.<model id>``;
 a model in ``profile_only`` refuses its bare id as Bedrock does ("... with on-demand throughput isn't supported"),
 and an id of an unknown geography is "The provided model identifier is invalid"."""
@@ -117,6 +122,26 @@ def amazon_inputs(task: str, params: dict[str, Any]) -> tuple[dict[str, Any], tu
             raise _malformed(f"{field}/text", "expected minLength: 1, actual: 0")
         return {"images": [decode_image(value, f"{field}/images/{index}")[0] for index, value in enumerate(images)], "mask": None}, None
     return {}, None
+
+
+INPAINT_MODELS = {"stability.stable-image-inpaint-v1:0"}
+
+
+def stability_inpaint_inputs(body: dict[str, Any]) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The decoded image and mask of an inpainting body, and the size it answers at (the image's)."""
+    for key in ("image", "mask", "prompt"):
+        if key not in body:
+            raise _malformed("", f"required key [{key}] not found")
+    if not body["prompt"]:
+        raise _malformed("prompt", "expected minLength: 1, actual: 0")
+    data, image = decode_image(body["image"], "image")
+    mask_data, mask = decode_image(body["mask"], "mask")
+    if mask.size != image.size:
+        raise Malformed(f"The mask ({mask.size[0]}x{mask.size[1]}) must have the image's size ({image.size[0]}x{image.size[1]}).")
+    colours = {colour for _, colour in mask.convert("RGB").getcolors(maxcolors=1 << 24) or []}
+    if not colours <= {(0, 0, 0), (255, 255, 255)}:
+        raise Malformed("The mask must be black and white.")
+    return {"images": [data], "mask": mask_data}, image.size
 
 
 # Stability answers at its own resolution per ratio; the fake uses the sizes the project's registry lists.
@@ -253,7 +278,13 @@ class FakeBedrock(LoopbackHTTPServer):
                     return self._error(400, "ValidationException", ON_DEMAND_MESSAGE.format(model=model_id))
                 stability = model_id.startswith("stability.")
                 size: tuple[int, int] | None = None
-                if stability:
+                if stability and model_id in INPAINT_MODELS:
+                    try:
+                        record["inputs"], size = stability_inpaint_inputs(body)
+                    except Malformed as exc:
+                        return self._error(400, "ValidationException", str(exc))
+                    prompt = body["prompt"]
+                elif stability:
                     prompt = body["prompt"]
                 else:
                     task = body.get("taskType")
@@ -289,7 +320,7 @@ class FakeBedrock(LoopbackHTTPServer):
                     status, message = ERRORS[kind]
                     return self._error(status, "ValidationException" if kind == "ContentFilter" else kind, message)
                 if stability:
-                    width, height = STABILITY_SIZES[body["aspect_ratio"]]
+                    width, height = size or STABILITY_SIZES[body["aspect_ratio"]]
                     image_format = "JPEG" if body.get("output_format") == "jpeg" else "PNG"
                     image = draw(width, height, body["seed"], image_format)
                     payload = {"images": [base64.b64encode(image).decode()], "finish_reasons": [None], "seeds": [body["seed"]]}

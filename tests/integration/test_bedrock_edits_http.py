@@ -10,10 +10,12 @@ import io
 import json
 from typing import Any
 
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 from PIL import Image as PILImage
 
+from functions.api import app
 from imagegen import pictures
 from imagegen.clients import bedrock_runtime_client
 from imagegen.deadline import Deadline
@@ -21,11 +23,15 @@ from imagegen.errors import ContentPolicyError, InvalidRequestError, RateLimitEr
 from imagegen.planning import GenerationPlan, InputPictures
 from imagegen.providers.bedrock import BedrockProvider
 from imagegen.registry import ModelRegistry, build_registry
+from tests.conftest import clear_caches, load_event
 from tests.fakes.bedrock_server import FakeBedrock, edit_plan, openai_mask, picture, variation_plan
 
 pytestmark = pytest.mark.integration
 
 NOVA = "amazon.nova-canvas-v1:0"
+# Stability AI Image Services: invoked through a cross-Region profile (AWS's sample notebook uses us.).
+INPAINT = "stability.stable-image-inpaint-v1:0"
+INPAINT_PROFILE = f"us.{INPAINT}"
 REGISTRY = build_registry(openai_enabled=False, default_model=None, bedrock_enabled=True)
 
 
@@ -176,3 +182,119 @@ def test_bedrocks_refusal_of_an_edit_body_is_a_400_naming_its_reason(bedrock_env
         provider.generate(wrong, Deadline.after(10))
     assert caught.value.status_code == 400
     assert "Amazon Bedrock refused the request" in caught.value.message and "input image's size" in caught.value.message
+
+
+# Stable Image Inpaint (Stability AI Image Services) serves /v1/images/edits with a mask.
+def inpaint_registry(bedrock_env: FakeBedrock) -> ModelRegistry:
+    bedrock_env.profile_only.add(INPAINT)  # Bedrock refuses its bare id
+    return build_registry(openai_enabled=False, default_model=None, bedrock_models=[INPAINT_PROFILE])
+
+
+def test_an_inpainting_sends_the_image_and_a_white_where_transparent_mask_under_the_profile_id(bedrock_env, provider) -> None:
+    planned = edit(INPAINT_PROFILE, IMAGE, mask=MASK, n=2, output_format="jpeg", registry=inpaint_registry(bedrock_env))
+    result = provider.generate(planned, Deadline.after(10))
+    assert sizes(result) == [(384, 320)] * 2
+    assert [request["model"] for request in bedrock_env.requests] == [INPAINT_PROFILE] * 2  # one image per call
+    for sent in bedrock_env.requests:
+        assert (sent["json"]["prompt"], sent["json"]["output_format"]) == ("add a red hat", "jpeg")
+        (image,) = sent["inputs"]["images"]
+        assert sha256(image) == sha256(IMAGE)
+        mask = PILImage.open(io.BytesIO(sent["inputs"]["mask"])).convert("RGB")
+        # White where OpenAI's mask was transparent (the area Stability redraws), black everywhere else.
+        assert mask.crop((100, 50, 200, 150)).getcolors() == [(100 * 100, (255, 255, 255))]
+        assert sorted(mask.getcolors() or []) == [(100 * 100, (255, 255, 255)), (384 * 320 - 100 * 100, (0, 0, 0))]
+    assert bedrock_env.requests[0]["json"]["seed"] != bedrock_env.requests[1]["json"]["seed"]
+
+
+def test_the_bare_inpaint_id_is_refused_as_bedrock_refuses_it(bedrock_env, provider) -> None:
+    inpaint_registry(bedrock_env)
+    registry = build_registry(openai_enabled=False, default_model=None, bedrock_models=[INPAINT])
+    with pytest.raises(Exception) as caught:
+        provider.generate(edit(INPAINT, IMAGE, mask=MASK, registry=registry), Deadline.after(10))
+    assert getattr(caught.value, "code", None) == "provider_inference_profile_required"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "error"),
+    [
+        ("fail:filtered", ContentPolicyError),
+        ("fail:ThrottlingException", RateLimitError),
+        ("fail:ValidationException", InvalidRequestError),
+    ],
+)
+def test_an_inpainting_meets_the_same_error_table(bedrock_env, provider, prompt, error) -> None:
+    with pytest.raises(error):
+        provider.generate(
+            edit(INPAINT_PROFILE, IMAGE, mask=MASK, prompt=prompt, registry=inpaint_registry(bedrock_env)), Deadline.after(10)
+        )
+    assert len(bedrock_env.requests) == 1
+
+
+def edit_event(data: dict[str, str], *files: tuple[str, bytes]) -> dict[str, Any]:
+    """A multipart POST /v1/images/edits as the SDK sends it, base64 in the event as API Gateway passes it on."""
+    form = [(field, (f"{field}.png", content, "image/png")) for field, content in files]
+    request = httpx.Request("POST", "https://api.example.com/v1/images/edits", data=data, files=form)
+    event = load_event("api_edit_multipart.json")
+    event["body"] = base64.b64encode(request.read()).decode("ascii")
+    event["isBase64Encoded"] = True
+    event["headers"]["Content-Type"] = request.headers["Content-Type"]
+    event["multiValueHeaders"]["Content-Type"] = [request.headers["Content-Type"]]
+    return event
+
+
+def written(s3: Any, bucket: str, event: dict[str, Any]) -> list[str]:
+    rid = str(event["requestContext"]["requestId"])
+    keys = [
+        obj["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="images/")
+        for obj in page.get("Contents", [])
+    ]
+    return [key for key in keys if f"/{rid}/" in key]
+
+
+@pytest.fixture
+def inpaint_api(bedrock_env: FakeBedrock, monkeypatch: pytest.MonkeyPatch) -> FakeBedrock:
+    monkeypatch.setenv("BEDROCK_MODELS", INPAINT_PROFILE)
+    bedrock_env.profile_only.add(INPAINT)
+    clear_caches()
+    return bedrock_env
+
+
+def test_the_api_serves_an_inpainting_edit_and_stores_it(inpaint_api, local_s3, s3, lambda_context) -> None:
+    # A URL answer: planned at Inpaint's 4-megapixel worst case, a b64_json answer would not fit Lambda's 6 MB.
+    event = edit_event({"prompt": "a red hat", "model": INPAINT_PROFILE, "response_format": "url"}, ("image", IMAGE), ("mask", MASK))
+    response = app.lambda_handler(event, lambda_context)
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 200, body
+    (item,) = body["data"]
+    assert PILImage.open(io.BytesIO(httpx.get(item["url"], timeout=10).content)).size == (384, 320)
+    (sent,) = inpaint_api.requests
+    assert sent["model"] == INPAINT_PROFILE and sent["json"]["prompt"] == "a red hat"
+    assert sent["headers"]["Authorization"].startswith("AWS4-HMAC-SHA256 ")
+    assert len(written(s3, local_s3.bucket, event)) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "files", "status", "code", "calls"),
+    [
+        ({"prompt": "fail:filtered"}, (("image", IMAGE), ("mask", MASK)), 400, "content_policy_violation", 1),
+        ({"prompt": "a red hat"}, (("image", IMAGE),), 400, "unsupported_operation", 0),
+    ],
+)
+def test_the_api_refuses_a_filtered_or_maskless_inpainting_and_writes_no_image(
+    inpaint_api, local_s3, s3, lambda_context, data, files, status, code, calls
+) -> None:
+    event = edit_event({**data, "model": INPAINT_PROFILE}, *files)
+    response = app.lambda_handler(event, lambda_context)
+    body = json.loads(response["body"])
+    assert (response["statusCode"], body["error"]["code"]) == (status, code), body
+    assert len(inpaint_api.requests) == calls
+    assert written(s3, local_s3.bucket, event) == []
+
+
+def test_the_api_refuses_a_generation_with_the_inpainting_model_before_any_call(inpaint_api, lambda_context) -> None:
+    event = load_event("api_generate_url.json", prompt="a lighthouse", model=INPAINT_PROFILE, size="1024x1024")
+    response = app.lambda_handler(event, lambda_context)
+    body = json.loads(response["body"])
+    assert (response["statusCode"], body["error"]["code"]) == (400, "unsupported_operation"), body
+    assert inpaint_api.requests == []

@@ -44,6 +44,7 @@ from tests.fakes.bedrock_server import edit_plan, openai_mask, picture, variatio
 
 REGISTRY = build_registry(openai_enabled=False, default_model=None, bedrock_enabled=True)
 NOVA, TITAN, CORE = "amazon.nova-canvas-v1:0", "amazon.titan-image-generator-v2:0", "stability.stable-image-core-v1:1"
+INPAINT = "stability.stable-image-inpaint-v1:0"
 
 
 def plan(**fields: Any):
@@ -398,8 +399,55 @@ def test_the_catalog_gives_edits_and_variations_to_the_amazon_models_only() -> N
         assert (spec.variations.max_images, spec.variations.output_follows_input) == (1, False)
         assert spec.edits.formats == spec.variations.formats == ("png", "jpeg")
     for spec in catalog().of("bedrock"):
-        if spec.family == "stability":
+        if spec.family == "stability" and spec.id != INPAINT:
             assert spec.edits is None and spec.variations is None
+    inpaint = catalog()[INPAINT]
+    assert inpaint.variations is None and inpaint.edits is not None
+    assert (inpaint.edits.mask, inpaint.edits.max_images, inpaint.edits.output_follows_input) == (True, 1, True)
+    assert inpaint.max_output_pixels == 4_194_304  # "the output will be provided at 4mp": the worst case planned
+
+
+def test_stable_image_inpaint_body_golden() -> None:
+    """AWS's sample notebook: {image, mask, prompt, output_format, seed}; the mask white where OpenAI's is transparent."""
+    image = picture(384, 320)
+    body = bedrock.stability_inpaint_body(edit(INPAINT, image, mask=openai_mask(384, 320, (100, 50, 200, 150))), seed=5)
+    assert set(body) == {"image", "mask", "prompt", "output_format", "seed"}
+    assert (body["image"], body["prompt"], body["output_format"], body["seed"]) == (b64(image), "add a red hat", "png", 5)
+    mask = PILImage.open(io.BytesIO(base64.b64decode(body["mask"])))
+    assert (mask.mode, mask.size) == ("RGB", (384, 320))
+    assert sorted(mask.getcolors() or []) == [(100 * 100, (255, 255, 255)), (384 * 320 - 100 * 100, (0, 0, 0))]
+    assert mask.getpixel((150, 100)) == (255, 255, 255) and mask.getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_stable_image_inpaint_makes_n_calls_under_the_profile_id() -> None:
+    registry = build_registry(openai_enabled=False, default_model=None, bedrock_models=[f"us.{INPAINT}"])
+    planned = edit_plan(registry.get(f"us.{INPAINT}"), picture(384, 320), mask=openai_mask(384, 320, (0, 0, 10, 10)), n=3)
+    client = StubClient(answer=lambda body: {"images": [b64(picture(384, 320))], "finish_reasons": [None], "seeds": [body["seed"]]})
+    result = BedrockProvider(client).generate(planned, Deadline.after(10))
+    assert len(result.images) == 3
+    assert [call["modelId"] for call in client.calls] == [f"us.{INPAINT}"] * 3
+    assert len({call["body"]["seed"] for call in client.calls}) == 3  # a seed per call, never the same image
+
+
+@pytest.mark.parametrize(
+    ("make", "param"),
+    [
+        (lambda: planning.plan(catalog()[INPAINT], ImageGenerationRequest(prompt="a cat")), "model"),
+        (lambda: edit(INPAINT, picture(384, 320)), "mask"),
+    ],
+)
+def test_stable_image_inpaint_refuses_all_but_masked_edits_before_any_call(make: Any, param: str) -> None:
+    client = StubClient()
+    with pytest.raises(InvalidRequestError) as caught:
+        BedrockProvider(client).generate(make(), Deadline.after(10))
+    assert (caught.value.status_code, caught.value.code, caught.value.param) == (400, "unsupported_operation", param)
+    assert client.calls == []
+
+
+def test_a_filtered_inpainting_is_a_content_policy_error() -> None:
+    client = StubClient(answer=lambda body: {"images": [""], "finish_reasons": ["Filter reason: input image"], "seeds": [1]})
+    with pytest.raises(ContentPolicyError, match="input image"):
+        BedrockProvider(client).generate(edit(INPAINT, picture(384, 320), mask=openai_mask(384, 320, (0, 0, 10, 10))), Deadline.after(10))
 
 
 @pytest.mark.parametrize(

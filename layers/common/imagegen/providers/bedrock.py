@@ -2,8 +2,9 @@
 
 Two wire shapes: Amazon's (Nova Canvas, Titan Image Generator v2: up to 5 images per call, more in consecutive
 calls) and Stability's (Stable Image Core/Ultra, SD3.5 Large: an aspect ratio, one image per call, so ``n`` calls
-run concurrently; text-to-image only here). Every call is bounded by the request's deadline; Bedrock's errors become
-ours here, in one table.
+run concurrently; text-to-image; and Stable Image Inpaint for edits with a mask, below). Every call is bounded by
+the request's deadline; Bedrock's errors become ours here, in one table. Titan Image Generator v2 is retired (the
+registry refuses it before any call); its body stays for its catalog entry.
 
 Amazon's task per operation (Amazon Nova user guide, "Request and response structure for image generation" and
 "Image generation access and usage", docs.aws.amazon.com/nova/latest/userguide/image-gen-req-resp-structure.html;
@@ -22,6 +23,17 @@ model-parameters-titan-image.html):
 
 Input images (both models): PNG or JPEG, base64 in the body; Nova Canvas refuses a PNG whose alpha channel has
 transparent pixels. The byte and side limits are the catalog's (``imagegen/catalog/bedrock.json``).
+
+Stability AI Image Services (Bedrock user guide, "Stability AI Image Services", stable-image-services.html: InvokeModel,
+the same ``seeds``/``finish_reasons``/``images`` answer as Stability's generation models). Stable Image Inpaint
+(``stability.stable-image-inpaint-v1:0``, invoked through a cross-Region profile such as ``us.``) serves
+``/v1/images/edits`` with a mask: one call per image, body {image, mask, prompt, output_format, seed}; the field
+names, the ``us.`` profile ids and "the output will be provided at 4mp" are from AWS's own sample notebook
+(github.com/aws-samples/stabilityai-sample-notebooks, stability-ai-image-services-sample-notebook.ipynb), not the
+user guide's parameter table, which was not read. Assumed, not read this session: the mask's polarity (Stability's
+platform API: a black-and-white image where white is full inpainting strength and black none), so OpenAI's mask
+(alpha 0 = edit) becomes white where it is transparent. Inpaint only edits: a generation, a variation or an edit
+without a mask is refused before any call.
 """
 
 from __future__ import annotations
@@ -76,6 +88,10 @@ AMAZON_MAX_SEED = 858_993_459
 STABILITY_MAX_SEED = 4_294_967_294
 # Bedrock's mask convention (Titan and Nova alike): a black pixel is inside the mask, the area INPAINTING changes.
 MASK_EDIT_IS_BLACK = True
+# Stability's inpainting (Stability's platform API convention, assumed for Bedrock): a white pixel is inpainted.
+STABILITY_MASK_EDIT_IS_BLACK = False
+# Stability AI Image Services this module serves, by foundation model id: edits with a mask only.
+STABILITY_INPAINT_MODELS = frozenset({"stability.stable-image-inpaint-v1:0"})
 # The aspect ratios Stability's Bedrock models accept, as (width, height) units.
 STABILITY_ASPECT_RATIOS = ((1, 1), (16, 9), (9, 16), (3, 2), (2, 3), (4, 5), (5, 4), (21, 9), (9, 21))
 # Threads for the calls of one request (n is at most 10), with room for calls an earlier request abandoned at its
@@ -155,6 +171,27 @@ def stability_body(plan: GenerationPlan, seed: int) -> dict[str, Any]:
         "output_format": plan.output_format,
         "seed": seed,
     }
+
+
+def stability_inpaint_task(plan: GenerationPlan) -> dict[str, Any]:
+    """The image half of a Stable Image Inpaint body, built once per request: the first image and the mask (white
+    where OpenAI's mask is transparent)."""
+    inputs = plan.inputs
+    if plan.operation != "edit" or inputs is None or inputs.mask is None:
+        what = "an edit without a mask" if plan.operation == "edit" else f"{plan.operation}s"
+        raise InvalidRequestError(
+            f"The model '{plan.model.id}' only inpaints: send an image and a mask to /v1/images/edits ({what} are not served).",
+            param="mask" if plan.operation == "edit" else "model",
+            code="unsupported_operation",
+        )
+    mask = alpha_mask_to_black_white(inputs.mask.data, edit_is_black=STABILITY_MASK_EDIT_IS_BLACK)
+    return {"image": _b64(inputs.images[0].data), "mask": _b64(mask)}
+
+
+def stability_inpaint_body(plan: GenerationPlan, seed: int, task: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A Stable Image Inpaint request: one image, the masked area redrawn after the prompt."""
+    task = stability_inpaint_task(plan) if task is None else task
+    return {**task, "prompt": plan.prompt, "output_format": plan.output_format, "seed": seed}
 
 
 def _message(exc: ClientError) -> str:
@@ -307,9 +344,14 @@ class BedrockProvider:
         so a call still running then is abandoned (its answer ignored) and the request is a 504."""
         model = plan.model.provider_model
         calls: list[Callable[[], tuple[ProviderImage, ...]]] = []
-        if plan.model.family == "stability":
+        if plan.model.family == "stability" and bedrock_base_id(model) in STABILITY_INPAINT_MODELS:
+            task = stability_inpaint_task(plan)
+            for _ in range(plan.n):
+                body = stability_inpaint_body(plan, self._seed(STABILITY_MAX_SEED), task)
+                calls.append(partial(self._stability_call, model, body, deadline))
+        elif plan.model.family == "stability":
             if plan.operation != "generation":
-                # Never reached in practice: the catalog gives Stability's Bedrock models no edits or variations.
+                # Never reached in practice: the catalog gives Stability's generation models no edits or variations.
                 raise ProviderError(f"The model '{plan.model.id}' does not make {plan.operation}s here.", code="unsupported_operation")
             for _ in range(plan.n):
                 calls.append(partial(self._stability_call, model, stability_body(plan, self._seed(STABILITY_MAX_SEED)), deadline))
