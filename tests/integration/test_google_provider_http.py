@@ -9,10 +9,17 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from PIL import Image as PILImage
 
 from functions.api import app
+from imagegen.deadline import Deadline
+from imagegen.errors import ContentPolicyError
+from imagegen.options import ImageGenerationRequest
+from imagegen.planning import plan
+from imagegen.providers.google import GoogleProvider
+from imagegen.specs import catalog
 from tests.conftest import load_event
 from tests.fakes.google_server import KEY, FakeGoogle
 
@@ -175,3 +182,34 @@ def test_a_slow_google_is_a_504_within_the_deadline(google_env, lambda_context) 
     )
     assert (status, body["error"]["code"]) == (504, "provider_timeout")
     assert time.monotonic() - started < 3.0
+
+
+def imagen_plan(prompt: str, **fields):
+    """Imagen is retired in the catalog, so the handler refuses it: its wire is driven through the provider itself."""
+    spec = catalog()["imagen-4.0-generate-001"]
+    return plan(spec, ImageGenerationRequest.model_validate({"prompt": prompt, "model": spec.id, **fields}))
+
+
+def imagen_provider(fake: FakeGoogle):
+    return GoogleProvider(httpx.Client(), base_url=fake.base_url, api_key=lambda: KEY, sleep=lambda _: None)
+
+
+def test_imagen_predict_over_http_answers_n_images_in_the_format_asked(google_env) -> None:
+    result = imagen_provider(google_env).generate(imagen_plan("a fox", n=3, size="1408x768", output_format="jpeg"), Deadline.after(10))
+    assert len(result.images) == 3
+    assert all(PILImage.open(io.BytesIO(image.data)).format == "JPEG" for image in result.images)
+    assert PILImage.open(io.BytesIO(result.images[0].data)).size == (1408, 768)
+    (sent,) = google_env.requests
+    assert sent["path"] == "/v1beta/models/imagen-4.0-generate-001:predict"
+    assert sent["json"]["parameters"] == {
+        "sampleCount": 3,
+        "aspectRatio": "16:9",
+        "includeRaiReason": True,
+        "outputOptions": {"mimeType": "image/jpeg"},
+    }
+
+
+@pytest.mark.parametrize("prompt", ["fail:filtered", "fail:all-filtered"])
+def test_imagen_filtered_images_over_http_are_a_refusal(google_env, prompt) -> None:
+    with pytest.raises(ContentPolicyError):
+        imagen_provider(google_env).generate(imagen_plan(prompt, n=2), Deadline.after(10))

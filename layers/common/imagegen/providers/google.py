@@ -90,6 +90,7 @@ REFUSED = frozenset(
 STATUS_AS = {"FAILED_PRECONDITION": 403}
 # A Google API key (AIza + 35 characters), should a message ever echo one.
 _GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_-]{20,}")
+_URLSAFE_B64 = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 _DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 MAX_CONCURRENT_CALLS = 8
 
@@ -154,10 +155,13 @@ def _decode(data: Any) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
+        pass
+    if _URLSAFE_B64.match(data):  # proto3 JSON parsers take the URL-safe alphabet too
         try:
             return base64.urlsafe_b64decode(data)
-        except (binascii.Error, ValueError) as exc:
-            raise _bad("an image that is not base64") from exc
+        except (binascii.Error, ValueError):
+            pass
+    raise _bad("an image that is not base64")
 
 
 def _usage(payload: Mapping[str, Any]) -> dict[str, int] | None:
