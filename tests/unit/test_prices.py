@@ -51,6 +51,13 @@ UNVERIFIED = {
     "chatgpt-image-latest",
     "amazon.nova-canvas-v1:0",
     "amazon.titan-image-generator-v2:0",
+    "flux-2-pro",
+    "gemini-2.5-flash-image",
+    "gemini-3.1-flash-image",
+    "gemini-3-pro-image",
+    "imagen-4.0-generate-001",
+    "imagen-4.0-fast-generate-001",
+    "imagen-4.0-ultra-generate-001",
 }
 PROMPT = "a red fox in fresh snow, at dawn"
 PROMPT_BYTES = len(PROMPT.encode("utf-8"))
