@@ -111,6 +111,76 @@ def test_the_worker_sends_the_openai_key_it_read_from_secrets_manager(
     assert sent["headers"]["Authorization"] == f"Bearer {openai_key_in_secrets_manager}"
 
 
+# Google, Black Forest Labs and Stability AI: (env prefix, fake server class, the fake's key, a model and size, how
+# the key is sent).
+KEYED = {
+    "google": (
+        "GOOGLE",
+        "tests.fakes.google_server:FakeGoogle",
+        "tests.fakes.google_server:KEY",
+        "gemini-2.5-flash-image",
+        "x-goog-api-key",
+        "",
+    ),
+    "bfl": ("BFL", "tests.fakes.bfl_server:FakeBfl", "tests.fakes.bfl_server:API_KEY", "flux-pro-1.1", "x-key", ""),
+    "stability": (
+        "STABILITY",
+        "tests.fakes.stability_server:FakeStability",
+        "tests.fakes.stability_server:API_KEY",
+        "stable-image-core",
+        "authorization",
+        "Bearer ",
+    ),
+}
+
+
+def _named(path: str) -> Any:
+    from importlib import import_module
+
+    module, name = path.split(":")
+    return getattr(import_module(module), name)
+
+
+@pytest.fixture(params=list(KEYED))
+def keyed_provider_in_secrets_manager(
+    request: pytest.FixtureRequest, aws_config: Any, local_s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """A keyed provider's models served with its key only in Secrets Manager, as deployed (<Provider>ApiKeySecretArn):
+    (the fake server, the model, the header and the value it must carry)."""
+    prefix, server, key, model, header, scheme = KEYED[request.param]
+    value = _named(key)
+    arn = aws_config.client("secretsmanager").create_secret(Name=f"it-{secrets.token_hex(4)}/{request.param}-api-key", SecretString=value)[
+        "ARN"
+    ]
+    monkeypatch.delenv(f"{prefix}_API_KEY", raising=False)
+    monkeypatch.setenv(f"{prefix}_API_KEY_SECRET_ARN", arn)
+    with _named(server)() as fake:
+        monkeypatch.setenv(f"{prefix}_BASE_URL", fake.base_url)
+        yield fake, model, header, scheme + value
+
+
+def sent_keys(fake: Any, header: str) -> set[str]:
+    return {value for sent in fake.requests for name, value in sent["headers"].items() if name.lower() == header}
+
+
+def test_the_api_sends_a_keyed_providers_key_it_read_from_secrets_manager(keyed_provider_in_secrets_manager, lambda_context) -> None:
+    fake, model, header, expected = keyed_provider_in_secrets_manager
+    status, body = call_api(load_event("api_generate_url.json", prompt="a fox", model=model, size="1024x1024"), lambda_context)
+
+    assert status == 200, body
+    assert sent_keys(fake, header) == {expected}
+
+
+def test_the_worker_sends_a_keyed_providers_key_it_read_from_secrets_manager(
+    keyed_provider_in_secrets_manager, job_resources, worker_poller, lambda_context
+) -> None:
+    fake, model, header, expected = keyed_provider_in_secrets_manager
+    done = run_job(async_event(prompt="a queued fox", model=model, size="1024x1024"), worker_poller, lambda_context)
+
+    assert done["status"] == "succeeded", done
+    assert sent_keys(fake, header) == {expected}
+
+
 @pytest.fixture
 def azure_key_in_secrets_manager(aws_config: Any, local_s3: Any, fake_openai: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """Azure OpenAI served with its key only in Secrets Manager, as deployed (AzureOpenAIApiKeySecretArn)."""
