@@ -490,11 +490,10 @@ def test_titan_v2_is_retired_on_its_aws_eol_and_refused_before_any_call() -> Non
     assert TITAN not in [spec.id for spec in REGISTRY.models]
 
 
-@pytest.mark.xfail(strict=True, reason="registry.py names the successor unconditionally ('use None instead'): change reported")
 def test_a_retired_model_without_successor_names_none() -> None:
     with pytest.raises(ModelNotFoundError) as caught:
         REGISTRY.plan(ImageGenerationRequest(prompt="a cat", model=TITAN))
-    assert "None" not in caught.value.message
+    assert "None" not in caught.value.message and "retired on 2026-06-30" in caught.value.message
 
 
 def test_nova_canvas_is_legacy_but_still_served_and_never_retired_on_a_third_partys_date() -> None:

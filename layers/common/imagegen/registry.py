@@ -79,8 +79,8 @@ class ModelRegistry:
             )
         if spec.retired(self._today()):
             raise ModelNotFoundError(
-                f"The model '{model_id}' was retired on {spec.retired_on:%Y-%m-%d} and is no longer available; "
-                f"use '{spec.successor}' instead.",
+                f"The model '{model_id}' was retired on {spec.retired_on:%Y-%m-%d} and is no longer available"
+                + (f"; use '{spec.successor}' instead." if spec.successor else "."),
                 param="model",
                 code="model_retired",
             )

@@ -43,7 +43,7 @@ import binascii
 import json
 import secrets
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -66,10 +66,11 @@ from imagegen.errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from imagegen.observability import logger, tracer
+from imagegen.observability import tracer
 from imagegen.planning import GenerationPlan
 from imagegen.png import alpha_plane, encode_png_rgb
 from imagegen.providers.base import ProviderImage, ProviderResult
+from imagegen.providers.fanout import side_by_side
 from imagegen.specs import bedrock_base_id
 
 if TYPE_CHECKING:
@@ -361,7 +362,7 @@ class BedrockProvider:
                 count = min(AMAZON_MAX_IMAGES_PER_CALL, plan.n - start)
                 body = amazon_body(plan, count, self._seed(AMAZON_MAX_SEED), task)
                 calls.append(partial(self._amazon_call, model, body, count, deadline))
-        batches = self._run(calls, deadline)
+        batches = side_by_side(self._executor, calls, deadline, provider="Amazon Bedrock")
         return ProviderResult(images=tuple(image for batch in batches for image in batch))
 
     def _stability_call(self, model: str, body: dict[str, Any], deadline: Deadline) -> tuple[ProviderImage, ...]:
@@ -369,20 +370,6 @@ class BedrockProvider:
 
     def _amazon_call(self, model: str, body: dict[str, Any], count: int, deadline: Deadline) -> tuple[ProviderImage, ...]:
         return parse_amazon(self._invoke(model, body, deadline), count)
-
-    def _run(self, calls: list[Callable[[], tuple[ProviderImage, ...]]], deadline: Deadline) -> list[tuple[ProviderImage, ...]]:
-        remaining = deadline.require("call Amazon Bedrock")
-        futures: list[Future[tuple[ProviderImage, ...]]] = [self._executor.submit(call) for call in calls]
-        done, pending = wait(futures, timeout=remaining, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        errors = [error for future in futures if future in done and (error := future.exception()) is not None]
-        if errors:
-            raise errors[0]
-        if pending:
-            logger.warning("Amazon Bedrock calls outlived the deadline", extra={"calls": len(calls), "pending": len(pending)})
-            raise ProviderTimeoutError(f"Amazon Bedrock did not answer within {remaining:.1f} s.")
-        return [future.result() for future in futures]
 
     def _invoke(self, model_id: str, body: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
         deadline.require("call Amazon Bedrock")

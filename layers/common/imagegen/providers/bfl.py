@@ -32,7 +32,6 @@ Assumed (third-party copies only, or not read):
 from __future__ import annotations
 
 import ipaddress
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from imagegen.deadline import Deadline
 from imagegen.errors import ContentPolicyError, ImageGenError, ProviderError, ProviderTimeoutError
 from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
+from imagegen.providers.fanout import nearest_ratio
 from imagegen.providers.upstream import MAX_RETRIES, Call, Upstream, error_for, redact_keys, retry_after
 
 # BFL's own examples poll every 0.5 s.
@@ -69,14 +69,8 @@ ASYNC_HINT = (
 
 
 def aspect_ratio(width: int, height: int) -> str:
-    """The ratio BFL takes closest to ``width``:``height`` (by the logarithm of the ratio)."""
-    wanted = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        across, down = (int(side) for side in ratio.split(":"))
-        return abs(math.log(across / down) - wanted)
-
-    return min(ASPECT_RATIOS, key=distance)
+    """The ratio BFL takes closest to ``width``:``height``."""
+    return nearest_ratio(width, height, ASPECT_RATIOS)
 
 
 def build_request_body(plan: GenerationPlan) -> dict[str, Any]:

@@ -55,6 +55,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import httpx
@@ -63,6 +64,7 @@ from imagegen.deadline import Deadline
 from imagegen.errors import ContentPolicyError, ImageGenError, ProviderError
 from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
+from imagegen.providers.fanout import nearest_ratio, side_by_side
 from imagegen.providers.upstream import MAX_RETRIES, Call, Upstream, error_for, redact_keys, retry_after
 from imagegen.service import sniff_format
 
@@ -96,17 +98,8 @@ MAX_CONCURRENT_CALLS = 8
 
 
 def aspect_ratio(width: int, height: int, ratios: tuple[str, ...] = GEMINI_ASPECT_RATIOS) -> str:
-    """The ratio of ``ratios`` nearest to ``width``:``height`` (by the logarithm of the ratio): Google draws sizes
-    near, not exactly at, its ratios (848x1264 for 2:3). bedrock.aspect_ratio wants an exact ratio of Stability's and
-    bfl.aspect_ratio has BFL's list, so neither fits; a shared ``nearest_ratio(width, height, ratios)`` would serve
-    all three."""
-    wanted = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        across, down = (int(side) for side in ratio.split(":"))
-        return abs(math.log(across / down) - wanted)
-
-    return min(ratios, key=distance)
+    """The ratio of ``ratios`` nearest to ``width``:``height``: Google draws sizes near, not exactly at, its ratios."""
+    return nearest_ratio(width, height, ratios)
 
 
 def image_size(width: int, height: int) -> str:
@@ -302,12 +295,8 @@ class GoogleProvider:
             response = self._api.send(Call("POST", self._url(plan, "predict"), json=imagen_body(plan)), deadline)
             images = parse_imagen(_json(response), plan.n)
             return ProviderResult(images=tuple(ProviderImage(data=_checked(data, plan)) for data in images))
-        if plan.n == 1:
-            results = [self._gemini_call(plan, deadline)]
-        else:
-            futures = [self._executor.submit(self._gemini_call, plan, deadline) for _ in range(plan.n)]
-            # Each call ends by the deadline (Upstream cuts its timeout to it); the first failure is the answer.
-            results = [future.result() for future in futures]
+        calls = [partial(self._gemini_call, plan, deadline) for _ in range(plan.n)]
+        results = side_by_side(self._executor, calls, deadline, provider="the Gemini API")
         return ProviderResult(images=tuple(ProviderImage(data=data) for data, _ in results), usage=_total([usage for _, usage in results]))
 
     def _gemini_call(self, plan: GenerationPlan, deadline: Deadline) -> tuple[bytes, dict[str, int] | None]:

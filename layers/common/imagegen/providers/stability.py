@@ -39,7 +39,8 @@ import base64
 import binascii
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import httpx
@@ -49,6 +50,7 @@ from imagegen.errors import ContentPolicyError, ImageGenError, ProviderError
 from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
 from imagegen.providers.bedrock import aspect_ratio
+from imagegen.providers.fanout import side_by_side
 from imagegen.providers.upstream import MAX_RETRIES, Call, Upstream, error_for, retry_after
 
 GENERATE_PATH = "/v2beta/stable-image/generate"
@@ -183,16 +185,8 @@ class StabilityProvider:
         if plan.safety_identifier:
             headers["stability-client-user-id"] = plan.safety_identifier[:256]
         call = Call("POST", self.url(plan), files=multipart(build_fields(plan)), headers=headers)
-        if plan.n == 1:
-            return ProviderResult(images=(self._one(call, deadline),))
-        futures: list[Future[ProviderImage]] = [self._executor.submit(self._one, call, deadline) for _ in range(plan.n)]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        for future in futures:
-            if future in done and (error := future.exception()) is not None:
-                raise error
-        return ProviderResult(images=tuple(future.result() for future in futures))
+        calls = [partial(self._one, call, deadline) for _ in range(plan.n)]
+        return ProviderResult(images=tuple(side_by_side(self._executor, calls, deadline, provider="Stability AI")))
 
     def _one(self, call: Call, deadline: Deadline) -> ProviderImage:
         return parse_image(self._api.send(call, deadline))
