@@ -14,10 +14,10 @@ from imagegen import service as service_module
 from imagegen.deadline import Deadline
 from imagegen.errors import ModelNotFoundError, PayloadTooLargeError, ProviderError, StorageError
 from imagegen.options import ImageGenerationRequest, StoredImage
-from imagegen.providers.base import ProviderImage, ProviderResult
+from imagegen.providers.base import ProviderImage, ProviderResult, sniff_format
 from imagegen.providers.local import LocalProvider, draw
 from imagegen.registry import ModelRegistry, build_registry
-from imagegen.service import ImageService, sniff_format
+from imagegen.service import ImageService
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings
 from imagegen.specs import catalog
 from tests.fakes.memory_store import InMemoryStore as _InMemoryStore

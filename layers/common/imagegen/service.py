@@ -33,7 +33,7 @@ from imagegen.options import (
 )
 from imagegen.planning import GenerationPlan, check_input_count, plan_edit, plan_variation
 from imagegen.providers import ImageProvider, ProviderResult, get_provider
-from imagegen.providers.base import StreamingProvider
+from imagegen.providers.base import StreamingProvider, sniff_format
 from imagegen.registry import ModelRegistry
 from imagegen.routing import MIN_FALLBACK_SECONDS, count_fallback, falls_through, fitting, served
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
@@ -45,32 +45,11 @@ from imagegen.usage.meter import Charge, Meter, meter_of
 from imagegen.usage.prices import price_book
 
 # Magic numbers of the formats a provider may answer -> (extension, content type).
-_FORMATS = (
-    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
-    (b"\xff\xd8\xff", "jpeg", "image/jpeg"),
-    (b"RIFF", "webp", "image/webp"),
-)
-# GIF and SVG only when asked for (output_format): otherwise such bytes are a provider's wrong answer.
-_ON_REQUEST = {"gif": ((b"GIF87a", b"GIF89a"), "image/gif"), "svg": ((b"<?xml", b"<svg"), "image/svg+xml")}
 # Room for the JSON around the base64 text: field names, revised prompts, the proxy envelope.
 _RESPONSE_OVERHEAD_BYTES = 16 * 1024
 # A plan's quality as the SDK's stream events name it: DALL-E's and Bedrock's names as OpenAI maps them for GPT image
 # models (the catalog: standard -> medium, hd -> high), Bedrock's premium as its hd.
 _EVENT_QUALITY: dict[str, EventQuality] = {"standard": "medium", "hd": "high", "premium": "high"}
-
-
-def sniff_format(data: bytes, output_format: str | None = None) -> tuple[str, str]:
-    """(extension, content type) of an image a provider answered; a GIF or an SVG only when ``output_format`` asked
-    for one (an SVG is text: an XML declaration or the <svg> element first, after a byte-order mark and white space)."""
-    for magic, extension, content_type in _FORMATS:
-        if data.startswith(magic) and (extension != "webp" or data[8:12] == b"WEBP"):
-            return extension, content_type
-    if output_format in _ON_REQUEST:
-        starts, content_type = _ON_REQUEST[output_format]
-        head = data[:1024].removeprefix(b"\xef\xbb\xbf").lstrip()
-        if head.startswith(starts) and (output_format != "svg" or b"<svg" in head):
-            return output_format, content_type
-    raise ProviderError("The image provider returned bytes that are not an image in a format asked for.", code="provider_bad_response")
 
 
 def b64_answer_bytes(image_sizes: Iterable[int]) -> int:

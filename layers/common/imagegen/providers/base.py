@@ -1,5 +1,5 @@
-"""The small interfaces image providers implement: every provider generates, and one that can stream also yields
-its partial images as they come."""
+"""The small interfaces image providers implement (every provider generates, and one that can stream also yields
+its partial images as they come), and how the bytes a provider answers are recognised (:func:`sniff_format`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from imagegen.deadline import Deadline
+from imagegen.errors import ProviderError
 from imagegen.planning import GenerationPlan
 
 
@@ -46,3 +47,27 @@ class StreamingProvider(Protocol):
         :class:`imagegen.errors.ImageGenError`, raised at the point of the stream where it happened. The deadline
         bounds the whole stream."""
         ...
+
+
+# What a provider's image bytes are, by their first bytes (WebP: RIFF....WEBP).
+_FORMATS = (
+    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
+    (b"\xff\xd8\xff", "jpeg", "image/jpeg"),
+    (b"RIFF", "webp", "image/webp"),
+)
+# GIF and SVG only when asked for (output_format): otherwise such bytes are a provider's wrong answer.
+_ON_REQUEST = {"gif": ((b"GIF87a", b"GIF89a"), "image/gif"), "svg": ((b"<?xml", b"<svg"), "image/svg+xml")}
+
+
+def sniff_format(data: bytes, output_format: str | None = None) -> tuple[str, str]:
+    """(extension, content type) of an image a provider answered; a GIF or an SVG only when ``output_format`` asked
+    for one (an SVG is text: an XML declaration or the <svg> element first, after a byte-order mark and white space)."""
+    for magic, extension, content_type in _FORMATS:
+        if data.startswith(magic) and (extension != "webp" or data[8:12] == b"WEBP"):
+            return extension, content_type
+    if output_format in _ON_REQUEST:
+        starts, content_type = _ON_REQUEST[output_format]
+        head = data[:1024].removeprefix(b"\xef\xbb\xbf").lstrip()
+        if head.startswith(starts) and (output_format != "svg" or b"<svg" in head):
+            return output_format, content_type
+    raise ProviderError("The image provider returned bytes that are not an image in a format asked for.", code="provider_bad_response")

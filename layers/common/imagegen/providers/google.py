@@ -63,10 +63,9 @@ import httpx
 from imagegen.deadline import Deadline
 from imagegen.errors import ContentPolicyError, ImageGenError, ProviderError
 from imagegen.planning import GenerationPlan
-from imagegen.providers.base import ProviderImage, ProviderResult
+from imagegen.providers.base import ProviderImage, ProviderResult, sniff_format
 from imagegen.providers.fanout import nearest_ratio, side_by_side
 from imagegen.providers.upstream import MAX_RETRIES, Call, Upstream, error_for, redact_keys, retry_after
-from imagegen.service import sniff_format
 
 GEMINI_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 IMAGEN_ASPECT_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
