@@ -58,6 +58,12 @@ UNVERIFIED = {
     "imagen-4.0-generate-001",
     "imagen-4.0-fast-generate-001",
     "imagen-4.0-ultra-generate-001",
+    "stable-image-ultra",
+    "stable-image-core",
+    "sd3.5-large",
+    "sd3.5-large-turbo",
+    "sd3.5-medium",
+    "stability.stable-image-inpaint-v1:0",
 }
 PROMPT = "a red fox in fresh snow, at dawn"
 PROMPT_BYTES = len(PROMPT.encode("utf-8"))
