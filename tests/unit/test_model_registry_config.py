@@ -15,29 +15,29 @@ from imagegen.registry_document import RegistryDocument
 from imagegen.settings import get_settings
 from imagegen.specs import catalog
 
-NOVA, TITAN, SD35 = "amazon.nova-canvas-v1:0", "amazon.titan-image-generator-v2:0", "stability.sd3-5-large-v1:0"
+NOVA, CORE, SD35 = "amazon.nova-canvas-v1:0", "stability.stable-image-core-v1:1", "stability.sd3-5-large-v1:0"
 DOCUMENT = {
-    "models": ["local", NOVA, {"id": SD35, "max_n": 2}, {"id": TITAN, "max_n": 10, "default_size": "512x512"}],
+    "models": ["local", NOVA, {"id": SD35, "max_n": 2}, {"id": CORE, "max_n": 10, "default_size": "1280x720"}],
     "default_model": NOVA,
 }
 
 
 def test_a_document_serves_exactly_its_models_with_their_overrides() -> None:
     reg = build_registry(openai_enabled=False, default_model=None, document=RegistryDocument.model_validate(DOCUMENT))
-    assert [spec.id for spec in reg.models] == ["local", NOVA, SD35, TITAN]
+    assert [spec.id for spec in reg.models] == ["local", NOVA, SD35, CORE]
     assert reg.default_model == NOVA
-    assert (reg.get(SD35).max_n, reg.get(TITAN).max_n, reg.get(TITAN).default_size) == (2, 10, "512x512")
-    assert catalog()[TITAN].max_n == 5  # the catalog itself is untouched
+    assert (reg.get(SD35).max_n, reg.get(CORE).max_n, reg.get(CORE).default_size) == (2, 10, "1280x720")
+    assert catalog()[CORE].max_n == 4  # the catalog itself is untouched
     with pytest.raises(ModelNotFoundError):
         reg.get("stability.stable-image-ultra-v1:1")
     with pytest.raises(InvalidRequestError, match="between 1 and 2"):
         reg.plan(ImageGenerationRequest(prompt="x", model=SD35, n=3))
-    assert reg.plan(ImageGenerationRequest(prompt="x", model=TITAN)).size == "512x512"
+    assert reg.plan(ImageGenerationRequest(prompt="x", model=CORE)).size == "1280x720"
 
 
 def test_default_model_is_the_environment_then_the_document_then_the_first() -> None:
-    config = RegistryDocument.model_validate({"models": [TITAN, NOVA]})
-    assert build_registry(openai_enabled=False, default_model=None, document=config).default_model == TITAN
+    config = RegistryDocument.model_validate({"models": [CORE, NOVA]})
+    assert build_registry(openai_enabled=False, default_model=None, document=config).default_model == CORE
     assert build_registry(openai_enabled=False, default_model=NOVA, document=config).default_model == NOVA
 
 
@@ -49,8 +49,8 @@ def test_default_model_is_the_environment_then_the_document_then_the_first() -> 
         ({"models": [NOVA, NOVA]}, "listed twice"),
         ({"models": [{"id": "dall-e-3", "max_n": 2}]}, "above the model's own limit 1"),
         ({"models": [{"id": NOVA, "max_n": 11}]}, "less than or equal to 10"),
-        ({"models": [{"id": TITAN, "default_size": "1792x1024"}]}, "not one of"),
-        ({"models": [NOVA], "default_model": TITAN}, "not among the listed models"),
+        ({"models": [{"id": CORE, "default_size": "1792x1024"}]}, "not one of"),
+        ({"models": [NOVA], "default_model": CORE}, "not among the listed models"),
         ({"models": [NOVA], "extra": 1}, "Extra inputs"),
     ],
 )
@@ -66,7 +66,7 @@ def test_openai_models_in_the_document_need_a_key() -> None:
 
 def test_the_document_comes_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("MODEL_REGISTRY", json.dumps(DOCUMENT))
-    assert [spec.id for spec in registry.deployment_registry(get_settings()).models] == ["local", NOVA, SD35, TITAN]
+    assert [spec.id for spec in registry.deployment_registry(get_settings()).models] == ["local", NOVA, SD35, CORE]
 
 
 def test_a_malformed_document_fails_the_settings(monkeypatch) -> None:
@@ -95,10 +95,10 @@ def test_nothing_configured_keeps_the_defaults() -> None:
 
 
 def test_bedrock_models_serves_only_those(monkeypatch) -> None:
-    monkeypatch.setenv("BEDROCK_MODELS", f" {TITAN}, {NOVA} ")
+    monkeypatch.setenv("BEDROCK_MODELS", f" {CORE}, {NOVA} ")
     reg = registry.deployment_registry(get_settings())
-    assert [spec.id for spec in reg.models] == ["local", TITAN, NOVA]
-    assert reg.default_model == TITAN
+    assert [spec.id for spec in reg.models] == ["local", CORE, NOVA]
+    assert reg.default_model == CORE
 
 
 def test_bedrock_models_refuses_unknown_ids(monkeypatch) -> None:
@@ -115,9 +115,9 @@ def test_blank_bedrock_settings_mean_off(monkeypatch) -> None:
 
 def test_bedrock_models_may_name_cross_region_inference_profiles(monkeypatch) -> None:
     """``<geo>.<model id>`` is served under that id, invoked by that id, with the base model's rules."""
-    monkeypatch.setenv("BEDROCK_MODELS", f"us.{NOVA},global.{SD35},{TITAN}")
+    monkeypatch.setenv("BEDROCK_MODELS", f"us.{NOVA},global.{SD35},{CORE}")
     reg = registry.deployment_registry(get_settings())
-    assert [spec.id for spec in reg.models] == ["local", f"us.{NOVA}", f"global.{SD35}", TITAN]
+    assert [spec.id for spec in reg.models] == ["local", f"us.{NOVA}", f"global.{SD35}", CORE]
     profile = reg.get(f"us.{NOVA}")
     assert (profile.provider, profile.provider_model) == ("bedrock", f"us.{NOVA}")
     assert profile.model_copy(update={"id": NOVA, "provider_model": NOVA}) == catalog()[NOVA]
@@ -137,9 +137,9 @@ def test_only_bedrock_models_under_a_known_geography_are_profiles(monkeypatch, m
 
 
 def test_a_registry_document_may_list_inference_profiles() -> None:
-    config = RegistryDocument.model_validate({"models": [{"id": f"eu.{TITAN}", "max_n": 2}], "default_model": f"eu.{TITAN}"})
+    config = RegistryDocument.model_validate({"models": [{"id": f"eu.{CORE}", "max_n": 2}], "default_model": f"eu.{CORE}"})
     reg = build_registry(openai_enabled=False, default_model=None, document=config)
-    assert [(spec.id, spec.provider_model, spec.max_n) for spec in reg.models] == [(f"eu.{TITAN}", f"eu.{TITAN}", 2)]
+    assert [(spec.id, spec.provider_model, spec.max_n) for spec in reg.models] == [(f"eu.{CORE}", f"eu.{CORE}", 2)]
     assert config.providers == frozenset({"bedrock"})
 
 
