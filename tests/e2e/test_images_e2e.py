@@ -132,8 +132,9 @@ def test_models_lists_the_local_model(local_stack) -> None:
     assert "local" in [model["id"] for model in response.json()["data"]]
 
 
-# What GET /v1/models adds to OpenAI's Model: which model is the default, and what each one accepts
-MODEL_EXTENSIONS = frozenset({"default", "capabilities"})
+# What GET /v1/models adds to OpenAI's Model: which model is the default, what each one accepts, its lifecycle, and
+# for a route its models
+MODEL_EXTENSIONS = frozenset({"default", "capabilities", "lifecycle", "route"})
 
 
 def test_official_openai_sdk_lists_models(local_stack) -> None:
