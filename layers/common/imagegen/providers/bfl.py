@@ -45,7 +45,7 @@ from imagegen.errors import ContentPolicyError, ImageGenError, ProviderError, Pr
 from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
 from imagegen.providers.fanout import nearest_ratio
-from imagegen.providers.upstream import MAX_RETRIES, Call, Upstream, error_for, redact_keys, retry_after
+from imagegen.providers.upstream import MAX_RETRIES, Call, KeyedUpstream, Upstream, error_for, redact_keys, retry_after
 
 # BFL's own examples poll every 0.5 s.
 POLL_INTERVAL_SECONDS = 0.5
@@ -153,25 +153,13 @@ class BflProvider:
         poll_interval: float | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._api_key = api_key
         self._sleep = sleep
         self._poll_interval = poll_interval
-        self._api = Upstream(
-            client,
-            auth_headers=lambda: {"x-key": api_key()},
-            error_of=self._error_of,
-            max_retries=max_retries,
-            sleep=sleep,
+        self._api = KeyedUpstream(
+            client, api_key=api_key, auth_header=lambda key: {"x-key": key}, read_error=bfl_error, max_retries=max_retries, sleep=sleep
         )
         # The signed result URL needs no key, and its host must never see it.
         self._delivery = Upstream(client, auth_headers=lambda: {}, error_of=_delivery_error, max_retries=max_retries, sleep=sleep)
-
-    def _error_of(self, response: httpx.Response) -> ImageGenError:
-        try:
-            key: str | None = self._api_key()
-        except ImageGenError:
-            key = None
-        return bfl_error(response, key=key)
 
     # -- URLs from BFL's answers ---------------------------------------------------------------------------------
 

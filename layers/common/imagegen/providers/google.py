@@ -65,7 +65,7 @@ from imagegen.errors import ContentPolicyError, ImageGenError, ProviderError
 from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult, sniff_format
 from imagegen.providers.fanout import nearest_ratio, side_by_side
-from imagegen.providers.upstream import MAX_RETRIES, Call, Upstream, error_for, redact_keys, retry_after
+from imagegen.providers.upstream import MAX_RETRIES, Call, KeyedUpstream, error_for, redact_keys, retry_after
 
 GEMINI_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 IMAGEN_ASPECT_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
@@ -265,22 +265,15 @@ class GoogleProvider:
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._api_key = api_key
         self._executor = executor or ThreadPoolExecutor(max_workers=MAX_CONCURRENT_CALLS, thread_name_prefix="google")
-        self._api = Upstream(
+        self._api = KeyedUpstream(
             client,
-            auth_headers=lambda: {"x-goog-api-key": api_key()},
-            error_of=self._error_of,
+            api_key=api_key,
+            auth_header=lambda key: {"x-goog-api-key": key},
+            read_error=google_error,
             max_retries=max_retries,
             sleep=sleep,
         )
-
-    def _error_of(self, response: httpx.Response) -> ImageGenError:
-        try:
-            key: str | None = self._api_key()
-        except ImageGenError:
-            key = None
-        return google_error(response, key=key)
 
     def _url(self, plan: GenerationPlan, method: str) -> str:
         return f"{self._base_url}/models/{plan.model.provider_model}:{method}"

@@ -51,7 +51,7 @@ from imagegen.planning import GenerationPlan
 from imagegen.providers.base import ProviderImage, ProviderResult
 from imagegen.providers.bedrock import aspect_ratio
 from imagegen.providers.fanout import side_by_side
-from imagegen.providers.upstream import MAX_RETRIES, Call, Upstream, error_for, retry_after
+from imagegen.providers.upstream import MAX_RETRIES, Call, KeyedUpstream, error_for, retry_after
 
 GENERATE_PATH = "/v2beta/stable-image/generate"
 ENDPOINTS = frozenset({"ultra", "core", "sd3"})
@@ -153,22 +153,15 @@ class StabilityProvider:
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._api_key = api_key
         self._executor = executor or ThreadPoolExecutor(max_workers=MAX_CONCURRENT_CALLS, thread_name_prefix="stability")
-        self._api = Upstream(
+        self._api = KeyedUpstream(
             client,
-            auth_headers=lambda: {"Authorization": f"Bearer {api_key()}"},
-            error_of=self._error_of,
+            api_key=api_key,
+            auth_header=lambda key: {"Authorization": f"Bearer {key}"},
+            read_error=stability_error,
             max_retries=max_retries,
             sleep=sleep,
         )
-
-    def _error_of(self, response: httpx.Response) -> ImageGenError:
-        try:
-            key: str | None = self._api_key()
-        except ImageGenError:
-            key = None
-        return stability_error(response, key=key)
 
     def url(self, plan: GenerationPlan) -> str:
         endpoint, _ = endpoint_and_model(plan.model.provider_model)

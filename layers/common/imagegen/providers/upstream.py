@@ -201,3 +201,30 @@ class Upstream:
             error.__cause__ = exc
             return None, error
         return response, (self._error_of(response) if response.is_error else None)
+
+
+class KeyedUpstream(Upstream):
+    """Requests to a provider with an API key of its own (Google, Black Forest Labs, Stability AI): the key sent as
+    ``auth_header`` makes it, read at every attempt, and the provider's error bodies read by ``read_error`` with the
+    key, so a message quoting it is redacted even where the key is not shaped like one."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        api_key: Callable[[], str],
+        auth_header: Callable[[str], Mapping[str, str]],
+        read_error: Callable[..., ImageGenError],
+        max_retries: int = MAX_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._api_key = api_key
+        self._read_error = read_error
+        super().__init__(client, auth_headers=lambda: auth_header(api_key()), error_of=self._error, max_retries=max_retries, sleep=sleep)
+
+    def _error(self, response: httpx.Response) -> ImageGenError:
+        try:
+            key: str | None = self._api_key()
+        except ImageGenError:  # the key could not be read (again): the body is read without it
+            key = None
+        return self._read_error(response, key=key)
