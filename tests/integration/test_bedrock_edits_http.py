@@ -8,6 +8,7 @@ import base64
 import hashlib
 import io
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from botocore.exceptions import ClientError
 from PIL import Image as PILImage
 
 from functions.api import app
+from functions.worker import app as worker
 from imagegen import pictures
 from imagegen.clients import bedrock_runtime_client
 from imagegen.deadline import Deadline
@@ -25,6 +27,7 @@ from imagegen.providers.bedrock import BedrockProvider
 from imagegen.registry import ModelRegistry, build_registry
 from tests.conftest import clear_caches, load_event
 from tests.fakes.bedrock_server import FakeBedrock, edit_plan, openai_mask, picture, variation_plan
+from tests.integration.test_async_jobs import manifest, sqs_record
 
 pytestmark = pytest.mark.integration
 
@@ -298,3 +301,30 @@ def test_the_api_refuses_a_generation_with_the_inpainting_model_before_any_call(
     body = json.loads(response["body"])
     assert (response["statusCode"], body["error"]["code"]) == (400, "unsupported_operation"), body
     assert inpaint_api.requests == []
+
+
+def test_the_worker_inpaints_an_sqs_edit_message_under_the_profile_id(inpaint_api, job_resources, local_s3, s3, lambda_context) -> None:
+    # Given an image and a mask a trusted producer stored under inputs/, and an SQS edit message naming them
+    prefix = f"inputs/producer-{uuid.uuid4().hex[:8]}"
+    s3.put_object(Bucket=local_s3.bucket, Key=f"{prefix}/photo.png", Body=IMAGE)
+    s3.put_object(Bucket=local_s3.bucket, Key=f"{prefix}/mask.png", Body=MASK)
+    job_id = f"inpaint-{uuid.uuid4().hex[:8]}"
+    body = {
+        "operation": "edit",
+        "id": job_id,
+        "prompt": "a red hat",
+        "model": INPAINT_PROFILE,
+        "images": [{"key": f"{prefix}/photo.png"}],
+        "mask": {"key": f"{prefix}/mask.png"},
+    }
+    # When the worker gets it
+    assert worker.lambda_handler({"Records": [sqs_record(body)]}, lambda_context) == {"batchItemFailures": []}
+    # Then Bedrock was called once under the profile's id with that image, and the result is stored at its size
+    done = manifest(s3, local_s3.bucket, f"results/{job_id}.json")
+    assert done["status"] == "succeeded", done
+    (sent,) = inpaint_api.requests
+    assert sent["model"] == INPAINT_PROFILE
+    assert [sha256(image) for image in sent["inputs"]["images"]] == [sha256(IMAGE)]
+    (image,) = done["images"]
+    stored = s3.get_object(Bucket=local_s3.bucket, Key=image["key"])["Body"].read()
+    assert PILImage.open(io.BytesIO(stored)).size == (384, 320)
