@@ -7,15 +7,12 @@ StreamingResponse (Powertools serialises whatever a route returns, so the events
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, SecurityScheme
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,49 +20,41 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 if TYPE_CHECKING or __package__:  # tests and tools import the package functions.api (and so does mypy)
     from functions.api.event_stream import collecting_stream, event_stream, streamed
     from functions.api.forms import read_edit, read_variation
-    from functions.api.openapi_bodies import UploadForm, with_event_streams, with_upload_bodies
     from functions.api.runtime import STREAMING_RUNTIME_ENV, StreamingResponse
+    from functions.api.swagger import swagger_page
 else:  # in Lambda this directory is the task root (CodeUri functions/api) and this module is the top-level "app"
     from event_stream import collecting_stream, event_stream, streamed
     from forms import read_edit, read_variation
-    from openapi_bodies import UploadForm, with_event_streams, with_upload_bodies
     from runtime import STREAMING_RUNTIME_ENV, StreamingResponse
+    from swagger import swagger_page
 from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
 from imagegen.errors import InvalidRequestError, RouteNotFoundError
-from imagegen.http import IDEMPOTENCY_HEADER, SERVED_BY_HEADER, ImagesApiResolver, prefers_async, stage_prefix
+from imagegen.http import IDEMPOTENCY_HEADER, SERVED_BY_HEADER, ImagesApiResolver, prefers_async, stage_prefix, validated_body
 from imagegen.inputs import EditSources
 from imagegen.jobs import get_job_service
 from imagegen.model_list import ModelList, list_models
 from imagegen.observability import logger, metrics, tracer
 from imagegen.options import (
     ImageEditOptions,
-    ImageEditRequest,
     ImageGenerationRequest,
     ImagesResponse,
     ImageVariationOptions,
-    ImageVariationRequest,
     JobAccepted,
     JobView,
 )
 from imagegen.playground import build_page, presigned_origin
 from imagegen.service import get_service
 from imagegen.settings import get_settings
-from imagegen.streaming import StreamEvent
 
-# What API Gateway checks before the function runs (template.yaml's AuthMode); declared so that clients, SDK generators
-# and the "Authorize" button of /docs know it. The function itself checks nothing of it. GET /, /health, /docs and
-# /openapi.json are public.
-SECURITY_SCHEMES: dict[str, SecurityScheme] = {
-    "authorization": APIKey(
-        name="Authorization",
-        in_=APIKeyIn.header,
-        description="AuthMode ApiKey (default): 'Bearer <API key>', what the OpenAI SDKs send for api_key. "
-        "AuthMode IAM: an AWS Signature Version 4 Authorization header (service execute-api).",
-    )
-}
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+
+# The routes API Gateway guards (template.yaml's AuthMode), as the OpenAPI document says (openapi_document.py declares
+# the scheme); GET /, /health, /docs and /openapi.json are public.
 CALLER: list[dict[str, list[str]]] = [{"authorization": []}]
 
+GENERATIONS_PATH = "/v1/images/generations"
 EDITS_PATH = "/v1/images/edits"
 VARIATIONS_PATH = "/v1/images/variations"
 app = ImagesApiResolver(
@@ -73,13 +62,6 @@ app = ImagesApiResolver(
     max_upload_bytes=lambda: get_settings().max_upload_bytes,
     upload_paths=frozenset({EDITS_PATH, VARIATIONS_PATH}),
 )
-app.configure_openapi(
-    title="imagegen-serverless",
-    version="1.0.0",
-    description="OpenAI-compatible image generation: every image is stored in S3 and answered as a presigned URL or base64.",
-    security_schemes=SECURITY_SCHEMES,
-)
-app.enable_swagger(path="/docs")
 
 
 def caller() -> str:
@@ -93,7 +75,7 @@ def caller() -> str:
 
 
 @app.post(
-    "/v1/images/generations",
+    GENERATIONS_PATH,
     summary=(
         "Create images (OpenAI-compatible); with 'Prefer: respond-async', queue them and answer 202; "
         "with 'Idempotency-Key', a retry gets the first answer's images without a second generation; "
@@ -105,7 +87,8 @@ def caller() -> str:
     },
     security=CALLER,
 )
-def create_images(request: ImageGenerationRequest) -> Response[ImagesResponse | JobAccepted | str]:
+def create_images() -> Response[ImagesResponse | JobAccepted | str]:
+    request = validated_body(ImageGenerationRequest, app.current_event)
     if request.stream:
         _check_stream()
     request_id = _request_id()
@@ -312,24 +295,27 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.get("/openapi.json", summary="The OpenAPI document of this API")
-def openapi() -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(app.get_openapi_json_schema())
-    return with_event_streams(with_upload_bodies(document, UPLOAD_FORMS), STREAMING_ROUTES)
+OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.json")  # built ahead of time: openapi_document.py
 
 
-# The files of each upload route's multipart form, and the model of its JSON form (the routes parse their own bodies,
-# so Powertools cannot document them).
-UPLOAD_FORMS: dict[str, UploadForm] = {
-    EDITS_PATH: (
-        {"image": "One image, or several as image[] (1-16, per model)", "mask": "PNG with alpha", "markup": "PNG overlay"},
-        ImageEditOptions,
-        ImageEditRequest,
-    ),
-    VARIATIONS_PATH: ({"image": "The image to vary"}, ImageVariationOptions, ImageVariationRequest),
-}
-# The routes that answer stream: true with server-sent events, and what their events are.
-STREAMING_ROUTES: dict[str, Any] = {"/v1/images/generations": StreamEvent, EDITS_PATH: StreamEvent}
+@lru_cache(maxsize=1)
+def openapi_text() -> str:
+    return OPENAPI_DOCUMENT.read_text(encoding="utf-8")
+
+
+@app.get(
+    "/openapi.json",
+    summary="The OpenAPI document of this API",
+    responses={200: {"description": "The document", "content": {"application/json": {"schema": {"type": "object"}}}}},
+)
+def openapi() -> Response[str]:
+    return Response(200, content_types.APPLICATION_JSON, openapi_text())
+
+
+@app.get("/docs", include_in_schema=False)
+def docs() -> Response[str]:
+    """Swagger UI over the same document, with Powertools' bundled script and styles (no CDN)."""
+    return Response(200, "text/html; charset=utf-8", swagger_page(openapi_text()))
 
 
 PLAYGROUND_DIR = Path(__file__).with_name("static")

@@ -9,15 +9,15 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.shared.json_encoder import Encoder
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ValidationError
 
 from imagegen.errors import (
     ImageGenError,
@@ -72,7 +72,10 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 def response_json(body: Any) -> str:
     """Powertools' compact JSON, except that a ``b64_json`` answer's base64 is spliced into the text as it is (base64
     needs no escaping), where the encoder would copy each string twice (escaped, then joined): a ~5 MB image answer
-    holds two copies of its base64 at the peak instead of three (measured by bench/, README Performance)."""
+    holds two copies of its base64 at the peak instead of three (measured by bench/, README Performance). A model is
+    dumped by its aliases in JSON mode, as Powertools' validated routes serialize their answers."""
+    if isinstance(body, BaseModel):
+        body = body.model_dump(mode="json", by_alias=True)
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list):
         return _dumps(body)
@@ -98,7 +101,7 @@ def response_json(body: Any) -> str:
 
 
 def json_body(text: str) -> Any:
-    """``json.loads`` for request bodies: every way a body fails to parse is a JSONDecodeError (Powertools turns those
+    """``json.loads`` for request bodies: every way a body fails to parse is a JSONDecodeError (validated_body turns those
     into a validation error, our 400); ``json.loads`` raises a bare ValueError for an integer of over 4,300 digits."""
     try:
         return json.loads(text)
@@ -106,6 +109,23 @@ def json_body(text: str) -> Any:
         raise
     except ValueError as exc:
         raise json.JSONDecodeError(str(exc), text, 0) from exc
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def validated_body(model: type[Body], event: APIGatewayProxyEvent) -> Body:
+    """The request's JSON body as ``model``, or the one 400 naming the field (imagegen.errors.invalid_request_from).
+    Routes validate their own bodies: Powertools' validation would import its OpenAPI machinery at every cold start.
+    resolve() has already refused every Content-Type but JSON and every body that is not UTF-8."""
+    try:
+        data = event.json_body if event.body else None  # json_body: the resolver's json_body(), base64 decoded
+    except json.JSONDecodeError:
+        raise invalid_request_from([{"type": "json_invalid", "loc": ("body",)}]) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_request_from(exc.errors()) from None
 
 
 def undecodable_body(event: Mapping[str, Any]) -> bool:
@@ -144,8 +164,9 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class ImagesApiResolver(APIGatewayRestResolver):
-    """APIGatewayRestResolver with validation and OpenAPI on, OpenAI error shapes, and a body-size guard that runs
-    before any parsing (Powertools' own request validation runs before every middleware)."""
+    """APIGatewayRestResolver with OpenAI error shapes and a body-size guard that runs before any parsing. Routes
+    validate their bodies with :func:`validated_body`; Powertools' validation stays off (its OpenAPI machinery is a
+    cold start's largest import), and the OpenAPI document is built ahead of time (functions/api/openapi_document.py)."""
 
     def __init__(
         self,
@@ -154,13 +175,12 @@ class ImagesApiResolver(APIGatewayRestResolver):
         max_upload_bytes: Callable[[], int] | None = None,
         upload_paths: frozenset[str] = frozenset(),
     ) -> None:
-        super().__init__(enable_validation=True, json_body_deserializer=json_body, serializer=response_json)
+        super().__init__(json_body_deserializer=json_body, serializer=response_json)
         self._max_body_bytes = max_body_bytes
         # Routes that take uploads (multipart/form-data, base64-encoded by API Gateway) and parse their own bodies.
         self._max_upload_bytes = max_upload_bytes or max_body_bytes
         self._upload_paths = upload_paths
         self.exception_handler(ImageGenError)(self._on_imagegen_error)
-        self.exception_handler(RequestValidationError)(self._on_validation_error)
         self.exception_handler(NotFoundError)(self._on_not_found)
         self.exception_handler(RecursionError)(self._on_recursion)
         self.exception_handler(Exception)(self._on_bug)
@@ -215,10 +235,6 @@ class ImagesApiResolver(APIGatewayRestResolver):
         log = logger.error if error.status_code >= 500 else logger.info
         log("request failed", extra={"status": error.status_code, "code": error.code, "param": error.param})
         return error_response(error)
-
-    def _on_validation_error(self, error: RequestValidationError) -> Response[str]:
-        # resolve() has already refused every Content-Type but JSON: what is left is about the body itself.
-        return self._on_imagegen_error(invalid_request_from(error.errors()))
 
     def _on_not_found(self, _: NotFoundError) -> Response[str]:
         method, path = self.current_event.http_method, self.current_event.path
