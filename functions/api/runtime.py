@@ -32,6 +32,17 @@ managed runtime but the OS-only ones, so python3.12 qualifies. What ``bootstrap.
 redone in :func:`main`: the sys.path order ``LAMBDA_TASK_ROOT``, ``/opt/python/lib/pythonX.Y/site-packages``,
 ``/opt/python`` (the layer) when ``PYTHONPATH`` is unset, and unbuffered output.
 
+SnapStart (docs/snapstart.md; ``AWS_LAMBDA_INITIALIZATION_TYPE`` is ``snap-start``): Lambda snapshots the
+environment when the runtime, its init done, asks ``GET /runtime/restore/next``, and answers that call in each
+environment restored from the snapshot. So after loading the handler this loop does what awslambdaric's
+``on_init_complete`` does: it runs the before-snapshot hooks (in reverse order of registration), calls
+``/restore/next``, runs the after-restore hooks (in order), and only then asks for invocations. A before-snapshot hook
+that raises is posted to ``/init/error`` as ``Runtime.BeforeSnapshotError`` (exit 64), an after-restore hook that
+raises to ``/runtime/restore/error`` as ``Runtime.AfterRestoreError`` (exit 65), as awslambdaric does. The hooks are
+those registered with ``snapshot_restore_py`` (imagegen/snapstart.py's among them); when this interpreter cannot
+import it, :func:`snapshot_hooks` installs a stand-in with the same four functions before the handler is imported,
+so the handler's registrations land where this loop reads them.
+
 This file is the script ``__main__`` in Lambda, ``runtime`` to app.py there, and ``functions.api.runtime`` in tests:
 three module objects, so the loop recognises a streaming answer by its shape, not by ``isinstance``.
 """
@@ -51,7 +62,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any, NoReturn
 
 API_VERSION = "2018-06-01"
@@ -60,6 +71,14 @@ PRELUDE_DELIMITER = b"\0" * 8
 RESPONSE_MODE_HEADER = "Lambda-Runtime-Function-Response-Mode"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 ERROR_BODY_HEADER = "Lambda-Runtime-Function-Error-Body"
+# SnapStart (awslambdaric's bootstrap.py and lambda_runtime_exception.py use the same values and exit codes)
+INITIALIZATION_TYPE_ENV = "AWS_LAMBDA_INITIALIZATION_TYPE"
+SNAP_START = "snap-start"
+HOOKS_MODULE = "snapshot_restore_py"
+BEFORE_SNAPSHOT_ERROR = "Runtime.BeforeSnapshotError"
+AFTER_RESTORE_ERROR = "Runtime.AfterRestoreError"
+BEFORE_SNAPSHOT_EXIT = 64
+AFTER_RESTORE_EXIT = 65
 # Set by main() before the handler is imported: the handler may then answer with a StreamingResponse (app.py serves
 # ``stream: true`` only then; under awslambdaric or ``sam local`` a stream could not be posted).
 STREAMING_RUNTIME_ENV = "IMAGEGEN_STREAMING_RUNTIME"
@@ -245,8 +264,17 @@ class RuntimeApiClient:
             tenant_id=headers.get("lambda-runtime-aws-tenant-id"),
         )
 
-    def post_init_error(self, error: ErrorJson) -> None:
-        self._post_error("/init/error", error)
+    def post_init_error(self, error: ErrorJson, error_type: str | None = None) -> None:
+        self._post_error("/init/error", error, error_type)
+
+    def restore_next(self) -> None:
+        """SnapStart: block until this environment is restored from the snapshot (``GET /restore/next``)."""
+        status, _, body = self._call("GET", "/restore/next")
+        if status != 200:
+            raise RuntimeApiError(f"/restore/next answered {status}: {body[:500]!r}")
+
+    def post_restore_error(self, error: ErrorJson) -> None:
+        self._post_error("/restore/error", error, AFTER_RESTORE_ERROR)
 
     def post_error(self, request_id: str, error: ErrorJson) -> None:
         self._post_error(f"/invocation/{request_id}/error", error)
@@ -266,8 +294,8 @@ class RuntimeApiClient:
             raise RuntimeApiError(f"could not start the response of {request_id}: {exc!r}") from exc
         return ResponseStream(connection, request_id)
 
-    def _post_error(self, path: str, error: ErrorJson) -> None:
-        headers = {ERROR_TYPE_HEADER: _header_value(str(error.get("errorType", ""))), "Content-Type": "application/json"}
+    def _post_error(self, path: str, error: ErrorJson, error_type: str | None = None) -> None:
+        headers = {ERROR_TYPE_HEADER: _header_value(error_type or str(error.get("errorType", ""))), "Content-Type": "application/json"}
         status, _, body = self._call("POST", path, json.dumps(error).encode(), headers)
         if status != 202:
             log("ERROR", f"the Runtime API refused {path}", status=status, answer=body[:500].decode(errors="replace"))
@@ -429,8 +457,80 @@ def run(client: RuntimeApiClient, handler: Handler) -> NoReturn:
         handle(client, handler, client.next_invocation())
 
 
-def serve(client: RuntimeApiClient, handler_spec: str) -> int:
-    """Load the handler (an InitError goes to /init/error), then run; returns the exit status (always 1)."""
+class SnapshotHooks:
+    """The registry of ``snapshot_restore_py`` (or its stand-in): what get_before_snapshot/get_after_restore give."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+
+    def before_snapshot(self) -> None:
+        """Run and drop each before-snapshot hook, the last registered first (awslambdaric's order)."""
+        pending = self._module.get_before_snapshot()
+        while pending:
+            func, args, kwargs = pending.pop()
+            func(*args, **kwargs)
+
+    def after_restore(self) -> None:
+        """Run each after-restore hook in the order of registration."""
+        for func, args, kwargs in list(self._module.get_after_restore()):
+            func(*args, **kwargs)
+
+
+def _stand_in_hooks_module() -> ModuleType:
+    """``snapshot_restore_py``'s interface (1.0.0), for an interpreter that cannot import the runtime's copy."""
+    module = ModuleType(HOOKS_MODULE, "stand-in installed by functions/api/runtime.py")
+    before: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+    after: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+
+    def register_before_snapshot(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        before.append((func, args, kwargs))
+        return func
+
+    def register_after_restore(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        after.append((func, args, kwargs))
+        return func
+
+    module.register_before_snapshot = register_before_snapshot  # type: ignore[attr-defined]
+    module.register_after_restore = register_after_restore  # type: ignore[attr-defined]
+    module.get_before_snapshot = lambda: before  # type: ignore[attr-defined]
+    module.get_after_restore = lambda: after  # type: ignore[attr-defined]
+    return module
+
+
+def snapshot_hooks() -> SnapshotHooks:
+    """The hooks registry, importable by the handler before it is loaded: the runtime's ``snapshot_restore_py`` when
+    this interpreter finds it, else a stand-in put in sys.modules under its name."""
+    try:
+        module = importlib.import_module(HOOKS_MODULE)
+    except ImportError:
+        module = sys.modules[HOOKS_MODULE] = _stand_in_hooks_module()
+    return SnapshotHooks(module)
+
+
+def snapshot_and_restore(client: RuntimeApiClient, hooks: SnapshotHooks) -> int | None:
+    """SnapStart's end of init: before-snapshot hooks, /restore/next (the snapshot is taken while it waits; it answers
+    in each restored environment), after-restore hooks. None to go on serving, else the exit status."""
+    try:
+        hooks.before_snapshot()
+    except Exception as exc:
+        error = error_json(exc)
+        log("ERROR", "a before-snapshot hook failed", **error)
+        client.post_init_error(error, BEFORE_SNAPSHOT_ERROR)
+        return BEFORE_SNAPSHOT_EXIT
+    client.restore_next()
+    try:
+        hooks.after_restore()
+    except Exception as exc:
+        error = error_json(exc)
+        log("ERROR", "an after-restore hook failed", **error)
+        client.post_restore_error(error)
+        return AFTER_RESTORE_EXIT
+    return None
+
+
+def serve(client: RuntimeApiClient, handler_spec: str, hooks: SnapshotHooks | None = None) -> int:
+    """Load the handler (an InitError goes to /init/error), with ``hooks`` (SnapStart) snapshot and restore, then run;
+    returns the exit status (1, or a hook's failure's)."""
     try:
         try:
             handler = load_handler(handler_spec)
@@ -438,6 +538,8 @@ def serve(client: RuntimeApiClient, handler_spec: str) -> int:
             log("ERROR", "init failed", **exc.error)
             client.post_init_error(exc.error)
             return 1
+        if hooks is not None and (status := snapshot_and_restore(client, hooks)) is not None:
+            return status
         run(client, handler)
     except RuntimeApiError as exc:
         log("ERROR", "the Runtime API connection failed; exiting", error=str(exc))
@@ -467,7 +569,8 @@ def main() -> NoReturn:
         log("ERROR", "AWS_LAMBDA_RUNTIME_API is not set: this runs only as a Lambda runtime")
         sys.exit(1)
     os.environ[STREAMING_RUNTIME_ENV] = "1"
-    sys.exit(serve(RuntimeApiClient(address), os.environ.get("_HANDLER", "")))
+    hooks = snapshot_hooks() if os.environ.get(INITIALIZATION_TYPE_ENV) == SNAP_START else None
+    sys.exit(serve(RuntimeApiClient(address), os.environ.get("_HANDLER", ""), hooks))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagegen import snapstart  # noqa: F401  (registers the SnapStart restore hooks: docs/snapstart.md)
 from imagegen.auth import bearer_key, key_fingerprint
 
 # The Logger alone, configured by the same POWERTOOLS_* variables as imagegen.observability's, whose Tracer would

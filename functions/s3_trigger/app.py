@@ -16,6 +16,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagegen import snapstart  # noqa: F401  (registers the SnapStart restore hooks: docs/snapstart.md)
 from imagegen.jobs import REQUESTS_PREFIX, get_job_service
 from imagegen.observability import logger, metrics, tracer
 
