@@ -475,11 +475,12 @@ def test_s3_trigger_failures_land_in_an_alarmed_dead_letter_queue(resources: dic
 def test_worker_is_fed_by_the_jobs_queue_with_partial_batch_failures_and_a_concurrency_cap(
     template: dict[str, Any], resources: dict[str, Any]
 ) -> None:
-    # Given every event source mapping of the worker
+    # Given every event source mapping of the worker (its alias with SnapStart: tests/infrastructure/test_snapstart_template.py)
+    worker_names = ({"Ref": "WorkerFunction"}, {"Fn::If": ["UseSnapStart", {"Ref": "WorkerFunction.Alias"}, {"Ref": "WorkerFunction"}]})
     mappings = [
         res["Properties"]
         for res in resources.values()
-        if res["Type"] == "AWS::Lambda::EventSourceMapping" and res["Properties"]["FunctionName"] == {"Ref": "WorkerFunction"}
+        if res["Type"] == "AWS::Lambda::EventSourceMapping" and res["Properties"]["FunctionName"] in worker_names
     ]
 
     # Then exactly one, on the jobs queue, reporting failed items only, capped at WorkerMaxConcurrency
