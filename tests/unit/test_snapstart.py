@@ -58,6 +58,14 @@ def test_the_hooks_are_registered_where_the_managed_runtime_reads_them() -> None
         assert "from imagegen import snapstart" in source, function
 
 
+def test_every_cache_the_hooks_name_exists() -> None:
+    # A renamed factory would otherwise be skipped silently (the hooks look caches up by name)
+    import importlib
+
+    for module_name, name in snapstart.CLIENT_CACHES:
+        assert callable(getattr(getattr(importlib.import_module(module_name), name), "cache_clear", None)), (module_name, name)
+
+
 def _built_at_init(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Every cached client and what is built from them, as an init that served a request would leave them."""
     monkeypatch.setenv("JOBS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/jobs")
