@@ -181,7 +181,7 @@ def test_the_runtime_sets_the_flag_before_it_imports_the_handler(monkeypatch: py
     monkeypatch.setattr(sys, "path", list(sys.path))  # main() puts the task root first
     seen: list[str | None] = []
 
-    def serve(client: Any, spec: str) -> int:  # serve() is where the handler is imported
+    def serve(client: Any, spec: str, hooks: Any = None) -> int:  # serve() is where the handler is imported
         seen.append(os.environ.get(STREAMING_RUNTIME_ENV))
         return 3
 
