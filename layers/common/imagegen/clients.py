@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -71,8 +72,10 @@ def s3_client() -> S3Client:
     """The function's own region, SigV4, regional virtual-hosted URLs; bounded timeouts and standard retries.
     The endpoint comes from boto3's environment (``AWS_ENDPOINT_URL_S3`` points local runs at loopback)."""
     session = _session()
+    if _is_local_endpoint(_s3_endpoint_from_environment()):
+        return session.client("s3", config=_s3_config(S3_LOCAL))  # one client, not a second one made to find out
     client = session.client("s3", config=_s3_config(S3_REGIONAL))
-    if _is_local_endpoint(client.meta.endpoint_url):
+    if _is_local_endpoint(client.meta.endpoint_url):  # a local endpoint from the shared config file
         client = session.client("s3", config=_s3_config(S3_LOCAL))
     return client
 
@@ -80,6 +83,13 @@ def s3_client() -> S3Client:
 def _s3_config(addressing: Config) -> Config:
     # One connection for each thread ImageStore writes with: a thread beyond the pool would open and drop its own.
     return S3_TIMEOUTS.merge(Config(signature_version="s3v4", max_pool_connections=MAX_WORKERS)).merge(addressing)
+
+
+def _s3_endpoint_from_environment() -> str:
+    """The S3 endpoint boto3 takes from the environment ("" when none), as botocore resolves it."""
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return ""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
 
 
 def _is_local_endpoint(endpoint_url: str) -> bool:
