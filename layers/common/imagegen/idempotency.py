@@ -18,11 +18,11 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
 
 from imagegen.deadline import Deadline
 from imagegen.errors import ConflictError, InvalidRequestError, QueueError
 from imagegen.http import IDEMPOTENCY_HEADER, check_idempotency_key, idempotency_key_reused
+from imagegen.models import Model
 from imagegen.observability import logger
 from imagegen.options import ImageGenerationRequest, ImagesResponse, ResponseFormat, StoredImage, Usage
 from imagegen.service import ImageService, get_service
@@ -33,7 +33,7 @@ HEADER = IDEMPOTENCY_HEADER
 RECORD_TTL_SECONDS = 24 * 3600
 
 
-class StoredGeneration(BaseModel):
+class StoredGeneration(Model):
     """What the record keeps: where the images are, never URLs (they expire) nor base64 (too big)."""
 
     created: int

@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel
-
+from imagegen.models import Model
 from imagegen.registry import ModelRegistry
 from imagegen.specs import InputRule, ModelSpec
 
 
-class InputCapabilities(BaseModel):
+class InputCapabilities(Model):
     """What ``POST /v1/images/edits`` or ``/v1/images/variations`` takes for a model."""
 
     max_images: int
@@ -35,7 +34,7 @@ class InputCapabilities(BaseModel):
         )
 
 
-class ModelCapabilities(BaseModel):
+class ModelCapabilities(Model):
     title: str
     sizes: list[str]
     custom_sizes: str | None
@@ -54,7 +53,7 @@ class ModelCapabilities(BaseModel):
     variations: InputCapabilities | None
 
 
-class ModelLifecycle(BaseModel):
+class ModelLifecycle(Model):
     """Where the vendor's model is in its lifecycle: "active", or "legacy" (still served; new accounts may be refused,
     and from ``extended_access_on`` at higher prices) with the end of life it announced. Retired models are not
     listed (a request naming one is a 404 ``model_retired``). ``verified`` is false when the dates come from third
@@ -79,7 +78,7 @@ class ModelLifecycle(BaseModel):
         )
 
 
-class ModelCard(BaseModel):
+class ModelCard(Model):
     id: str
     object: Literal["model"] = "model"
     created: int = 0
@@ -92,7 +91,7 @@ class ModelCard(BaseModel):
     lifecycle: ModelLifecycle | None = None
 
 
-class ModelList(BaseModel):
+class ModelList(Model):
     object: Literal["list"] = "list"
     data: list[ModelCard]
 

@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     AliasChoices,
-    BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -26,6 +25,8 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+
+from imagegen.models import Model
 
 Quality = Literal["standard", "hd", "low", "medium", "high", "xhigh", "max", "auto"]
 ResponseFormat = Literal["url", "b64_json"]
@@ -43,13 +44,13 @@ SIZE_PATTERN = re.compile(r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-class SvgReasoning(BaseModel):
+class SvgReasoning(Model):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     effort: SvgEffort | None = None
 
 
-class SvgOptions(BaseModel):
+class SvgOptions(Model):
     """``svg``: the model (and reasoning effort) that authors SVG output; needs output_format 'svg'."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,7 +59,7 @@ class SvgOptions(BaseModel):
     reasoning: SvgReasoning | None = None
 
 
-class ImageOptions(BaseModel):
+class ImageOptions(Model):
     """What a generation and an edit share. Unknown fields are refused, so a typo never turns into a default."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -152,7 +153,7 @@ MAX_INPUT_IMAGES = 16
 INPUTS_PREFIX = "inputs/"
 
 
-class ImageReference(BaseModel):
+class ImageReference(Model):
     """An input image in a JSON request: ``{"image_url": "https://..." | "data:image/png;base64,..."}``, or OpenAI's
     ``{"file_id": ...}`` (refused: this deployment has no Files API), or ``{"key": "inputs/..."}``, an object of this
     deployment's bucket (queue messages, request objects and jobs only)."""
@@ -202,7 +203,7 @@ class ImageEditRequest(ImageEditOptions):
     )
 
 
-class ImageVariationOptions(BaseModel):
+class ImageVariationOptions(Model):
     """The options of ``POST /v1/images/variations`` (the text fields of its multipart form)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -229,7 +230,7 @@ class ImageVariationRequest(ImageVariationOptions):
     image: ImageReference = Field(description="The image to vary: image_url (https or data:).")
 
 
-class Usage(BaseModel):
+class Usage(Model):
     """Token usage reported by GPT image models, passed through as the provider gave it."""
 
     model_config = ConfigDict(extra="allow")
@@ -239,7 +240,7 @@ class Usage(BaseModel):
     total_tokens: int | None = None
 
 
-class _OmitNone(BaseModel):
+class _OmitNone(Model):
     """OpenAI omits absent optional fields instead of sending null."""
 
     @model_serializer(mode="wrap")
@@ -274,7 +275,7 @@ class ImagesResponse(_OmitNone):
         return self
 
 
-class StoredImage(BaseModel):
+class StoredImage(Model):
     """An image as written to S3; answers are made from it (URLs presigned when asked for, never stored)."""
 
     key: str
@@ -283,14 +284,14 @@ class StoredImage(BaseModel):
     revised_prompt: str | None = None
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Model):
     message: str
     type: str
     param: str | None
     code: str | None
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(Model):
     error: ErrorDetail
 
 
@@ -312,7 +313,7 @@ def validate_result_key(key: str) -> str:
     return key
 
 
-class JobFields(BaseModel):
+class JobFields(Model):
     """What every job message adds to its operation's options: an optional caller-chosen ``id`` and ``result_key``."""
 
     id: Annotated[str, StringConstraints(pattern=JOB_ID_PATTERN)] | None = Field(
@@ -364,7 +365,7 @@ _JOB_MODELS: dict[str, type[ImageJobRequest] | type[ImageEditJobRequest] | type[
 }
 
 
-class _Operation(BaseModel):
+class _Operation(Model):
     """Only to refuse an unknown ``operation`` with pydantic's own error (it lists the allowed ones)."""
 
     operation: JobOperation
@@ -390,7 +391,7 @@ def parse_job_request(body: str | bytes) -> JobRequest:
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 
 
-class Job(BaseModel):
+class Job(Model):
     """An asynchronous generation as recorded in the jobs table (and in its ``results/`` manifest)."""
 
     id: str

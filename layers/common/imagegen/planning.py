@@ -7,9 +7,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from imagegen.errors import InvalidRequestError
+from imagegen.models import Model
 from imagegen.options import (
     ImageEditOptions,
     ImageGenerationRequest,
@@ -53,7 +54,7 @@ class InputPictures:
         return f"image[{index}]" if len(self.images) > 1 else "image"
 
 
-class GenerationPlan(BaseModel):
+class GenerationPlan(Model):
     """A request checked against its model: the values a provider receives."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from imagegen.models import Model
 from imagegen.specs import ModelSpec, catalog, catalog_spec
 
 
-class ModelChoice(BaseModel):
+class ModelChoice(Model):
     """A catalog id, optionally with tighter limits."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -34,7 +35,7 @@ class ModelChoice(BaseModel):
         return base.model_copy(update=update)
 
 
-class Route(BaseModel):
+class Route(Model):
     """An alias for an ordered list of the document's models: a request naming it is served by the first that can,
     falling to the next on a rate limit, a provider failure or timeout, or a model that is unavailable
     (:mod:`imagegen.routing`)."""
@@ -51,7 +52,7 @@ def _declared(value: dict[str, Any]) -> ModelSpec:
     return ModelSpec.model_validate({"provider_model": value.get("id"), **value})
 
 
-class RegistryDocument(BaseModel):
+class RegistryDocument(Model):
     """``{"models": ["local", "amazon.nova-canvas-v1:0", {"id": "stability.sd3-5-large-v1:0", "max_n": 2},
     {"id": "gpt-image-2.7", "provider": "openai", "family": "gpt-image", "sizes": ["1024x1024"], "max_prompt_chars": 32000},
     {"id": "fast", "route": ["gpt-image-1-mini", "amazon.nova-canvas-v1:0"]}], "default_model": "amazon.nova-canvas-v1:0"}``:

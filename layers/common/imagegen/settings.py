@@ -6,8 +6,9 @@ import os
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, Json, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, HttpUrl, Json, SecretStr, field_validator, model_validator
 
+from imagegen.models import Model
 from imagegen.registry_document import RegistryDocument
 from imagegen.specs import ProviderName, azure_models
 from imagegen.usage.budget_document import BudgetsDocument, CallerId
@@ -37,7 +38,7 @@ GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 LAMBDA_SYNC_RESPONSE_LIMIT = 6 * 1024 * 1024
 
 
-class Settings(BaseModel):
+class Settings(Model):
     """Everything the core needs to know about its deployment. Loopback endpoints for local runs come from
     boto3's own ``AWS_ENDPOINT_URL_S3`` etc., not from a setting of ours."""
 

@@ -15,8 +15,9 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from imagegen.models import Model
 from imagegen.options import OutputFormat, ResponseFormat
 
 ProviderName = Literal["local", "openai", "bedrock", "azure", "google", "bfl", "stability"]
@@ -47,7 +48,7 @@ def pixels(size: str) -> int:
     return int(match[1]) * int(match[2])
 
 
-class CustomSizeRule(BaseModel):
+class CustomSizeRule(Model):
     """Free-form WIDTHxHEIGHT sizes (gpt-image-2, Nova Canvas): sides multiples of ``multiple_of``, bounded edges,
     aspect and area. The defaults are gpt-image-2's."""
 
@@ -84,7 +85,7 @@ class CustomSizeRule(BaseModel):
         )
 
 
-class GifRule(BaseModel):
+class GifRule(Model):
     """Animated GIF output (``output_format: gif``, a preview feature): frames and their delay (openai-python
     ``image_generate_params.py``: 2-16 frames, default 9; 200 ms default)."""
 
@@ -98,7 +99,7 @@ class GifRule(BaseModel):
 InputFormat = Literal["png", "jpeg", "webp", "gif"]
 
 
-class InputRule(BaseModel):
+class InputRule(Model):
     """What a model takes as input images, for edits or variations. The defaults are the GPT image models' edits
     (openai-python ``image_edit_params.py``: up to 16 png, webp or jpg images under 50 MB; a PNG mask under 4 MB with
     the first image's size)."""
@@ -128,7 +129,7 @@ class InputRule(BaseModel):
     bytes_per_pixel: Mapping[OutputFormat, float] | None = None
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(Model):
     """One servable model and everything validation needs to know about it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -233,7 +234,7 @@ class ModelSpec(BaseModel):
         return self.retired_on is not None and self.retired_on <= today
 
 
-class CatalogFile(BaseModel):
+class CatalogFile(Model):
     """One data file of ``imagegen/catalog/``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

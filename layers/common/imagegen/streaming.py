@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from imagegen.errors import ImageGenError
+from imagegen.models import Model
 
 # The SDK's literals for the settings an event reports (GIF and SVG output cannot stream: planning refuses them).
 Background = Literal["transparent", "opaque", "auto"]
@@ -23,12 +22,12 @@ PartialType = Literal["image_generation.partial_image", "image_edit.partial_imag
 CompletedType = Literal["image_generation.completed", "image_edit.completed"]
 
 
-class InputTokensDetails(BaseModel):
+class InputTokensDetails(Model):
     image_tokens: int
     text_tokens: int
 
 
-class EventUsage(BaseModel):
+class EventUsage(Model):
     """A completed event's ``usage``: required by the SDKs' models, so a provider that reports none gets zeros."""
 
     input_tokens: int
@@ -57,7 +56,7 @@ def _count(fields: Mapping[str, Any], name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-class _ImageEvent(BaseModel):
+class _ImageEvent(Model):
     b64_json: str
     background: Background
     created_at: int
@@ -83,14 +82,14 @@ class CompletedEvent(_ImageEvent):
     url: str | None = None
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Model):
     message: str
     type: str
     param: str | None
     code: str | None
 
 
-class ErrorEvent(BaseModel):
+class ErrorEvent(Model):
     """A failure after the stream has begun (the status line is sent by then): the stream's last event."""
 
     type: Literal["error"] = "error"

@@ -13,7 +13,9 @@ import re
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+
+from imagegen.models import Model
 
 CALLER_ID = re.compile(r"(key|iam)-[0-9a-f]{16}")
 # As long as the requests' safety_identifier and user may be (imagegen.options).
@@ -33,7 +35,7 @@ CallerId = Annotated[str, AfterValidator(_caller_id)]
 EndUser = Annotated[str, StringConstraints(min_length=1, max_length=MAX_END_USER_LENGTH)]
 
 
-class BudgetLimits(BaseModel):
+class BudgetLimits(Model):
     """The limits of one budget for a month; a field left None is unlimited."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,7 +55,7 @@ class BudgetLimits(BaseModel):
         return default.model_copy(update={name: getattr(self, name) for name in self.model_fields_set})
 
 
-class BudgetsDocument(BaseModel):
+class BudgetsDocument(Model):
     """The whole ``BUDGETS`` document; every part optional."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -23,8 +23,9 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from imagegen.models import Model
 from imagegen.specs import AZURE_PREFIX, SIZE, bedrock_base_id, catalog, pixels
 from imagegen.usage.records import TokenCounts
 
@@ -36,7 +37,7 @@ Money = Annotated[Decimal, Field(ge=0)]
 TOKENS_PER_RATE = 6  # token rates are per 1M tokens: 10**6
 
 
-class _Data(BaseModel):
+class _Data(Model):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

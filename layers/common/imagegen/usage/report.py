@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from imagegen.errors import InvalidRequestError, invalid_request_from
+from imagegen.models import Model
 from imagegen.usage import table
 from imagegen.usage.ledger import CounterItem, UsageLedger, bucket_start
 from imagegen.usage.records import Source
@@ -36,7 +37,7 @@ _ARRAYS = frozenset({"group_by", "models", "sizes", "sources", "user_ids", "api_
 _CURSOR = re.compile(r"(\d{1,10})\.([0-9a-f]{16})")
 
 
-class UsageQuery(BaseModel):
+class UsageQuery(Model):
     """The Usage API's query parameters (OpenAI's names and limits). ``end_time`` None is now; ``limit`` None the
     width's default."""
 
