@@ -27,6 +27,7 @@ else:  # in Lambda this directory is the task root (CodeUri functions/api) and t
     from forms import read_edit, read_variation
     from runtime import STREAMING_RUNTIME_ENV, StreamingResponse
     from swagger import swagger_page
+from imagegen import snapstart  # noqa: F401  (registers the SnapStart restore hooks: docs/snapstart.md)
 from imagegen.auth import caller_scope
 from imagegen.deadline import Deadline
 from imagegen.errors import InvalidRequestError, RouteNotFoundError
