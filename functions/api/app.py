@@ -7,6 +7,10 @@ StreamingResponse (Powertools serialises whatever a route returns, so the events
 
 from __future__ import annotations
 
+# isort: off
+from imagegen import coldstart  # first: no garbage collection while the modules below load (imagegen.coldstart)
+
+# isort: on
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -342,3 +346,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     with collecting_stream() as taken:
         answer = app.resolve(event, context)
     return streamed(answer, taken())
+
+
+coldstart.loaded()
