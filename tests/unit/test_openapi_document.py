@@ -10,6 +10,7 @@ from functions.api import app
 from functions.api.openapi_document import DOCUMENT_PATH, build_document, render
 from tests.conftest import load_event
 
+
 def get(path: str, lambda_context) -> dict:
     event = load_event("api_health.json")
     event["path"] = event["resource"] = path
