@@ -40,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from bench import streaming
+from bench import pieces, streaming
 from bench.sites import (
     BENCH_DIR,
     CACHE,
@@ -263,6 +263,7 @@ def cold_start(report: Report, stack: LocalStack, fake: FakeOpenAI, python: str,
         variants = cold_start_variants(stack, fake, code, work, sink, sites)
         if not importtime:  # --quick: the local provider path is exercised by the warm and throughput runs
             variants = [variant for variant in variants if variant.name != "ours-local"]
+        variants += pieces.piece_variants({variant.name: variant for variant in variants})
         results: dict[str, list[dict[str, Any]]] = {variant.name: [] for variant in variants}
         log(f"cold start: {rounds} round(s) of {len(variants)} fresh processes, interleaved ...")
         for _ in range(rounds):
@@ -270,6 +271,7 @@ def cold_start(report: Report, stack: LocalStack, fake: FakeOpenAI, python: str,
                 results[variant.name].append(run_child(python, variant)[0])
         segments = sink.drain()
     report_cold_start(report, results, segments)
+    pieces.report_pieces(report, results, Row, ms)
     versions = ((sites.naive, "openai"), (sites.runtime, "boto3"), (sites.layer, "aws_lambda_powertools"), (sites.layer, "pydantic"))
     report.notes.append("versions: " + ", ".join(f"{package} {installed_version(site, package)}" for site, package in versions))
 
