@@ -302,3 +302,17 @@ def test_checkov_finds_nothing_unexplained_in_a_snapstart_deployment(tmp_path: P
     assert result.failed == [], result.summary()
     assert result.parsing_errors == [], result.summary()
     assert result.unexplained_skips == [], result.summary()
+
+
+@pytest.mark.parametrize("snapstart", ["true", "false"])
+def test_sam_build_reads_every_function_of_the_template_either_way(snapstart: str) -> None:
+    # What `sam build` (and so `make build` and `sam deploy`) parses the template with: SAM CLI's own function
+    # provider, which type-checks each function's properties before any intrinsic is resolved (an !If where SAM
+    # wants a boolean, AutoPublishAliasAllProperties once, failed every build while the transform tests passed).
+    from samcli.lib.providers.sam_function_provider import SamFunctionProvider
+    from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+
+    root = Path(__file__).resolve().parents[2]
+    stacks, _ = SamLocalStackProvider.get_stacks(str(root / "template.yaml"), parameter_overrides={"SnapStart": snapstart})
+    functions = {function.name for function in SamFunctionProvider(stacks).get_all()}
+    assert functions == {"ApiFunction", "AuthorizerFunction", "WorkerFunction", "S3TriggerFunction"}
