@@ -545,8 +545,11 @@ def choose_python(requested: str | None) -> str:
 
 @contextlib.contextmanager
 def local_stack(data_dir: Path, workers: int) -> Iterator[tuple[LocalStack, FakeOpenAI]]:
-    """The local stack on free ports and a fake OpenAI, stopped together whatever happens."""
-    with FakeOpenAI() as fake, LocalStack(data_dir=data_dir, port=0, s3_port=0, workers=workers, passthrough=()) as stack:
+    """The local stack on free ports and a fake OpenAI, stopped together whatever happens. Without async jobs: their
+    moto server would also hold the usage table, and every request's usage record there (moto answers in tens of
+    milliseconds, DynamoDB in a few) would be what the throughput row measures."""
+    stack = LocalStack(data_dir=data_dir, port=0, s3_port=0, workers=workers, passthrough=(), async_jobs=False)
+    with FakeOpenAI() as fake, stack:
         yield stack, fake
 
 

@@ -79,15 +79,22 @@ def test_transformed_template_carries_the_sam_resources_skips() -> None:
     json.dumps(copy.deepcopy(document), default=str)  # what the scan writes to disk
 
 
+# The optional deployments, scanned like DEPLOYMENTS: ResponseStreaming changes the API's integrations and the
+# function's configuration; SnapStart publishes versions and points every invoker at their alias.
+OPTIONAL_DEPLOYMENTS = {
+    "streaming": {"ResponseStreaming": "true", "StreamingTimeoutSeconds": "900"},
+    "snapstart": {"SnapStart": "true"},
+}
+
+
 @pytest.mark.parametrize("auth_mode", ["ApiKey", "IAM"])
-def test_checkov_finds_nothing_unexplained_in_a_streaming_deployment(checkov: str, tmp_path: Path, auth_mode: str) -> None:
-    # ResponseStreaming changes the API's integrations and the function's configuration: scanned like DEPLOYMENTS
-    parameters = {"ResponseStreaming": "true", "StreamingTimeoutSeconds": "900", "AuthMode": auth_mode}
-    document = security_scan.transformed_template(parameters=parameters)
-    transformed = tmp_path / "transformed-streaming.json"
+@pytest.mark.parametrize("deployment", sorted(OPTIONAL_DEPLOYMENTS))
+def test_checkov_finds_nothing_unexplained_in_an_optional_deployment(checkov: str, tmp_path: Path, deployment: str, auth_mode: str) -> None:
+    document = security_scan.transformed_template(parameters={**OPTIONAL_DEPLOYMENTS[deployment], "AuthMode": auth_mode})
+    transformed = tmp_path / f"transformed-{deployment}.json"
     transformed.write_text(json.dumps(document, indent=1, default=str))
 
-    result = security_scan.run_checkov(checkov, transformed, f"template.yaml (SAM-transformed, streaming, {auth_mode})")
+    result = security_scan.run_checkov(checkov, transformed, f"template.yaml (SAM-transformed, {deployment}, {auth_mode})")
 
     print()
     print(result.summary())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ from typing import Any
 import pytest
 from samtranslator.model.exceptions import InvalidDocumentException
 
-from devtools import security_scan
 from devtools.sam_template import load_template, parameter_values, sam_transform
-from tests.infrastructure.test_streaming_template import _names_used
+from tests.infrastructure.test_streaming_template import _names_used, without_switch
 
 pytestmark = pytest.mark.infra
 
@@ -39,19 +37,6 @@ def _of_type(document: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {name: resource for name, resource in document["Resources"].items() if resource["Type"] == kind}
 
 
-def _without_the_switch(node: Any) -> Any:
-    """``node`` as it was before the switch: each Fn::If on UseSnapStart replaced by its false branch, a key whose
-    false branch is AWS::NoValue dropped."""
-    if isinstance(node, list):
-        return [_without_the_switch(item) for item in node]
-    if isinstance(node, dict):
-        if set(node) == {"Fn::If"} and node["Fn::If"][0] == SWITCH:
-            return _without_the_switch(node["Fn::If"][2])
-        kept = {key: _without_the_switch(value) for key, value in node.items()}
-        return {key: value for key, value in kept.items() if value != {"Ref": "AWS::NoValue"}}
-    return node
-
-
 def _mentions(node: Any, name: str) -> bool:
     return name in json.dumps(node)
 
@@ -61,14 +46,14 @@ def test_the_switch_is_off_unless_asked(template: dict[str, Any]) -> None:
     assert (switch["Type"], switch["Default"], switch["AllowedValues"]) == ("String", "false", ["true", "false"])
     assert template["Conditions"][SWITCH] == {"Fn::Equals": [{"Ref": "SnapStart"}, "true"]}
     # Only through the condition, and only in Fn::If (a resource or output with the condition would not be "as today")
-    before = _without_the_switch(template)
+    before = without_switch(template, SWITCH)
     del before["Parameters"]["SnapStart"], before["Conditions"][SWITCH]
     assert not _mentions(before, SWITCH) and not _mentions(before, '"SnapStart"')
 
 
 @pytest.mark.parametrize("mode", AUTH_MODES, ids=["ApiKey", "IAM"])
 def test_off_the_deployment_is_exactly_the_one_without_the_switch(template: dict[str, Any], mode: dict[str, str]) -> None:
-    before = _without_the_switch(template)
+    before = without_switch(template, SWITCH)
     del before["Parameters"]["SnapStart"], before["Conditions"][SWITCH]
     expected = sam_transform(before, mode)
 
@@ -283,25 +268,6 @@ def test_sam_alone_refuses_an_if_in_auto_publish_alias_which_the_language_extens
     # With AWS::LanguageExtensions first (as template.yaml declares), both values translate
     assert "FnAliaslive" in sam_transform(MINIMAL, ON)["Resources"]
     assert _of_type(sam_transform(MINIMAL, {"SnapStart": "false"}), "AWS::Lambda::Alias") == {}
-
-
-@pytest.mark.parametrize("auth_mode", ["ApiKey", "IAM"])
-def test_checkov_finds_nothing_unexplained_in_a_snapstart_deployment(tmp_path: Path, auth_mode: str) -> None:
-    checkov = security_scan.find_checkov(os.environ.get("CHECKOV"))
-    if checkov is None:
-        pytest.skip("checkov is not installed: `make security` puts it in .venv-tools")
-    document = security_scan.transformed_template(parameters={**ON, "AuthMode": auth_mode})
-    transformed = tmp_path / "transformed-snapstart.json"
-    transformed.write_text(json.dumps(document, indent=1, default=str))
-
-    result = security_scan.run_checkov(checkov, transformed, f"template.yaml (SAM-transformed, SnapStart, {auth_mode})")
-
-    print()
-    print(result.summary())
-    assert result.passed > 0, result.summary()
-    assert result.failed == [], result.summary()
-    assert result.parsing_errors == [], result.summary()
-    assert result.unexplained_skips == [], result.summary()
 
 
 @pytest.mark.parametrize("snapstart", ["true", "false"])

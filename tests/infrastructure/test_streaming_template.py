@@ -69,15 +69,15 @@ def _api_lambda(document: dict[str, Any]) -> dict[str, Any]:
     return props
 
 
-def _without_the_switch(node: Any) -> Any:
-    """``node`` as it was before the switch existed: each Fn::If on StreamResponses replaced by its false branch, a
+def without_switch(node: Any, switch: str = SWITCH) -> Any:
+    """``node`` as it was before the switch (a condition) existed: each Fn::If on it replaced by its false branch, a
     key whose false branch is AWS::NoValue dropped."""
     if isinstance(node, list):
-        return [_without_the_switch(item) for item in node]
+        return [without_switch(item, switch) for item in node]
     if isinstance(node, dict):
-        if set(node) == {"Fn::If"} and node["Fn::If"][0] == SWITCH:
-            return _without_the_switch(node["Fn::If"][2])
-        kept = {key: _without_the_switch(value) for key, value in node.items()}
+        if set(node) == {"Fn::If"} and node["Fn::If"][0] == switch:
+            return without_switch(node["Fn::If"][2], switch)
+        kept = {key: without_switch(value, switch) for key, value in node.items()}
         return {key: value for key, value in kept.items() if value != {"Ref": "AWS::NoValue"}}
     return node
 
@@ -115,7 +115,7 @@ def _off_findings(template: dict[str, Any], mode: dict[str, str]) -> list[str]:
     """How the deployment of ``template`` with the switch off (by default and explicitly) differs from today's
     buffered API: from the template with the switch taken out, and from what the buffered API is."""
     # The template with the switch taken out: its false branches, no parameters, no condition
-    before = _without_the_switch(template)
+    before = without_switch(template)
     for name in STREAMING_PARAMETERS:
         del before["Parameters"][name]
     del before["Conditions"][SWITCH]

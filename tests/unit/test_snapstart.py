@@ -70,20 +70,11 @@ def _built_at_init(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Every cached client and what is built from them, as an init that served a request would leave them."""
     monkeypatch.setenv("JOBS_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/jobs")
     monkeypatch.setenv("IDEMPOTENCY_TABLE", "idempotency")
-    return {
-        "s3": clients.s3_client(),
-        "dynamodb": clients.dynamodb_client(),
-        "sqs": clients.sqs_client(),
-        "bedrock": clients.bedrock_runtime_client(),
-        "http": clients.http_client(),
-        "provider": providers.get_provider("openai"),
-        "service": service.get_service(),
-        "jobs": jobs.get_job_service(),
-        "idempotency": idempotency.get_idempotent_generator(),
-    }
+    return _built_now()
 
 
 def _built_now() -> dict[str, Any]:
+    """Every cached client and what is built from them, built now (or taken from their caches)."""
     return {
         "s3": clients.s3_client(),
         "dynamodb": clients.dynamodb_client(),
