@@ -334,3 +334,22 @@ def test_without_the_runtimes_hooks_module_the_loop_installs_one_the_handlers_ho
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_before_the_snapshot_every_model_the_function_imported_is_built() -> None:
+    # Deferred to their first use otherwise (imagegen.models), as a model defined now is
+    from imagegen import options
+    from imagegen.models import Model
+
+    class Probe(Model):
+        size: int
+
+    assert not Probe.__pydantic_complete__
+
+    def every(model: type[Model]) -> list[type[Model]]:
+        return [model, *(sub for child in model.__subclasses__() for sub in every(child))]
+
+    models = every(Model)[1:]
+    assert Probe in models and options.ImageEditJobRequest in models
+    snapstart.before_snapshot()
+    assert [model.__name__ for model in models if not model.__pydantic_complete__] == []

@@ -17,7 +17,8 @@ all of them, so these hooks drop it:
 
 Nothing else in the code is unique per environment at init: request and job ids, presign tokens and seeds are drawn
 per call. The settings (read from the environment, the same in every copy), botocore's parsed data files and the
-price book are kept: static data, and what makes a restore cheaper than a cold start.
+price book are kept: static data, and what makes a restore cheaper than a cold start. Before the snapshot every
+pydantic model the function imported is built (they are deferred to their first use otherwise: imagegen.models).
 
 The hooks register at import with ``snapshot_restore_py``, which the managed Python runtime ships; the handlers import
 this module. Where the module is missing (a plain interpreter, ``sam local``), nothing registers and both hooks can
@@ -71,8 +72,17 @@ def forget_secrets() -> None:
     parameters.clear_caches()
 
 
+def build_models() -> None:
+    """Every model the function imported built into the snapshot (imagegen.models defers each to its first use):
+    static, the same in every copy, and work no restored environment then repeats."""
+    models: Any = sys.modules.get("imagegen.models")
+    if models is not None:
+        models.build_all()
+
+
 def before_snapshot() -> None:
-    """Nothing secret and no connection goes into the snapshot."""
+    """Every model built, and nothing secret and no connection, goes into the snapshot."""
+    build_models()
     forget_secrets()
     forget_clients()
 
