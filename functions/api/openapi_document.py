@@ -62,33 +62,48 @@ STREAM_ANSWER = (
 )
 
 
-def _component(document: dict[str, Any], model: type[BaseModel], name: str) -> dict[str, str]:
-    """``model``'s JSON schema (validation mode, as Powertools documents a body) as the component ``name``."""
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _component(document: dict[str, Any], model: type[BaseModel], name: str) -> dict[str, Any]:
+    """``model``'s JSON schema (validation mode, as Powertools documents a body), stored as the component ``name``."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(schema.pop("$defs", {}))
     schemas[name] = schema
-    return {"$ref": f"#/components/schemas/{name}"}
+    return schema
+
+
+def _refs(node: Any) -> set[str]:
+    """Every ``$ref`` under ``node``."""
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(value) for value in node))
+    return set()
 
 
 def with_json_bodies(document: dict[str, Any], bodies: Mapping[str, type[BaseModel]]) -> dict[str, Any]:
     """The JSON request body of each route that validates its own, as Powertools documents a pydantic body."""
     for path, model in bodies.items():
-        schema = _component(document, model, model.__name__)
-        document["paths"][path]["post"]["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        _component(document, model, model.__name__)
+        content = {"application/json": {"schema": _ref(model.__name__)}}
+        document["paths"][path]["post"]["requestBody"] = {"required": True, "content": content}
     return document
 
 
 def with_upload_bodies(document: dict[str, Any], forms: Mapping[str, UploadForm]) -> dict[str, Any]:
     """The request bodies of the upload routes: their multipart form (files plus the options as fields) and JSON."""
     for path, (files, options, json_model) in forms.items():
-        form = _component(document, options, f"{options.__name__}Form")
-        schema = document["components"]["schemas"][f"{options.__name__}Form"]
+        form = f"{options.__name__}Form"
+        schema = _component(document, options, form)
         files_schema = {name: {"type": "string", "format": "binary", "description": text} for name, text in files.items()}
         schema["properties"] = {**files_schema, **schema["properties"]}
         schema["required"] = ["image", *schema.get("required", [])]
-        json_form = _component(document, json_model, json_model.__name__)
-        content = {"multipart/form-data": {"schema": form}, "application/json": {"schema": json_form}}
+        _component(document, json_model, json_model.__name__)
+        content = {"multipart/form-data": {"schema": _ref(form)}, "application/json": {"schema": _ref(json_model.__name__)}}
         document["paths"][path]["post"]["requestBody"] = {"required": True, "content": content}
     return document
 
@@ -119,8 +134,8 @@ def build_document(resolver: ImagesApiResolver = app) -> dict[str, Any]:
     # (OpenAI's error shape), and no route declares them.
     schemas = document["components"]["schemas"]
     validation = ("HTTPValidationError", "ResponseValidationError", "ValidationError")
-    rest = json.dumps({**document, "components": {"schemas": {k: v for k, v in schemas.items() if k not in validation}}})
-    if not any(f'"#/components/schemas/{name}"' in rest for name in validation):
+    rest = {**document, "components": {"schemas": {k: v for k, v in schemas.items() if k not in validation}}}
+    if not _refs(rest) & {_ref(name)["$ref"] for name in validation}:
         for name in validation:
             schemas.pop(name, None)
     return document
