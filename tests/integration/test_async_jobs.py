@@ -192,7 +192,7 @@ def test_a_duplicate_message_is_not_run_while_the_job_runs_but_a_dead_run_is_tak
 ) -> None:
     import datetime as dt
 
-    from imagegen.jobs import JobTable
+    from imagegen.job_store import JobTable
 
     # Given a job another invocation began a moment ago (its run is under way)
     job_id, prompt = f"dup-run-{uuid.uuid4().hex[:8]}", f"dup run {uuid.uuid4()}"

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from functions.api import app as api
-from imagegen.jobs import JobTable
+from imagegen.job_store import JobTable
 from tests.conftest import job_event, load_event
 
 pytestmark = pytest.mark.integration
