@@ -183,6 +183,19 @@ def test_an_identical_request_is_answered_from_the_cache_with_no_provider_call(
     assert prompt not in json.dumps(moto_server.client("dynamodb").scan(TableName=usage_table)["Items"])
 
 
+def test_a_cache_hit_of_an_auto_size_is_recorded_at_the_size_produced(
+    openai_env, usage_table, moto_server, lambda_context, monkeypatch
+) -> None:
+    monkeypatch.setenv("CACHE_TTL_SECONDS", "60")
+    for _ in range(2):
+        status, _body, _headers = generate(lambda_context, prompt="a kite, any size", size="auto")
+        assert status == 200
+    assert len(openai_env.requests) == 1
+    by_cached = {record["cached"]["BOOL"]: record["size"]["S"] for record in records(moto_server, usage_table)}
+    assert by_cached[False] != "auto"  # billed at what the provider drew
+    assert by_cached[True] == by_cached[False]
+
+
 @pytest.mark.parametrize(
     "change",
     [

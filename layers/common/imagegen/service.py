@@ -41,7 +41,7 @@ from imagegen.specs import ProviderName
 from imagegen.storage import ImageStore, StoredObject, image_key
 from imagegen.streaming import CompletedEvent, ErrorEvent, EventQuality, EventUsage, PartialImageEvent, StreamEvent
 from imagegen.usage.cache import AnswerCache, CachedImages, cache_digest
-from imagegen.usage.meter import Charge, Meter, meter_of
+from imagegen.usage.meter import Charge, Meter, meter_of, produced_size
 from imagegen.usage.prices import price_book
 
 # Magic numbers of the formats a provider may answer -> (extension, content type).
@@ -122,10 +122,11 @@ class ImageService:
         digest = cache_digest(plan, caller=caller)
         if (hit := self.cache.get(digest)) is not None:
             at = int(self.clock().timestamp())
-            self.meter.record_cached(plan, caller=caller, record_id=request_id, images=len(hit.images), size=plan.size, at=at)
+            self.meter.record_cached(plan, caller=caller, record_id=request_id, images=len(hit.images), size=hit.size or plan.size, at=at)
             return self.answer(hit.images, response_format=plan.response_format, created=hit.created, max_response_bytes=max_response_bytes)
         generation = self.run(plan, request_id=request_id, deadline=deadline, caller=caller)
-        self.cache.put(digest, CachedImages(created=generation.created, images=generation.images, usage=generation.usage))
+        size = produced_size(generation.plan, [obj.data for obj in generation.objects])
+        self.cache.put(digest, CachedImages(created=generation.created, images=generation.images, usage=generation.usage, size=size))
         return self.respond(generation, max_response_bytes=max_response_bytes)
 
     def from_inputs(

@@ -38,11 +38,13 @@ def cache_digest(plan: GenerationPlan, *, caller: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CachedImages:
-    """A stored generation the cache can answer again: its images (keys in S3) and when they were made."""
+    """A stored generation the cache can answer again: its images (keys in S3), when they were made, and their size as
+    produced (an ``auto`` request's hit is recorded at the size it was billed at, not as ``auto``)."""
 
     created: int
     images: tuple[StoredImage, ...]
     usage: Usage | None
+    size: str | None = None  # None: an entry written before sizes were kept
 
 
 class AnswerCache:
@@ -73,7 +75,7 @@ class AnswerCache:
         entry: dict[str, Any] = json.loads(item["doc"]["S"])
         usage = Usage.model_validate(entry["usage"]) if entry.get("usage") else None
         images = tuple(StoredImage.model_validate(image) for image in entry["images"])
-        return CachedImages(created=int(entry["created"]), images=images, usage=usage)
+        return CachedImages(created=int(entry["created"]), images=images, usage=usage, size=entry.get("size"))
 
     def put(self, digest: str, entry: CachedImages) -> None:
         """Remember ``entry`` for the TTL from its creation. Best effort: a failure is logged."""
@@ -82,6 +84,7 @@ class AnswerCache:
             # not the revised prompts: no prompt is stored in clear (a hit is answered without them)
             "images": [image.model_dump(mode="json", exclude={"revised_prompt"}) for image in entry.images],
             "usage": entry.usage.model_dump(mode="json") if entry.usage else None,
+            "size": entry.size,
         }
         item = {
             **self._key(digest),
