@@ -17,7 +17,8 @@ from imagegen.http import SERVED_BY_HEADER
 from imagegen.options import ImageGenerationRequest
 from imagegen.service import get_service
 from imagegen.streaming import CompletedEvent, ErrorEvent, PartialImageEvent
-from tests.conftest import load_event
+from tests.conftest import job_event, load_event
+from tests.integration.test_async_jobs import async_event, call_api
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +107,24 @@ def test_a_stream_that_failed_after_a_partial_does_not_fall(routed, local_s3, s3
     assert isinstance(events[-1], ErrorEvent)
     assert not any(isinstance(event, CompletedEvent) for event in events)
     assert set(stored_keys(s3, local_s3.bucket)) == before
+
+
+def test_an_async_job_on_a_route_records_the_model_that_served_it_and_counts_the_fall(
+    routed, job_resources, worker_poller, lambda_context, monkeypatch, capsys
+) -> None:
+    """Through the API (Prefer: respond-async), the queue and the worker: the first model answers 500 over HTTP, the
+    second serves, and the job record names the second, not the route."""
+    monkeypatch.setenv("PROVIDER_MAX_RETRIES", "0")
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "0")
+    status, accepted, _ = call_api(async_event(prompt="fail:500", model="fast", n=1, size="1024x1024"), lambda_context)
+    assert status == 202, accepted
+    queued = call_api(job_event(accepted["id"]), lambda_context)[1]
+    assert (queued["status"], queued["model"]) == ("queued", "fast")  # the route's id until the job is done
+    worker_poller.drain()
+    status, done, _ = call_api(job_event(accepted["id"]), lambda_context)
+    assert (status, done["status"]) == (200, "succeeded"), done
+    assert done["model"] == "local"
+    (sent,) = routed.requests  # OpenAI was asked once (no retries), then the route fell to local
+    assert sent["json"]["model"] == "gpt-image-1-mini"
+    falls = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"ProviderFallbacks"' in line]
+    assert [(fall["route"], fall["model"], fall["ProviderFallbacks"]) for fall in falls] == [("fast", "gpt-image-1-mini", [1.0])]
