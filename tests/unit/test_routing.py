@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -15,6 +16,7 @@ from imagegen.errors import (
     ImageGenError,
     InsufficientQuotaError,
     InvalidRequestError,
+    PayloadTooLargeError,
     ProviderConfigurationError,
     ProviderError,
     ProviderTimeoutError,
@@ -22,6 +24,8 @@ from imagegen.errors import (
 )
 from imagegen.options import ImageEditOptions, ImageGenerationRequest
 from imagegen.providers.local import LocalProvider
+from imagegen.providers.stability import stability_error
+from imagegen.providers.upstream import Call, Upstream, error_for
 from imagegen.registry import build_registry
 from imagegen.registry_document import RegistryDocument
 from imagegen.service import ImageService
@@ -251,3 +255,44 @@ def test_a_route_passes_over_a_model_too_slow_for_the_deadline() -> None:
     service, local = slow_service(openai, route=True)
     assert generate(service, model="fast", deadline=29).served_by == "local"
     assert (openai.calls, local.calls) == (0, 1)
+
+
+# Stability's answer to a request larger than it takes (its {"id", "name", "errors"} body), as its provider reads it.
+TOO_LARGE = httpx.Response(413, json={"id": "e1", "name": "payload_too_large", "errors": ["body: payloads cannot be larger than 10MiB"]})
+
+
+def test_a_413_from_the_first_model_is_the_answer_not_a_fall() -> None:
+    openai = Faulty(stability_error(TOO_LARGE))
+    service, local, store = service_with(openai)
+    with pytest.raises(PayloadTooLargeError) as raised:
+        generate(service)
+    assert (openai.calls, local.calls) == (1, 0)
+    assert store.objects == {}
+    assert (raised.value.status_code, raised.value.body()["error"]["type"]) == (413, "invalid_request_error")
+    assert raised.value.code == "payload_too_large" and "10MiB" in raised.value.message
+
+
+def test_a_413_is_not_retried() -> None:
+    calls = []
+
+    def too_large(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(413, json=TOO_LARGE.json())
+
+    upstream = Upstream(
+        httpx.Client(transport=httpx.MockTransport(too_large)),
+        auth_headers=dict,
+        error_of=stability_error,
+        sleep=lambda _: None,
+    )
+    with pytest.raises(PayloadTooLargeError):
+        upstream.send(Call("POST", "https://api.example.test/v2beta/stable-image/generate/core"), Deadline.after(30))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("status", [408, 409, 415, 451])
+def test_a_4xx_no_provider_documents_stays_a_provider_failure_that_falls_through(status: int) -> None:
+    openai = Faulty(error_for(status, {"message": "odd"}))
+    service, local, _ = service_with(openai)
+    assert generate(service).served_by == "local"
+    assert (openai.calls, local.calls) == (1, 1)

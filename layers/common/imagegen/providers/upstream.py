@@ -23,6 +23,7 @@ from imagegen.errors import (
     ContentPolicyError,
     ImageGenError,
     InvalidRequestError,
+    PayloadTooLargeError,
     ProviderConfigurationError,
     ProviderError,
     ProviderTimeoutError,
@@ -62,14 +63,21 @@ def retry_after(response: httpx.Response) -> dict[str, str]:
 
 
 def error_for(status: int, error: Mapping[str, Any], *, retry_after: dict[str, str] | None = None) -> ImageGenError:
-    """Our error for an upstream status and an OpenAI-style error object (``message``, ``code``, ``param``)."""
+    """Our error for an upstream status and an OpenAI-style error object (``message``, ``code``, ``param``). A 4xx
+    this table does not name (408, 409, 415, 451, ...) is a ProviderError, retried as the OpenAI SDK retries 408 and
+    409 and fallen through on a route: none of the error lists of our providers (OpenAI's error-codes guide, Google's
+    troubleshooting table, BFL's and Stability's references) names one for image requests as the caller's fault."""
     code = error.get("code") if isinstance(error.get("code"), str) else None
     message = redact_keys(str(error.get("message") or f"HTTP {status}"))
     if status in (400, 422) and code in CONTENT_POLICY_CODES:
         return ContentPolicyError(f"The provider refused the request: {message}", param="prompt", code=code)
+    param = error.get("param") if isinstance(error.get("param"), str) else None
     if status in (400, 422):
-        param = error.get("param") if isinstance(error.get("param"), str) else None
         return InvalidRequestError(message, param=param, code=code)
+    # The request was too large for the provider (Stability documents 413): the caller's to shrink, so answered as
+    # our own size limits are (413, invalid_request_error), never retried nor fallen through to another model.
+    if status == 413:
+        return PayloadTooLargeError(f"The image provider refused the request as too large: {message}", param=param, code=code)
     # What no retry can fix until the operator acts: a configuration error (x-should-retry: false, never retried).
     if status in (401, 403):
         return ProviderConfigurationError(
