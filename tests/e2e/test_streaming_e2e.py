@@ -5,7 +5,9 @@ One stack for the module, whose OpenAI models are the fake OpenAI server (tests/
 the ``local`` model needs no provider. The Python SDK validates every event strictly with its own models; the npm
 SDK runs tests/e2e/js/stream_e2e.mjs (type-checked against the package, each event checked against its declared
 types) and hands its events back here. The relay's timing (issue #14): the fake spaces its events 1 s apart
-(``slow-partials:1.0``) and the client must see them that far apart, not all at once at the end.
+(``slow-partials:1.0``) and the client must see them that far apart, not all at once at the end. OpenAI failing after
+its first partial (the fake's ``fail:mid-stream``) must reach each SDK as that partial, then its APIError, with
+nothing of the request left in S3.
 
 This module always starts its own stack (it needs the streaming runtime and the fake), also with E2E_BASE_URL set."""
 
@@ -26,7 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from openai import BadRequestError, OpenAI
+from openai import APIError, BadRequestError, OpenAI
 from openai.types import (
     ImageEditCompletedEvent,
     ImageEditPartialImageEvent,
@@ -51,6 +53,14 @@ pytestmark = pytest.mark.e2e
 SCRIPT = JS_DIR / "stream_e2e.mjs"
 FAKE_MODEL = "gpt-image-2.5-sunburst"  # an OpenAI model: served by the fake, which streams it
 SLOW_PAUSE = 1.0  # the fake's wait before each event (prompt slow-partials:1.0)
+# The error event the API sends when OpenAI's stream fails after its first partial (the fake's prompt fail:mid-stream,
+# a server_error): OpenAI's server errors are ours to word, as for a non-streamed 500.
+MID_STREAM_ERROR = {
+    "message": "The image provider failed (HTTP 500); try again later.",
+    "type": "api_error",
+    "param": None,
+    "code": "provider_error",
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +111,15 @@ def stored_at(url: str, stack: LocalStack, s3: S3Client) -> bytes:
     assert bucket == stack.bucket and key.startswith("images/"), url
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == fetched.content
     return fetched.content
+
+
+def stored_keys(stack: LocalStack, s3: S3Client, request_id: str = "") -> list[str]:
+    """The keys under images/ and inputs/ (of the request ``request_id`` only, when given: its id is a key segment)."""
+    keys = []
+    for prefix in ("images/", "inputs/"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=prefix):
+            keys += [obj["Key"] for obj in page.get("Contents", []) if not request_id or f"/{request_id}/" in obj["Key"]]
+    return sorted(keys)
 
 
 # --- the Python SDK ---
@@ -157,6 +176,38 @@ def test_a_bad_size_is_refused_before_any_stream(client: OpenAI) -> None:
     assert "640x480" in refused.value.message
 
 
+def test_an_error_after_the_first_partial_raises_the_sdks_api_error_and_stores_nothing(
+    client: OpenAI, stream_stack: LocalStack, s3: S3Client, fake_openai: FakeOpenAI
+) -> None:
+    before = stored_keys(stream_stack, s3)
+    fake_openai.requests.clear()
+    stream = client.images.generate(model=FAKE_MODEL, prompt="fail:mid-stream", stream=True, partial_images=2, size="1024x1024")
+    assert stream.response.status_code == 200 and stream.response.headers["content-type"].startswith("text/event-stream")
+    request_id = stream.response.headers["x-amzn-requestid"]
+    received = []
+    with pytest.raises(APIError) as failed:
+        for event in stream:
+            received.append(event)
+
+    # The partial OpenAI sent before failing reached the client, strictly validated, then the error event ended it.
+    assert [type(event) for event in received] == [ImageGenPartialImageEvent], received
+    assert isinstance(received[0], ImageGenPartialImageEvent) and received[0].partial_image_index == 0
+    png_of(received[0].b64_json, (1024, 1024))
+    error = failed.value
+    assert type(error) is APIError, "the SDK's own error for an error event, not a status or connection error"
+    assert (error.message, error.type, error.code, error.param) == (
+        MID_STREAM_ERROR["message"],
+        MID_STREAM_ERROR["type"],
+        MID_STREAM_ERROR["code"],
+        None,
+    )
+    assert error.body == MID_STREAM_ERROR
+    assert len(fake_openai.requests) == 1, "a stream that has begun is not retried"
+    # Nothing of the failed request is in S3, and nothing else appeared.
+    assert stored_keys(stream_stack, s3, request_id) == []
+    assert stored_keys(stream_stack, s3) == before
+
+
 def test_a_request_without_stream_answers_json_as_usual(client: OpenAI) -> None:
     response = client.images.generate(model="local", prompt="a red fox", size="256x256", response_format="b64_json")
 
@@ -201,7 +252,7 @@ def run_stream_script(base_url: str) -> dict[str, Any]:
     installed = JS_DIR / "node_modules" / "openai" / "package.json"
     if not installed.is_file() or json.loads(installed.read_text())["version"] != pinned_sdk_version():
         pytest.fail(f"tests/e2e/js/node_modules lacks openai {pinned_sdk_version()}: {INSTALL_HINT}", pytrace=False)
-    env = {**os.environ, "IMAGEGEN_BASE_URL": f"{base_url}/v1"}
+    env = {**os.environ, "IMAGEGEN_BASE_URL": f"{base_url}/v1", "IMAGEGEN_OPENAI_MODEL": FAKE_MODEL}
     result = subprocess.run([node, str(SCRIPT)], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=240, check=False)
     lines = result.stdout.strip().splitlines()
     if result.returncode not in (0, 1) or not lines:
@@ -225,7 +276,7 @@ def test_the_npm_script_type_checks_and_every_check_passes(node_report: dict[str
     assert node_report["sdk"] == pinned_sdk_version()
     assert node_report["typecheck"] == [], "\n".join(node_report["typecheck"])
     errors = {name: check["errors"] for name, check in checks_of(node_report).items()}
-    assert errors == {"generate_stream": [], "edit_stream": [], "error_stream_bad_size": []}
+    assert errors == {"generate_stream": [], "edit_stream": [], "error_stream_bad_size": [], "error_mid_stream": []}
     assert node_report["returncode"] == 0, node_report["stderr"]
 
 
@@ -257,6 +308,22 @@ def test_the_npm_sdk_streams_an_edit_of_its_upload(node_report: dict[str, Any]) 
 def test_the_npm_sdk_raises_bad_request_for_a_bad_size(node_report: dict[str, Any]) -> None:
     check = checks_of(node_report)["error_stream_bad_size"]
     assert (check["status"], check["param"]) == (400, "size")
+
+
+def test_the_npm_sdks_stream_throws_api_error_after_the_first_partial_and_nothing_is_stored(
+    node_report: dict[str, Any], stream_stack: LocalStack, s3: S3Client
+) -> None:
+    check = checks_of(node_report)["error_mid_stream"]
+
+    assert check["status"] == 200
+    assert [event["type"] for event in check["events"]] == ["image_generation.partial_image"]
+    png_of(check["events"][0]["b64_json"], (1024, 1024))
+    assert check["error"] == {"name": "APIError", "status": None, **MID_STREAM_ERROR}
+    assert stored_keys(stream_stack, s3, check["request_id"]) == []
+    # The request id is what names a request's keys: the streamed generation's image is under its own.
+    generated = checks_of(node_report)["generate_stream"]
+    (key,) = stored_keys(stream_stack, s3, generated["request_id"])
+    assert urlsplit(generated["events"][-1]["url"]).path.endswith(f"/{key}")
 
 
 # --- the npm script's checks can fail: the same script against a server streaming what the SDK's types rule out ---
@@ -307,6 +374,7 @@ def test_the_npm_checks_fail_on_streams_the_sdk_types_rule_out(wrong_server: str
     assert "event types" in errors["generate_stream"]
     assert "no generated image to upload" in errors["edit_stream"]
     assert "the call succeeded; expected BadRequestError" in errors["error_stream_bad_size"]
+    assert "the stream ended without an error; expected APIError" in errors["error_mid_stream"]
 
 
 def test_the_uploaded_image_is_what_pillow_reads(node_report: dict[str, Any]) -> None:

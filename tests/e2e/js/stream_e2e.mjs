@@ -1,13 +1,16 @@
 // @ts-check
 /**
  * The official openai npm package reading `stream: true` answers, as a user would, from the API at
- * IMAGEGEN_BASE_URL (".../v1": the local stack under its streaming runtime), with IMAGEGEN_API_KEY as its key.
+ * IMAGEGEN_BASE_URL (".../v1": the local stack under its streaming runtime), with IMAGEGEN_API_KEY as its key;
+ * IMAGEGEN_OPENAI_MODEL is a model of the stack served by the fake OpenAI server (whose prompt `fail:mid-stream`
+ * streams one partial, then an `error` event).
  *
  * `for await (const event of await client.images.generate({ ..., stream: true }))`: every event is checked against
  * the SDK's own declared event types (sdk_types.mjs; this file is type-checked in the same compilation, as
  * `tsc -p .`). The edit uploads the image the generation streamed, so it needs no files. Prints one JSON report:
  *   { sdk, node, typecheck: [diagnostics], checks: [{ name, errors, extras, events?: [{ type, size, b64_json,
- *     partial_image_index?, url? }], input?, status?, param? }] }
+ *     partial_image_index?, url? }], input?, status?, param?, request_id?, error?: { name, message, status, type,
+ *     code, param } }] }
  * tests/e2e/test_streaming_e2e.py runs it and decodes every image with Pillow.
  * Exits 1 when the type check or any check found an error, 2 when it could not run at all.
  */
@@ -27,6 +30,7 @@ if (!baseURL) {
 const client = new OpenAI({ baseURL, apiKey: process.env.IMAGEGEN_API_KEY ?? 'unused-locally', maxRetries: 0, timeout: 60_000 });
 const types = new SdkTypes();
 const SIZE = '256x256';
+const OPENAI_MODEL = process.env.IMAGEGEN_OPENAI_MODEL ?? 'gpt-image-1.5';
 // The generation's completed image, uploaded by the edit.
 /** @type {Buffer | undefined} */
 let generated;
@@ -49,6 +53,29 @@ function expect(context, condition, message) {
 }
 
 /**
+ * An event checked against its SDK type (fields beyond it, such as this API's `url`, are extras), as reported;
+ * undefined for a type the SDK does not declare.
+ * @param {Context} context
+ * @param {OpenAI.Images.ImageGenStreamEvent | OpenAI.Images.ImageEditStreamEvent} event
+ * @returns {EventOut | undefined}
+ */
+function checked(context, event) {
+  const declared = EVENT_TYPES[event.type];
+  if (declared === undefined) {
+    context.errors.push(`an event of type ${JSON.stringify(event.type)}, which the SDK does not declare`);
+    return undefined;
+  }
+  const verdict = types.validate(event, declared, { extra: 'allow' });
+  context.errors.push(...verdict.errors);
+  context.extras.push(...verdict.extras);
+  /** @type {EventOut} */
+  const out = { type: event.type, size: event.size, b64_json: event.b64_json };
+  if ('partial_image_index' in event) out.partial_image_index = event.partial_image_index;
+  if ('url' in event) out.url = event.url;
+  return out;
+}
+
+/**
  * Each event of a stream checked against its SDK type (fields beyond it, such as this API's `url`, are extras),
  * then reported; the types in order must be `expected`.
  * @param {Context} context
@@ -59,19 +86,8 @@ async function collect(context, stream, expected) {
   /** @type {EventOut[]} */
   const events = [];
   for await (const event of stream) {
-    const declared = EVENT_TYPES[event.type];
-    if (declared === undefined) {
-      context.errors.push(`an event of type ${JSON.stringify(event.type)}, which the SDK does not declare`);
-      continue;
-    }
-    const verdict = types.validate(event, declared, { extra: 'allow' });
-    context.errors.push(...verdict.errors);
-    context.extras.push(...verdict.extras);
-    /** @type {EventOut} */
-    const out = { type: event.type, size: event.size, b64_json: event.b64_json };
-    if ('partial_image_index' in event) out.partial_image_index = event.partial_image_index;
-    if ('url' in event) out.url = event.url;
-    events.push(out);
+    const out = checked(context, event);
+    if (out !== undefined) events.push(out);
   }
   const seen = events.map((event) => event.type);
   expect(context, JSON.stringify(seen) === JSON.stringify(expected), `event types ${JSON.stringify(seen)}, expected ${JSON.stringify(expected)}`);
@@ -90,6 +106,7 @@ async function generateStream(context) {
     .withResponse();
   const contentType = response.headers.get('content-type') ?? '';
   expect(context, contentType.startsWith('text/event-stream'), `content-type ${contentType}`);
+  context.details.request_id = response.headers.get('x-amzn-requestid');
   const events = await collect(context, stream, ['image_generation.partial_image', 'image_generation.partial_image', 'image_generation.completed']);
   const completed = events.at(-1);
   if (completed?.type === 'image_generation.completed') generated = Buffer.from(completed.b64_json, 'base64');
@@ -132,11 +149,46 @@ async function errorStreamBadSize(context) {
   context.errors.push('the call succeeded; expected BadRequestError');
 }
 
+/**
+ * OpenAI fails after its first partial: the stream (200, begun) yields that partial, then its async iterator throws
+ * the SDK's APIError carrying the error event's error (no status: the status line said 200).
+ * @param {Context} context
+ */
+async function errorMidStream(context) {
+  const { data: stream, response } = await client.images
+    .generate({ model: OPENAI_MODEL, prompt: 'fail:mid-stream', size: '1024x1024', stream: true, partial_images: 2 })
+    .withResponse();
+  context.details.status = response.status;
+  context.details.request_id = response.headers.get('x-amzn-requestid');
+  /** @type {EventOut[]} */
+  const events = [];
+  context.details.events = events;
+  try {
+    for await (const event of stream) {
+      const out = checked(context, event);
+      if (out !== undefined) events.push(out);
+    }
+  } catch (error) {
+    // APIConnectionError (the connection cut) is an APIError too: only the error event's own error will do.
+    if (!(error instanceof OpenAI.APIError) || error instanceof OpenAI.APIConnectionError) {
+      context.errors.push(`expected APIError, got ${error instanceof Error ? `${error.constructor.name}: ${error.message}` : String(error)}`);
+      return;
+    }
+    const { message, status, type, code, param } = error;
+    context.details.error = { name: error.constructor.name, message, status: status ?? null, type, code, param };
+    const seen = JSON.stringify(events.map((event) => event.type));
+    expect(context, seen === JSON.stringify(['image_generation.partial_image']), `event types ${seen} before the error`);
+    return;
+  }
+  context.errors.push('the stream ended without an error; expected APIError');
+}
+
 /** @type {[string, (context: Context) => Promise<void>][]} */
 const CHECKS = [
   ['generate_stream', generateStream],
   ['edit_stream', editStream],
   ['error_stream_bad_size', errorStreamBadSize],
+  ['error_mid_stream', errorMidStream],
 ];
 
 const checks = [];
