@@ -8,17 +8,16 @@ import base64
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from imagegen.auth import ANONYMOUS_CALLER
 from imagegen.deadline import Deadline
-from imagegen.errors import ImageGenError, PayloadTooLargeError, ProviderError
+from imagegen.errors import ImageGenError, PayloadTooLargeError
 from imagegen.inputs import EditSources, InputReader, input_objects
 from imagegen.observability import logger, metrics
 from imagegen.options import (
@@ -33,13 +32,14 @@ from imagegen.options import (
 )
 from imagegen.planning import GenerationPlan, check_input_count, plan_edit, plan_variation
 from imagegen.providers import ImageProvider, ProviderResult, get_provider
-from imagegen.providers.base import StreamingProvider, sniff_format
+from imagegen.providers.base import sniff_format
 from imagegen.registry import ModelRegistry
-from imagegen.routing import MIN_FALLBACK_SECONDS, count_fallback, falls_through, fitting, served
+from imagegen.routing import fitting, served
+from imagegen.service_stream import streamed
 from imagegen.settings import LAMBDA_SYNC_RESPONSE_LIMIT, Settings, get_settings
 from imagegen.specs import ProviderName
 from imagegen.storage import ImageStore, StoredObject, image_key
-from imagegen.streaming import CompletedEvent, ErrorEvent, EventQuality, EventUsage, PartialImageEvent, StreamEvent
+from imagegen.streaming import StreamEvent
 from imagegen.usage.cache import AnswerCache, CachedImages, cache_digest
 from imagegen.usage.meter import Charge, Meter, meter_of, produced_size
 from imagegen.usage.prices import price_book
@@ -47,9 +47,6 @@ from imagegen.usage.prices import price_book
 # Magic numbers of the formats a provider may answer -> (extension, content type).
 # Room for the JSON around the base64 text: field names, revised prompts, the proxy envelope.
 _RESPONSE_OVERHEAD_BYTES = 16 * 1024
-# A plan's quality as the SDK's stream events name it: DALL-E's and Bedrock's names as OpenAI maps them for GPT image
-# models (the catalog: standard -> medium, hd -> high), Bedrock's premium as its hd.
-_EVENT_QUALITY: dict[str, EventQuality] = {"standard": "medium", "hd": "high", "premium": "high"}
 
 
 def b64_answer_bytes(image_sizes: Iterable[int]) -> int:
@@ -224,16 +221,16 @@ class ImageService:
         stored (all or nothing), and its usage recorded under ``request_id`` (once: a retried job's id is the same)."""
         now = when or self.clock()
         plan = fitting(plan, deadline)
-        self._log_start(plan)
-        with self._charged(plan, caller=caller, record_id=request_id) as charge:
+        self.log_start(plan)
+        with self.charged(plan, caller=caller, record_id=request_id) as charge:
             input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
             plan, result = self._call_provider(plan, deadline)
-            generation = self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
-        self._settle(charge, generation, result)
+            generation = self.store_images(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
+        self.settle(charge, generation, result)
         return generation
 
     @contextmanager
-    def _charged(self, plan: GenerationPlan, *, caller: str, record_id: str) -> Iterator[Charge]:
+    def charged(self, plan: GenerationPlan, *, caller: str, record_id: str) -> Iterator[Charge]:
         """The budgets reserved for what runs inside, and released when it fails (or a stream is left)."""
         charge = self.meter.reserve(plan, caller=caller, record_id=record_id)
         try:
@@ -242,7 +239,7 @@ class ImageService:
             self.meter.release(charge)
             raise
 
-    def _settle(self, charge: Charge, generation: Generation, result: ProviderResult) -> None:
+    def settle(self, charge: Charge, generation: Generation, result: ProviderResult) -> None:
         """The generation recorded as the model that served it (a route's fallback is priced as itself)."""
         served = replace(charge, plan=generation.plan)
         self.meter.settle(served, images=[obj.data for obj in generation.objects], usage=result.usage, at=generation.created)
@@ -270,92 +267,9 @@ class ImageService:
             plan = self.plan_inputs(request, sources, deadline=deadline, json_form=json_form, max_response_bytes=None)
         else:
             plan = self.plan(request, max_response_bytes=None)
-        events = self._stream(plan, request_id=request_id, deadline=deadline, sources=sources, caller=caller)
-        first = next(events)
-        return self._then_errors_as_events(first, events)
+        return streamed(self, plan, request_id=request_id, deadline=deadline, sources=sources, caller=caller)
 
-    @staticmethod
-    def _then_errors_as_events(first: StreamEvent, events: Generator[StreamEvent, None, None]) -> Iterator[StreamEvent]:
-        yield first
-        try:
-            yield from events
-        except ImageGenError as error:
-            logger.warning("the stream failed after its first event", extra={"code": error.code, "status": error.status_code})
-            yield ErrorEvent.of(error)
-
-    def _stream(
-        self, plan: GenerationPlan, *, request_id: str, deadline: Deadline, sources: EditSources | None, caller: str
-    ) -> Generator[StreamEvent, None, None]:
-        now = self.clock()
-        plan = fitting(plan, deadline)
-        self._log_start(plan)
-        with self._charged(plan, caller=caller, record_id=request_id) as charge:
-            input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
-            plan, result = yield from self._partials(plan, deadline)
-            generation = self._store(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
-        self._settle(charge, generation, result)
-        operation = "image_edit" if plan.operation == "edit" else "image_generation"
-        settings = _event_settings(plan)
-        usages = _image_usages(result)
-        for obj, image, usage in zip(generation.objects, generation.images, usages, strict=True):
-            yield CompletedEvent(
-                type=f"{operation}.completed",
-                b64_json=_b64(obj.data),
-                created_at=int(self.clock().timestamp()),
-                usage=EventUsage.of(usage),
-                safety_identifier=plan.safety_identifier,
-                url=self.store.presign(image.key, self.settings.presign_ttl_seconds),
-                **settings,
-            )
-
-    def _partials(self, first: GenerationPlan, deadline: Deadline) -> Generator[StreamEvent, None, tuple[GenerationPlan, ProviderResult]]:
-        """The provider's partial images as events, as they come; returns the plan that served them and its images (a
-        provider that does not stream: no partials). A route falls to its next model only before its first partial:
-        after it, the stream has shown one model's drawing."""
-        candidates = first.candidates
-        for index, plan in enumerate(candidates):
-            started = False
-            try:
-                for item in self._provider_stream(plan, deadline):
-                    if isinstance(item, ProviderResult):
-                        return plan, item
-                    started = True
-                    yield item
-            except ImageGenError as error:
-                following = candidates[index + 1] if index + 1 < len(candidates) else None
-                if started or following is None or not falls_through(error) or deadline.remaining() < MIN_FALLBACK_SECONDS:
-                    raise
-                count_fallback(plan, following, error)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
-
-    def _provider_stream(self, plan: GenerationPlan, deadline: Deadline) -> Iterator[StreamEvent | ProviderResult]:
-        """One model's stream: its partials as events, then its result."""
-        operation = "image_edit" if plan.operation == "edit" else "image_generation"
-        settings = _event_settings(plan)
-        provider = self.provider_for(plan.model.provider)
-        with self._measured(plan):
-            if not isinstance(provider, StreamingProvider):
-                yield provider.generate(plan, deadline)
-                return
-            items = provider.stream(plan, deadline)
-            try:
-                for item in items:
-                    if isinstance(item, ProviderResult):
-                        yield item
-                        return
-                    yield PartialImageEvent(
-                        type=f"{operation}.partial_image",
-                        b64_json=_b64(item.data),
-                        created_at=int(self.clock().timestamp()),
-                        partial_image_index=item.index,
-                        **settings,
-                    )
-            finally:
-                if isinstance(items, Generator):
-                    items.close()  # a stream left early (the client went) closes its upstream connection now
-            raise ProviderError("The image provider's stream ended without its images.", code="provider_bad_response")
-
-    def _log_start(self, plan: GenerationPlan) -> None:
+    def log_start(self, plan: GenerationPlan) -> None:
         logger.info(
             "generating images",
             extra={
@@ -382,7 +296,7 @@ class ImageService:
         self.store.put_all(inputs, {"request-id": request_id, "model": plan.model.id}, deadline=deadline)
         return input_keys
 
-    def _store(
+    def store_images(
         self,
         plan: GenerationPlan,
         result: ProviderResult,
@@ -424,11 +338,11 @@ class ImageService:
         return served(plan, deadline, lambda candidate: self._generate(candidate, deadline))
 
     def _generate(self, plan: GenerationPlan, deadline: Deadline) -> ProviderResult:
-        with self._measured(plan):
+        with self.measured(plan):
             return self.provider_for(plan.model.provider).generate(plan, deadline)
 
     @contextmanager
-    def _measured(self, plan: GenerationPlan) -> Iterator[None]:
+    def measured(self, plan: GenerationPlan) -> Iterator[None]:
         """ProviderLatency of what runs inside (a stream's: until its last image), ProviderErrors by provider and code."""
         started = time.perf_counter()
         try:
@@ -497,30 +411,6 @@ def _check_worst_case(plan: GenerationPlan, result: ProviderResult) -> None:
     )
     with single_metric(name="WorstCaseBoundExceeded", unit=MetricUnit.Count, value=len(over), namespace=metrics.namespace) as metric:
         metric.add_dimension(name="model", value=plan.model.id)
-
-
-def _event_settings(plan: GenerationPlan) -> dict[str, str]:
-    """What every event of a plan's stream reports of it, in the SDK's literals (planning refuses to stream GIF and
-    SVG, so the format is PNG, JPEG or WebP)."""
-    quality = plan.quality or "auto"
-    return {
-        "background": plan.background or "auto",
-        "output_format": plan.output_format,
-        "quality": _EVENT_QUALITY.get(quality, quality),
-        "size": plan.size,
-    }
-
-
-def _image_usages(result: ProviderResult) -> list[dict[str, Any] | None]:
-    """Each completed event's usage, so that a stream's usages add up to the request's: each image's own when the
-    provider streamed them, else the request's on the first image and none (zeros) on the others."""
-    if all(image.usage is not None for image in result.images):
-        return [image.usage for image in result.images]
-    return [result.usage if index == 0 else None for index in range(len(result.images))]
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _stored(request_id: str, index: int, data: bytes, now: dt.datetime, output_format: str) -> StoredObject:
