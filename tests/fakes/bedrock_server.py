@@ -18,7 +18,12 @@ what arrived; ``edit_plan`` / ``variation_plan`` and the image builders make wha
 Stable Image Inpaint (``stability.stable-image-inpaint-v1:0``, one of Stability AI Image Services) as AWS's sample
 notebook calls it: {image, mask, prompt, output_format, seed}, the mask a black-and-white image of the input's size
 (white: inpainted); it answers at the input's size here (AWS's notebook says 4 megapixels whatever the input: the
-catalog plans that as its worst case) and records the decoded ``inputs``.
+catalog plans that as its worst case) and records the decoded ``inputs``. The Control services of the same notebook
+take one image and a prompt: Control Structure and Control Sketch {image, prompt, control_strength, seed,
+output_format, negative_prompt, style_preset} answer at the input's size here; Style Guide {image, prompt,
+aspect_ratio, fidelity, ...} at the ratio's size. A required key missing, an empty prompt, a key the service does not
+take (a mask), a strength outside 0-1 or an unknown aspect ratio is a ValidationException in the style of Bedrock's
+schema errors (assumed for these services: their messages were not seen).
 
 Model ids as Bedrock takes them: a foundation model id, or a cross-Region inference profile ``<geo>.<model id>``;
 a model in ``profile_only`` refuses its bare id as Bedrock does ("... with on-demand throughput isn't supported"),
@@ -142,6 +147,42 @@ def stability_inpaint_inputs(body: dict[str, Any]) -> tuple[dict[str, Any], tupl
     if not colours <= {(0, 0, 0), (255, 255, 255)}:
         raise Malformed("The mask must be black and white.")
     return {"images": [data], "mask": mask_data}, image.size
+
+
+STABILITY_FORMATS = ("png", "jpeg", "webp")
+COMMON_SERVICE_KEYS = {"image", "prompt", "negative_prompt", "seed", "output_format", "style_preset"}
+# Stability AI Image Services, Control: foundation model id -> its optional 0-1 strength and the keys it takes.
+CONTROL_MODELS: dict[str, tuple[str, frozenset[str]]] = {
+    "stability.stable-image-control-structure-v1:0": ("control_strength", frozenset(COMMON_SERVICE_KEYS | {"control_strength"})),
+    "stability.stable-image-control-sketch-v1:0": ("control_strength", frozenset(COMMON_SERVICE_KEYS | {"control_strength"})),
+    "stability.stable-image-style-guide-v1:0": ("fidelity", frozenset(COMMON_SERVICE_KEYS | {"fidelity", "aspect_ratio"})),
+}
+STYLE_GUIDE = "stability.stable-image-style-guide-v1:0"
+
+
+def stability_control_inputs(model_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The decoded image of a Control body, and the size it answers at (Style Guide: the ratio's; else the image's)."""
+    strength, keys = CONTROL_MODELS[model_id]
+    extra = sorted(set(body) - keys)
+    if extra:
+        raise _malformed("", f"extraneous key [{extra[0]}] is not permitted")
+    for key in ("image", "prompt"):
+        if key not in body:
+            raise _malformed("", f"required key [{key}] not found")
+    if not isinstance(body["prompt"], str) or not body["prompt"]:
+        raise _malformed("prompt", "expected minLength: 1, actual: 0")
+    value = body.get(strength, 0.5)
+    if not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise _malformed(strength, f"{value} is not in the range 0 to 1")
+    if body.get("output_format", "png") not in STABILITY_FORMATS:
+        raise _malformed("output_format", f"{body['output_format']} is not a valid enum value")
+    data, image = decode_image(body["image"], "image")
+    if model_id == STYLE_GUIDE:
+        ratio = body.get("aspect_ratio", "1:1")
+        if ratio not in STABILITY_SIZES:
+            raise _malformed("aspect_ratio", f"{ratio} is not a valid enum value")
+        return {"images": [data], "mask": None}, STABILITY_SIZES[ratio]
+    return {"images": [data], "mask": None}, image.size
 
 
 # Stability answers at its own resolution per ratio; the fake uses the sizes the project's registry lists.
@@ -281,6 +322,12 @@ class FakeBedrock(LoopbackHTTPServer):
                 if stability and model_id in INPAINT_MODELS:
                     try:
                         record["inputs"], size = stability_inpaint_inputs(body)
+                    except Malformed as exc:
+                        return self._error(400, "ValidationException", str(exc))
+                    prompt = body["prompt"]
+                elif stability and model_id in CONTROL_MODELS:
+                    try:
+                        record["inputs"], size = stability_control_inputs(model_id, body)
                     except Malformed as exc:
                         return self._error(400, "ValidationException", str(exc))
                     prompt = body["prompt"]

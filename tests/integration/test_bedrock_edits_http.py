@@ -328,3 +328,122 @@ def test_the_worker_inpaints_an_sqs_edit_message_under_the_profile_id(inpaint_ap
     (image,) = done["images"]
     stored = s3.get_object(Bucket=local_s3.bucket, Key=image["key"])["Body"].read()
     assert PILImage.open(io.BytesIO(stored)).size == (384, 320)
+
+
+# Stability AI Image Services, Control: one image and a prompt, no mask, under their us. profiles.
+STRUCTURE = "stability.stable-image-control-structure-v1:0"
+SKETCH = "stability.stable-image-control-sketch-v1:0"
+STYLE_GUIDE = "stability.stable-image-style-guide-v1:0"
+CONTROL = (STRUCTURE, SKETCH, STYLE_GUIDE)
+CONTROL_PROFILES = [f"us.{model}" for model in CONTROL]
+
+
+@pytest.fixture
+def control_api(bedrock_env: FakeBedrock, monkeypatch: pytest.MonkeyPatch) -> FakeBedrock:
+    monkeypatch.setenv("BEDROCK_MODELS", ",".join(CONTROL_PROFILES))
+    bedrock_env.profile_only.update(CONTROL)  # Bedrock refuses their bare ids
+    clear_caches()
+    return bedrock_env
+
+
+CONTROL_REGISTRY = build_registry(openai_enabled=False, default_model=None, bedrock_models=CONTROL_PROFILES)
+
+
+@pytest.mark.parametrize(
+    ("profile", "size", "answered"),
+    [(f"us.{STRUCTURE}", None, (384, 320)), (f"us.{SKETCH}", "384x320", (384, 320)), (f"us.{STYLE_GUIDE}", "1280x720", (1280, 720))],
+)
+def test_a_control_service_gets_the_image_and_prompt_under_its_profile_id(control_api, provider, profile, size, answered) -> None:
+    fields = {"size": size} if size else {}
+    result = provider.generate(edit(profile, IMAGE, n=2, output_format="jpeg", registry=CONTROL_REGISTRY, **fields), Deadline.after(10))
+    assert sizes(result) == [answered] * 2
+    assert [request["model"] for request in control_api.requests] == [profile] * 2  # one image per call
+    for sent in control_api.requests:
+        assert (sent["json"]["prompt"], sent["json"]["output_format"]) == ("add a red hat", "jpeg")
+        assert [sha256(image) for image in sent["inputs"]["images"]] == [sha256(IMAGE)]
+        assert "mask" not in sent["json"] and "control_strength" not in sent["json"] and "fidelity" not in sent["json"]
+        assert sent["json"].get("aspect_ratio") == ("16:9" if STYLE_GUIDE in profile else None)
+
+
+def control_invoke(client: Any, model: str, body: dict[str, Any]) -> ClientError:
+    with pytest.raises(ClientError) as caught:
+        client.invoke_model(modelId=f"us.{model}", body=json.dumps(body), contentType="application/json", accept="application/json")
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "message"),
+    [
+        (STRUCTURE, {"prompt": "x"}, "required key [image] not found"),
+        (SKETCH, {"image": b64(IMAGE), "prompt": ""}, "#/prompt: expected minLength: 1"),
+        (STRUCTURE, {"image": b64(IMAGE), "prompt": "x", "mask": b64(IMAGE)}, "extraneous key [mask] is not permitted"),
+        (SKETCH, {"image": b64(IMAGE), "prompt": "x", "control_strength": 1.5}, "#/control_strength: 1.5 is not in the range"),
+        (STYLE_GUIDE, {"image": b64(IMAGE), "prompt": "x", "aspect_ratio": "4:3"}, "#/aspect_ratio: 4:3 is not a valid enum value"),
+        (STYLE_GUIDE, {"image": "not base64!", "prompt": "x"}, "not a base64-encoded"),
+    ],
+)
+def test_the_fake_refuses_a_malformed_control_body_as_bedrock_does(control_api, client, model, body, message) -> None:
+    error = control_invoke(client, model, body)
+    assert (error.response["Error"]["Code"], error.response["ResponseMetadata"]["HTTPStatusCode"]) == ("ValidationException", 400)
+    assert message in error.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize("profile", CONTROL_PROFILES)
+def test_the_api_serves_a_control_edit_and_stores_it(control_api, local_s3, s3, lambda_context, profile) -> None:
+    event = edit_event({"prompt": "a red hat", "model": profile, "response_format": "url"}, ("image", IMAGE))
+    response = app.lambda_handler(event, lambda_context)
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 200, body
+    (item,) = body["data"]
+    expected = (1024, 1024) if STYLE_GUIDE in profile else (384, 320)  # Style Guide: size omitted is 1:1
+    assert PILImage.open(io.BytesIO(httpx.get(item["url"], timeout=10).content)).size == expected
+    (sent,) = control_api.requests
+    assert (sent["model"], sent["json"]["prompt"]) == (profile, "a red hat")
+    assert len(written(s3, local_s3.bucket, event)) == 1
+
+
+@pytest.mark.parametrize("profile", CONTROL_PROFILES)
+def test_the_api_refuses_a_mask_to_a_control_service_by_name_before_any_call(control_api, local_s3, s3, lambda_context, profile) -> None:
+    event = edit_event({"prompt": "a red hat", "model": profile}, ("image", IMAGE), ("mask", MASK))
+    response = app.lambda_handler(event, lambda_context)
+    body = json.loads(response["body"])
+    assert (response["statusCode"], body["error"]["param"]) == (400, "mask"), body
+    assert "'mask' is not supported by this model" in body["error"]["message"]
+    assert control_api.requests == [] and written(s3, local_s3.bucket, event) == []
+
+
+@pytest.mark.parametrize("profile", CONTROL_PROFILES)
+def test_the_api_refuses_a_generation_with_a_control_service_before_any_call(control_api, lambda_context, profile) -> None:
+    event = load_event("api_generate_url.json", prompt="a lighthouse", model=profile, size="1024x1024")
+    response = app.lambda_handler(event, lambda_context)
+    body = json.loads(response["body"])
+    assert (response["statusCode"], body["error"]["code"]) == (400, "unsupported_operation"), body
+    assert control_api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "ratio", "stored_size"),
+    [(STYLE_GUIDE, "1280x720", "16:9", (1280, 720)), (STRUCTURE, None, None, (384, 320)), (SKETCH, "auto", None, (384, 320))],
+)
+def test_the_worker_serves_an_sqs_edit_message_with_a_control_service(
+    control_api, job_resources, local_s3, s3, lambda_context, model, size, ratio, stored_size
+) -> None:
+    # Given an image a trusted producer stored under inputs/, and an SQS edit message for a control service
+    prefix = f"inputs/producer-{uuid.uuid4().hex[:8]}"
+    s3.put_object(Bucket=local_s3.bucket, Key=f"{prefix}/photo.png", Body=IMAGE)
+    job_id = f"control-{uuid.uuid4().hex[:8]}"
+    profile = f"us.{model}"
+    body = {"operation": "edit", "id": job_id, "prompt": "a red hat", "model": profile, "images": [{"key": f"{prefix}/photo.png"}]}
+    if size:
+        body["size"] = size
+    # When the worker gets it
+    assert worker.lambda_handler({"Records": [sqs_record(body)]}, lambda_context) == {"batchItemFailures": []}
+    # Then Bedrock was called once under the profile's id with that image (and Style Guide the ratio), result stored
+    done = manifest(s3, local_s3.bucket, f"results/{job_id}.json")
+    assert done["status"] == "succeeded", done
+    (sent,) = control_api.requests
+    assert (sent["model"], sent["json"].get("aspect_ratio")) == (profile, ratio)
+    assert [sha256(image) for image in sent["inputs"]["images"]] == [sha256(IMAGE)]
+    (image,) = done["images"]
+    stored = s3.get_object(Bucket=local_s3.bucket, Key=image["key"])["Body"].read()
+    assert PILImage.open(io.BytesIO(stored)).size == stored_size

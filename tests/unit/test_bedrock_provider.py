@@ -45,6 +45,10 @@ from tests.fakes.bedrock_server import edit_plan, openai_mask, picture, variatio
 REGISTRY = build_registry(openai_enabled=False, default_model=None, bedrock_enabled=True)
 NOVA, TITAN, CORE = "amazon.nova-canvas-v1:0", "amazon.titan-image-generator-v2:0", "stability.stable-image-core-v1:1"
 INPAINT = "stability.stable-image-inpaint-v1:0"
+# Stability AI Image Services, Control: one image and a prompt, no mask.
+STRUCTURE, SKETCH = "stability.stable-image-control-structure-v1:0", "stability.stable-image-control-sketch-v1:0"
+STYLE_GUIDE = "stability.stable-image-style-guide-v1:0"
+CONTROL = (STRUCTURE, SKETCH, STYLE_GUIDE)
 
 
 def plan(**fields: Any):
@@ -399,7 +403,7 @@ def test_the_catalog_gives_edits_and_variations_to_the_amazon_models_only() -> N
         assert (spec.variations.max_images, spec.variations.output_follows_input) == (1, False)
         assert spec.edits.formats == spec.variations.formats == ("png", "jpeg")
     for spec in catalog().of("bedrock"):
-        if spec.family == "stability" and spec.id != INPAINT:
+        if spec.family == "stability" and spec.id not in (INPAINT, *CONTROL):
             assert spec.edits is None and spec.variations is None
     inpaint = catalog()[INPAINT]
     assert inpaint.variations is None and inpaint.edits is not None
@@ -410,7 +414,7 @@ def test_the_catalog_gives_edits_and_variations_to_the_amazon_models_only() -> N
 def test_stable_image_inpaint_body_golden() -> None:
     """AWS's sample notebook: {image, mask, prompt, output_format, seed}; the mask white where OpenAI's is transparent."""
     image = picture(384, 320)
-    body = bedrock.stability_inpaint_body(edit(INPAINT, image, mask=openai_mask(384, 320, (100, 50, 200, 150))), seed=5)
+    body = bedrock.stability_service_body(edit(INPAINT, image, mask=openai_mask(384, 320, (100, 50, 200, 150))), seed=5)
     assert set(body) == {"image", "mask", "prompt", "output_format", "seed"}
     assert (body["image"], body["prompt"], body["output_format"], body["seed"]) == (b64(image), "add a red hat", "png", 5)
     mask = PILImage.open(io.BytesIO(base64.b64decode(body["mask"])))
@@ -442,6 +446,63 @@ def test_stable_image_inpaint_refuses_all_but_masked_edits_before_any_call(make:
         BedrockProvider(client).generate(make(), Deadline.after(10))
     assert (caught.value.status_code, caught.value.code, caught.value.param) == (400, "unsupported_operation", param)
     assert client.calls == []
+
+
+@pytest.mark.parametrize("model", [STRUCTURE, SKETCH])
+def test_control_structure_and_sketch_bodies_golden(model: str) -> None:
+    """AWS's sample notebook: {image, prompt, output_format, seed} (control_strength and style_preset left at the
+    service's defaults); no size: the output is planned at the input's."""
+    image = picture(384, 320)
+    planned = edit(model, image, output_format="jpeg")
+    assert (planned.width, planned.height) == (384, 320)
+    body = bedrock.stability_service_body(planned, seed=9)
+    assert body == {"image": b64(image), "prompt": "add a red hat", "output_format": "jpeg", "seed": 9}
+
+
+@pytest.mark.parametrize(("size", "ratio"), [(None, "1:1"), ("1280x720", "16:9"), ("576x1344", "9:21")])
+def test_style_guide_body_golden_sends_the_sizes_aspect_ratio(size: str | None, ratio: str) -> None:
+    image = picture(384, 320)
+    body = bedrock.stability_service_body(edit(STYLE_GUIDE, image, **({"size": size} if size else {})), seed=3)
+    assert body == {"image": b64(image), "prompt": "add a red hat", "output_format": "png", "seed": 3, "aspect_ratio": ratio}
+
+
+def test_the_control_services_are_edits_of_one_image_without_a_mask_in_the_catalog() -> None:
+    for model in CONTROL:
+        spec = catalog()[model]
+        assert spec.variations is None and spec.edits is not None
+        assert (spec.edits.mask, spec.edits.max_images) == (False, 1)
+        assert spec.edits.output_follows_input is (model != STYLE_GUIDE)
+    assert catalog()[STYLE_GUIDE].sizes == catalog()[CORE].sizes  # the nine aspect ratios
+
+
+@pytest.mark.parametrize("model", CONTROL)
+def test_a_control_service_refuses_a_mask_by_name_before_any_call(model: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        edit(model, picture(384, 320), mask=openai_mask(384, 320, (0, 0, 10, 10)))
+    assert (caught.value.status_code, caught.value.param) == (400, "mask")
+    assert "'mask' is not supported by this model" in caught.value.message
+
+
+@pytest.mark.parametrize("model", CONTROL)
+def test_a_control_service_refuses_a_generation_and_a_second_image_before_any_call(model: str) -> None:
+    client = StubClient()
+    with pytest.raises(InvalidRequestError) as caught:
+        BedrockProvider(client).generate(planning.plan(catalog()[model], ImageGenerationRequest(prompt="a cat")), Deadline.after(10))
+    assert (caught.value.status_code, caught.value.code, caught.value.param) == (400, "unsupported_operation", "model")
+    with pytest.raises(InvalidRequestError) as caught:
+        edit(model, picture(384, 320), picture(384, 320))
+    assert (caught.value.param, "this model takes at most 1" in caught.value.message) == ("image", True)
+    assert client.calls == []
+
+
+def test_a_control_service_makes_n_calls_with_a_seed_each_under_the_profile_id() -> None:
+    registry = build_registry(openai_enabled=False, default_model=None, bedrock_models=[f"us.{STYLE_GUIDE}"])
+    planned = edit_plan(registry.get(f"us.{STYLE_GUIDE}"), picture(384, 320), n=2, size="1280x720")
+    client = StubClient(answer=lambda body: {"images": [b64(picture(1280, 720))], "finish_reasons": [None], "seeds": [body["seed"]]})
+    assert len(BedrockProvider(client).generate(planned, Deadline.after(10)).images) == 2
+    assert [call["modelId"] for call in client.calls] == [f"us.{STYLE_GUIDE}"] * 2
+    assert {call["body"]["aspect_ratio"] for call in client.calls} == {"16:9"}
+    assert len({call["body"]["seed"] for call in client.calls}) == 2
 
 
 def test_a_filtered_inpainting_is_a_content_policy_error() -> None:

@@ -2,7 +2,7 @@
 
 Two wire shapes: Amazon's (Nova Canvas, Titan Image Generator v2: up to 5 images per call, more in consecutive
 calls) and Stability's (Stable Image Core/Ultra, SD3.5 Large: an aspect ratio, one image per call, so ``n`` calls
-run concurrently; text-to-image; and Stable Image Inpaint for edits with a mask, below). Every call is bounded by
+run concurrently; text-to-image; and four of Stability AI Image Services for edits, below). Every call is bounded by
 the request's deadline; Bedrock's errors become ours here, in one table. Titan Image Generator v2 is retired (the
 registry refuses it before any call); its body stays for its catalog entry.
 
@@ -34,6 +34,19 @@ user guide's parameter table, which was not read. Assumed, not read this session
 platform API: a black-and-white image where white is full inpainting strength and black none), so OpenAI's mask
 (alpha 0 = edit) becomes white where it is transparent. Inpaint only edits: a generation, a variation or an edit
 without a mask is refused before any call.
+
+Three Control services of the same notebook serve ``/v1/images/edits`` with one image and a prompt (no mask: planning
+refuses one by name, the catalog giving them none), one call per image: Stable Image Control Structure
+(``stability.stable-image-control-structure-v1:0``) and Control Sketch (``stability.stable-image-control-sketch-v1:0``)
+take {image, prompt, output_format, seed} and no size (the catalog plans the output as the input's size, assumed);
+Stable Image Style Guide (``stability.stable-image-style-guide-v1:0``) also takes ``aspect_ratio``, the edit's size as
+for the generation models. Their own strength options (``control_strength``, Style Guide's ``fidelity``) and
+``style_preset``/``negative_prompt`` are left at the service's defaults: no OpenAI edit field means them (OpenAI's
+``input_fidelity`` is a high/low switch of its own models, not a 0-1 weight of a control image). Like Inpaint, they
+only edit: a generation or a variation is refused before any call. Not served, none fitting OpenAI's edit fields
+without inventing meaning: Style Transfer (``init_image`` and ``style_image``: two images with roles OpenAI's
+``image[]`` does not give), Search and Replace / Recolor (a search or select prompt), Erase Object and Remove
+Background (no prompt), Outpaint (how far to extend each side) and the upscalers.
 """
 
 from __future__ import annotations
@@ -91,8 +104,14 @@ STABILITY_MAX_SEED = 4_294_967_294
 MASK_EDIT_IS_BLACK = True
 # Stability's inpainting (Stability's platform API convention, assumed for Bedrock): a white pixel is inpainted.
 STABILITY_MASK_EDIT_IS_BLACK = False
-# Stability AI Image Services this module serves, by foundation model id: edits with a mask only.
-STABILITY_INPAINT_MODELS = frozenset({"stability.stable-image-inpaint-v1:0"})
+# Stability AI Image Services this module serves, by foundation model id -> the fields of its body beyond the image and
+# the prompt: Inpaint takes a mask (edits with a mask only); the Control services one image and no mask (edits only).
+STABILITY_SERVICES: Mapping[str, tuple[str, ...]] = {
+    "stability.stable-image-inpaint-v1:0": ("mask",),
+    "stability.stable-image-control-structure-v1:0": (),
+    "stability.stable-image-control-sketch-v1:0": (),
+    "stability.stable-image-style-guide-v1:0": ("aspect_ratio",),
+}
 # The aspect ratios Stability's Bedrock models accept, as (width, height) units.
 STABILITY_ASPECT_RATIOS = ((1, 1), (16, 9), (9, 16), (3, 2), (2, 3), (4, 5), (5, 4), (21, 9), (9, 21))
 # Threads for the calls of one request (n is at most 10), with room for calls an earlier request abandoned at its
@@ -174,25 +193,34 @@ def stability_body(plan: GenerationPlan, seed: int) -> dict[str, Any]:
     }
 
 
-def stability_inpaint_task(plan: GenerationPlan) -> dict[str, Any]:
-    """The image half of a Stable Image Inpaint body, built once per request: the first image and the mask (white
-    where OpenAI's mask is transparent)."""
+def stability_service_task(plan: GenerationPlan) -> dict[str, Any]:
+    """The image half of a Stability AI Image Services body, built once per request: the first image, and for Inpaint
+    the mask (white where OpenAI's mask is transparent). Anything but an edit the service takes is refused here,
+    before any call."""
     inputs = plan.inputs
-    if plan.operation != "edit" or inputs is None or inputs.mask is None:
-        what = "an edit without a mask" if plan.operation == "edit" else f"{plan.operation}s"
+    masked = "mask" in STABILITY_SERVICES[bedrock_base_id(plan.model.provider_model)]
+    if plan.operation != "edit" or inputs is None or masked != (inputs.mask is not None):
+        what = f"{plan.operation}s" if plan.operation != "edit" else "an edit without a mask" if masked else "a mask"
+        needs = "an image and a mask" if masked else "one image and a prompt, without a mask,"
         raise InvalidRequestError(
-            f"The model '{plan.model.id}' only inpaints: send an image and a mask to /v1/images/edits ({what} are not served).",
+            f"The model '{plan.model.id}' only edits: send {needs} to /v1/images/edits ({what} are not served).",
             param="mask" if plan.operation == "edit" else "model",
             code="unsupported_operation",
         )
-    mask = alpha_mask_to_black_white(inputs.mask.data, edit_is_black=STABILITY_MASK_EDIT_IS_BLACK)
-    return {"image": _b64(inputs.images[0].data), "mask": _b64(mask)}
+    task = {"image": _b64(inputs.images[0].data)}
+    if inputs.mask is not None:
+        task["mask"] = _b64(alpha_mask_to_black_white(inputs.mask.data, edit_is_black=STABILITY_MASK_EDIT_IS_BLACK))
+    return task
 
 
-def stability_inpaint_body(plan: GenerationPlan, seed: int, task: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A Stable Image Inpaint request: one image, the masked area redrawn after the prompt."""
-    task = stability_inpaint_task(plan) if task is None else task
-    return {**task, "prompt": plan.prompt, "output_format": plan.output_format, "seed": seed}
+def stability_service_body(plan: GenerationPlan, seed: int, task: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A Stability AI Image Services request for one image: the image (and mask), the prompt, and for Style Guide the
+    aspect ratio of the size asked."""
+    task = stability_service_task(plan) if task is None else task
+    body = {**task, "prompt": plan.prompt, "output_format": plan.output_format, "seed": seed}
+    if "aspect_ratio" in STABILITY_SERVICES[bedrock_base_id(plan.model.provider_model)]:
+        body["aspect_ratio"] = aspect_ratio(plan.width, plan.height)
+    return body
 
 
 def _message(exc: ClientError) -> str:
@@ -345,10 +373,10 @@ class BedrockProvider:
         so a call still running then is abandoned (its answer ignored) and the request is a 504."""
         model = plan.model.provider_model
         calls: list[Callable[[], tuple[ProviderImage, ...]]] = []
-        if plan.model.family == "stability" and bedrock_base_id(model) in STABILITY_INPAINT_MODELS:
-            task = stability_inpaint_task(plan)
+        if plan.model.family == "stability" and bedrock_base_id(model) in STABILITY_SERVICES:
+            task = stability_service_task(plan)
             for _ in range(plan.n):
-                body = stability_inpaint_body(plan, self._seed(STABILITY_MAX_SEED), task)
+                body = stability_service_body(plan, self._seed(STABILITY_MAX_SEED), task)
                 calls.append(partial(self._stability_call, model, body, deadline))
         elif plan.model.family == "stability":
             if plan.operation != "generation":
