@@ -135,7 +135,7 @@ def test_urls_are_served_from_the_stored_images(stability_env, local_s3, s3, lam
         # Stability's 403 "Content Moderation Flagged": a refusal, answered as OpenAI answers one.
         ("fail:403", 400, "content_policy_violation", "prompt"),
         ("fail:404", 502, "provider_model_unavailable", None),
-        ("fail:413", 502, "provider_error", None),
+        ("fail:413", 413, "payload_too_large", None),
         ("fail:422", 400, "invalid_language", None),
         ("fail:429", 429, "rate_limit_exceeded", None),
         ("fail:500", 502, "provider_error", None),

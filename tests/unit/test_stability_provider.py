@@ -227,7 +227,7 @@ def test_an_answer_without_a_usable_image_is_a_bad_response(answer: httpx.Respon
         ),
         (error_response(403, "forbidden", "This key may not use this service"), None, 502, "provider_auth_failed", None),
         (error_response(404, "not_found", "no such endpoint"), None, 502, "provider_model_unavailable", None),
-        (error_response(413, "payload_too_large", "body: at most 10MiB"), errors.ProviderError, 502, "provider_error", None),
+        (error_response(413, "payload_too_large", "body: at most 10MiB"), errors.PayloadTooLargeError, 413, "payload_too_large", None),
         (
             error_response(422, "invalid_language", "English is the only supported language"),
             errors.InvalidRequestError,
