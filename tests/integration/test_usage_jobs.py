@@ -1,0 +1,189 @@
+"""Usage of asynchronous jobs (issue #15, "one usage record per billed generation ... async, SQS and S3 paths
+alike"): a job's record is written once under the job's id whatever the deliveries, a request object's is the
+queue's (QUEUE_CALLER), and a failed job records nothing and gives its budget reservation back. The API, S3-trigger
+and worker handlers in-process; SQS and the usage and jobs tables on moto server, S3 on the S3 server, the fake
+OpenAI over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from functions.s3_trigger import app as s3_trigger
+from imagegen.usage import table
+from imagegen.usage.meter import QUEUE_CALLER
+from tests.conftest import job_event
+from tests.integration.test_job_runs_once import async_post, call_api, manifest, provider_calls, table_at
+from tests.integration.test_request_objects_bounded import notification
+from tests.integration.test_usage_metering import CALLER, KEY, MINI, mini_cost, read_usage, records
+
+pytestmark = pytest.mark.integration
+
+END_USER = "end-user-jobs-1"
+# Room for a second run's reservation on top of the first's images: a redelivery is never refused for its budget.
+BUDGETS = {"per_key": {"images_per_month": 10, "usd_per_month": 1}, "per_user": {"images_per_month": 5, "usd_per_month": 1}}
+
+
+@pytest.fixture
+def usage_jobs(openai_env, usage_table, job_resources, monkeypatch) -> Any:
+    """Async jobs with a usage table, BUDGETS for every key and end user, and KEY reading every caller's usage; the
+    fake OpenAI (its request log emptied)."""
+    monkeypatch.setenv("BUDGETS", json.dumps(BUDGETS))
+    monkeypatch.setenv("USAGE_ADMIN_KEYS", CALLER)
+    monkeypatch.setenv("PROVIDER_MAX_RETRIES", "0")  # a transient failure goes back to SQS
+    return openai_env
+
+
+def month_budget(moto_server: Any, usage_table: str, caller: str, end_user: str | None = None) -> tuple[int, Decimal]:
+    """(images, USD) on the budget counter of this UTC month: the caller's, or that end user's under the caller."""
+    month = dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    key = table.budget_key("key" if end_user is None else "user", caller, month, end_user)
+    item = moto_server.client("dynamodb").get_item(TableName=usage_table, Key={n: {"S": v} for n, v in key.items()}, ConsistentRead=True)
+    fields = item.get("Item", {})
+    return int(fields.get("images", {"N": "0"})["N"]), Decimal(fields.get("usd", {"N": "0"})["N"])
+
+
+def usage_totals(lambda_context: Any, started: int) -> dict[tuple[str, str | None, str], tuple[int, int, Decimal | None]]:
+    """The Usage API's counters since ``started`` by (caller, end user, source): (images, requests, cost)."""
+    page = read_usage(
+        lambda_context, start_time=[str(started - 60)], bucket_width=["1m"], **{"group_by[]": ["api_key_id", "user_id", "source"]}
+    )
+    summed: dict[tuple[str, str | None, str], tuple[int, int, Decimal | None]] = {}
+    for result in (result for bucket in page["data"] for result in bucket["results"]):
+        group = (result["api_key_id"], result["user_id"], result["source"])
+        images, requests, cost = summed.get(group, (0, 0, Decimal(0)))
+        value = None if result["cost"] is None or cost is None else cost + Decimal(str(result["cost"]["value"]))
+        summed[group] = (images + result["images"], requests + result["num_model_requests"], value)
+    return summed
+
+
+def submit(lambda_context: Any, prompt: str, n: int = 2) -> str:
+    """A job queued through the API by KEY for END_USER; its id."""
+    event = async_post(prompt=prompt, model=MINI, size="1024x1024", n=n, safety_identifier=END_USER)
+    event["headers"]["Authorization"] = f"Bearer {KEY}"
+    status, accepted = call_api(event, lambda_context)
+    assert status == 202, accepted
+    return str(accepted["id"])
+
+
+def job_status(lambda_context: Any, job_id: str) -> str:
+    event = job_event(job_id)
+    event["headers"]["Authorization"] = f"Bearer {KEY}"
+    status, job = call_api(event, lambda_context)
+    assert status == 200, job
+    return str(job["status"])
+
+
+def assert_counted_once(moto_server: Any, usage_table: str, lambda_context: Any, started: int, job_id: str) -> None:
+    """One record of the job (its 2 images, for KEY and END_USER), and every counter holding it once."""
+    (record,) = records(moto_server, usage_table)
+    assert record["id"]["S"] == job_id
+    assert (record["caller"]["S"], record["end_user"]["S"], record["source"]["S"]) == (CALLER, END_USER, "image.generation")
+    assert int(record["images"]["N"]) == 2 and Decimal(record["cost_usd"]["N"]) == mini_cost(10, 100)
+    # The Usage API's counters: one request of 2 images, at the first run's cost
+    assert usage_totals(lambda_context, started) == {(CALLER, END_USER, "image.generation"): (2, 1, mini_cost(10, 100))}
+    # The month's budgets, the key's and its end user's: the images and cost of one run, the second's reservation gone
+    assert month_budget(moto_server, usage_table, CALLER) == (2, mini_cost(10, 100))
+    assert month_budget(moto_server, usage_table, CALLER, END_USER) == (2, mini_cost(10, 100))
+
+
+def queued_body(moto_server: Any, queue_url: str) -> str:
+    """The body of the one message in the queue, left there (visible again at once)."""
+    (message,) = moto_server.client("sqs").receive_message(QueueUrl=queue_url, VisibilityTimeout=0)["Messages"]
+    return str(message["Body"])
+
+
+def test_a_job_delivered_twice_is_generated_and_counted_once(
+    usage_jobs, usage_table, worker_poller, moto_server, job_resources, lambda_context
+) -> None:
+    started = int(time.time())
+    prompt = f"a fox, delivered twice {uuid.uuid4().hex[:6]}"
+    job_id = submit(lambda_context, prompt)
+    # SQS delivers at least once: the same message a second time, behind the first
+    moto_server.client("sqs").send_message(QueueUrl=job_resources.queue_url, MessageBody=queued_body(moto_server, job_resources.queue_url))
+    worker_poller.drain(until=15)
+    assert job_status(lambda_context, job_id) == "succeeded"
+    # One provider call: the second delivery found the job finished and was acknowledged, nothing run nor recorded
+    assert provider_calls(usage_jobs, prompt) == 1
+    assert_counted_once(moto_server, usage_table, lambda_context, started, job_id)
+
+
+def test_a_run_that_recorded_then_crashed_is_run_again_and_counted_once(
+    usage_jobs, usage_table, worker_poller, moto_server, job_resources, lambda_context
+) -> None:
+    started = int(time.time())
+    prompt = f"a fox, crashed after recording {uuid.uuid4().hex[:6]}"
+    job_id = submit(lambda_context, prompt)
+    body = queued_body(moto_server, job_resources.queue_url)
+    worker_poller.drain(until=15)
+    assert provider_calls(usage_jobs, prompt) == 1 and len(records(moto_server, usage_table)) == 1
+    # Given what a worker that died after settling the job's usage, before recording the job and acknowledging its
+    # message, leaves behind: the usage recorded, the job still running and its lease (the worker's timeout) passed
+    now = dt.datetime.now(dt.UTC)
+    jobs = table_at(moto_server, job_resources, now)
+    crashed = jobs.get(job_id)
+    assert crashed is not None
+    jobs.save(crashed.model_copy(update={"status": "running", "lease_until": int(now.timestamp()) - 1, "images": [], "usage": None}))
+    assert job_status(lambda_context, job_id) == "failed"  # job_run_expired, until a delivery takes it up
+    # When SQS delivers its message again (the dead invocation never acknowledged it)
+    moto_server.client("sqs").send_message(QueueUrl=job_resources.queue_url, MessageBody=body)
+    worker_poller.drain(until=15)
+    # Then the job ran again and succeeded: the provider was called a second time (the worker cannot know that the
+    # dead run's images were billed; at least once costs that call), but its usage counts once, and the second run's
+    # reservation was given back
+    assert job_status(lambda_context, job_id) == "succeeded" and jobs.get(job_id).attempts == 2  # type: ignore[union-attr]
+    assert provider_calls(usage_jobs, prompt) == 2
+    assert_counted_once(moto_server, usage_table, lambda_context, started, job_id)
+
+
+def test_a_request_object_is_recorded_once_for_the_queue(
+    usage_jobs, usage_table, worker_poller, moto_server, local_s3, s3, lambda_context
+) -> None:
+    started = int(time.time())
+    key = f"requests/usage-{uuid.uuid4().hex[:6]}.json"
+    prompt = f"a fox, from a request object {key}"
+    # the end user as ``user`` (no safety_identifier): the record's end user all the same
+    body = json.dumps({"prompt": prompt, "model": MINI, "size": "1024x1024", "n": 2, "user": END_USER})
+    s3.put_object(Bucket=local_s3.bucket, Key=key, Body=body)
+    event = notification(local_s3.bucket, key, len(body))
+    queued = s3_trigger.lambda_handler(event, lambda_context)["jobs"][key]
+    assert queued["status"] == "queued" and records(moto_server, usage_table) == []  # the trigger only queues
+    worker_poller.drain(until=15)
+    assert manifest(s3, local_s3.bucket, key.replace("requests/", "results/", 1))["status"] == "succeeded"
+    # A second notification of the same write: the same job, which the worker acknowledges as finished
+    assert s3_trigger.lambda_handler(event, lambda_context)["jobs"][key] == queued
+    worker_poller.drain(until=15)
+
+    assert provider_calls(usage_jobs, prompt) == 1
+    (record,) = records(moto_server, usage_table)
+    assert record["id"]["S"] == queued["id"]
+    assert (record["caller"]["S"], record["end_user"]["S"], record["source"]["S"]) == (QUEUE_CALLER, END_USER, "image.generation")
+    assert (record["model"]["S"], int(record["images"]["N"]), Decimal(record["cost_usd"]["N"])) == (MINI, 2, mini_cost(10, 100))
+    assert usage_totals(lambda_context, started) == {(QUEUE_CALLER, END_USER, "image.generation"): (2, 1, mini_cost(10, 100))}
+    assert month_budget(moto_server, usage_table, QUEUE_CALLER) == (2, mini_cost(10, 100))
+
+
+@pytest.mark.parametrize(
+    ("prompt", "runs"),
+    [("fail:400", 1), ("fail:500", 3)],
+    ids=["permanent-error", "transient-error-until-the-dead-letter-queue"],
+)
+def test_a_failed_job_records_nothing_and_gives_its_reservation_back(
+    usage_jobs, usage_table, worker_poller, moto_server, lambda_context, prompt: str, runs: int
+) -> None:
+    started = int(time.time())
+    job_id = submit(lambda_context, prompt)
+    worker_poller.drain(until=30)
+    assert job_status(lambda_context, job_id) == "failed"
+    # A permanent error is run once; a transient one on every delivery, MAX_RECEIVE_COUNT (3) times, each reserving
+    assert provider_calls(usage_jobs, prompt) == runs
+    assert records(moto_server, usage_table) == []
+    assert usage_totals(lambda_context, started) == {}
+    assert month_budget(moto_server, usage_table, CALLER) == (0, 0)
+    assert month_budget(moto_server, usage_table, CALLER, END_USER) == (0, 0)
