@@ -11,9 +11,9 @@ import pytest
 from PIL import Image as PILImage
 
 from imagegen.errors import InvalidRequestError
-from imagegen.options import ImageEditOptions, ImageVariationOptions
+from imagegen.options import ImageEditOptions, ImageGenerationRequest, ImageVariationOptions
 from imagegen.pictures import Picture, inspect
-from imagegen.planning import InputPictures, check_input_count, check_picture, plan_edit, plan_variation
+from imagegen.planning import InputPictures, check_input_count, check_picture, plan, plan_edit, plan_variation
 from imagegen.specs import InputRule, ModelSpec, catalog
 
 LOCAL = catalog()["local"]
@@ -233,3 +233,24 @@ def test_input_fidelity() -> None:
 def test_the_edit_bytes_bound_is_the_input_rule_s() -> None:
     plan = plan_edit(LOCAL, options(), InputPictures(images=(pic((100, 100)),)))
     assert plan.max_image_bytes == int(4.05 * 100 * 100) + LOCAL.image_overhead_bytes
+
+
+EDIT_ONLY = [spec.id for spec in catalog().specs if not spec.generations]
+
+
+def test_the_catalog_marks_stabilitys_image_services_edit_only() -> None:
+    assert {model_id for model_id in EDIT_ONLY if model_id.startswith("stability.stable-image-")} >= {
+        "stability.stable-image-inpaint-v1:0",
+        "stability.stable-image-control-structure-v1:0",
+        "stability.stable-image-control-sketch-v1:0",
+        "stability.stable-image-style-guide-v1:0",
+    }
+    assert all(catalog()[model_id].edits is not None for model_id in EDIT_ONLY)  # an edit-only model edits
+
+
+@pytest.mark.parametrize("model_id", EDIT_ONLY)
+def test_a_generation_naming_an_edit_only_model_is_refused_at_planning(model_id: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        plan(catalog()[model_id], ImageGenerationRequest(prompt="a lighthouse"))
+    assert (caught.value.status_code, caught.value.code, caught.value.param) == (400, "unsupported_operation", "model")
+    assert "/v1/images/edits" in caught.value.message

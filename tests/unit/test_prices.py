@@ -64,6 +64,9 @@ UNVERIFIED = {
     "sd3.5-large-turbo",
     "sd3.5-medium",
     "stability.stable-image-inpaint-v1:0",
+    "stability.stable-image-control-structure-v1:0",
+    "stability.stable-image-control-sketch-v1:0",
+    "stability.stable-image-style-guide-v1:0",
 }
 PROMPT = "a red fox in fresh snow, at dawn"
 PROMPT_BYTES = len(PROMPT.encode("utf-8"))
@@ -548,6 +551,11 @@ def test_per_image_estimates_are_the_cost_of_the_plan() -> None:
     book = price_book()
     for model_id in PER_IMAGE_MODELS + FLAT_MODELS:
         spec = catalog()[model_id]
+        if not spec.generations:  # an edit-only model: priced per edited image
+            edited = plan_edit(spec, ImageEditOptions(prompt=PROMPT, n=1), InputPictures(images=(picture(),)))
+            cost = book.cost(model_id, size=edited.size, quality=edited.quality, images=edited.n, tokens=None)
+            assert cost is not None and book.estimate(edited) == cost, model_id
+            continue
         for size in spec.sizes:
             planned = request(model_id, size=size, n=min(2, spec.max_n))
             cost = book.cost(model_id, size=planned.size, quality=planned.quality, images=planned.n, tokens=None)

@@ -222,7 +222,7 @@ ANIMATED = catalog()["gpt-image-2.5-sunburst"].model_copy(
 )
 
 
-@pytest.mark.parametrize("spec", catalog().specs, ids=lambda spec: spec.id)
+@pytest.mark.parametrize("spec", [spec for spec in catalog().specs if spec.generations], ids=lambda spec: spec.id)
 def test_every_model_plans_a_stream_with_its_partial_images(spec) -> None:
     planned = plan(spec, ImageGenerationRequest(prompt="a fox", stream=True, partial_images=3))
     assert (planned.stream, planned.partial_images) == (True, 3)

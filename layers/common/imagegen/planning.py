@@ -143,6 +143,12 @@ def allowed(values: Iterable[str]) -> str:
 
 def plan(spec: ModelSpec, request: ImageGenerationRequest) -> GenerationPlan:
     """``request`` checked against ``spec`` (a current model: retirement is the registry's check)."""
+    if not spec.generations:
+        raise InvalidRequestError(
+            f"The model '{spec.id}' does not generate images; it only edits them (/v1/images/edits).",
+            param="model",
+            code="unsupported_operation",
+        )
     return _plan(spec, request, style=request.style, moderation=request.moderation)
 
 

@@ -176,6 +176,8 @@ class ModelSpec(Model):
     # it does not.
     edits: InputRule | None = None
     variations: InputRule | None = None
+    # False: the model only edits (or makes variations); a generation naming it is refused at planning, a 400.
+    generations: bool = True
     # How long the provider usually takes for one request (seconds), where that is longer than a synchronous request
     # may be able to wait: such a request is refused before any call unless its deadline leaves this much
     # (imagegen.routing.fitting), and served through async jobs instead.
