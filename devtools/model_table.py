@@ -65,7 +65,8 @@ def _inputs(spec: ModelSpec) -> str:
         extras = [name for name, on in (("mask", spec.edits.mask), ("markup", spec.edits.markup)) if on]
         if spec.edits.input_fidelities:
             extras.append(f"input_fidelity {_code(spec.edits.input_fidelities)}")
-        parts.append(f"edits: 1–{spec.edits.max_images} images" + (f", {', '.join(extras)}" if extras else ""))
+        edits = "edits only" if not spec.generations else "edits"
+        parts.append(f"{edits}: 1–{spec.edits.max_images} images" + (f", {', '.join(extras)}" if extras else ""))
     if spec.variations is not None:
         parts.append("variations")
     return "; ".join(parts) or "–"

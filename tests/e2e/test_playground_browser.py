@@ -351,6 +351,7 @@ OPENAI_CARDS = [
         qualities=["low", "medium", "high", "auto", "standard", "hd"],
         output_formats=["png", "jpeg", "webp"],
     ),
+    card("us.stability.stable-image-inpaint-v1:0", owned_by="bedrock", sizes=["1024x1024"], max_n=1, generations=False),
 ]
 
 
@@ -389,6 +390,13 @@ def form_state(driver: WebDriver) -> dict[str, Any]:
                    custom_size_shown: !el('custom-size').hidden, count: el('prompt-count').textContent};""",
     )
     return state
+
+
+def test_a_model_that_only_edits_is_not_offered(browser, local_stack, more_models) -> None:
+    open_page(browser, local_stack.base_url)
+    offered = js(browser, "return [...document.getElementById('model').options].map((o) => o.value)")
+    assert {"local", "azure/dall-e-3", "gpt-image-2"} <= set(offered)
+    assert "us.stability.stable-image-inpaint-v1:0" not in offered
 
 
 def test_options_follow_the_chosen_model(browser, local_stack, more_models) -> None:

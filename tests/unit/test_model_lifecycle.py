@@ -50,3 +50,13 @@ def test_get_models_marks_legacy_models_and_leaves_out_retired_ones() -> None:
     assert early is not None and (early.status, early.legacy_on) == ("active", dt.date(2026, 10, 1))
     dumped = cards[NOVA].model_dump(mode="json")["lifecycle"]
     assert dumped["end_of_life_on"] == "2026-09-30" and dumped["status"] == "legacy"
+
+
+def test_get_models_says_which_models_only_edit_and_the_table_says_edits_only() -> None:
+    inpaint = catalog()["stability.stable-image-inpaint-v1:0"]
+    registry = ModelRegistry([catalog()["local"], catalog()[NOVA], inpaint], "local", today=lambda: TODAY)
+    cards = {card.id: card.capabilities for card in list_models(registry, today=TODAY).data}
+    assert (cards["local"].generations, cards[NOVA].generations, cards[inpaint.id].generations) == (True, True, False)
+    assert cards[inpaint.id].edits is not None
+    assert model_table._inputs(inpaint) == "edits only: 1–1 images, mask"
+    assert model_table._inputs(catalog()[NOVA]).startswith("edits: ")

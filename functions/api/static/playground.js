@@ -126,7 +126,8 @@
       const response = await fetch(apiUrl("v1/models"), { headers: headers(false) });
       const body = await readJson(response);
       if (!response.ok) throw new Error(errorMessage(response, body));
-      models = body.data;
+      // The playground generates: a model that only edits (capabilities.generations false) is not offered.
+      models = body.data.filter((m) => m.capabilities.generations !== false);
       if (!models.length) throw new Error("this deployment serves no models");
       fields.model.replaceChildren(...models.map((m) => option(m.id, modelLabel(m))));
       fields.model.value = (models.find((m) => m.default) ?? models[0]).id;

@@ -48,7 +48,8 @@ class ModelCapabilities(Model):
     output_formats: list[str]
     complexities: list[str]
     backgrounds: list[str]
-    # None: the model does not edit / make variations.
+    # False: the model only edits (a generation naming it is a 400); None: it does not edit / make variations.
+    generations: bool
     edits: InputCapabilities | None
     variations: InputCapabilities | None
 
@@ -116,6 +117,7 @@ def _card(spec: ModelSpec, default_model: str, today: dt.date | None = None) -> 
             output_formats=list(spec.output_formats) or [spec.native_format],
             complexities=list(spec.complexities),
             backgrounds=list(spec.backgrounds),
+            generations=spec.generations,
             edits=InputCapabilities.of(spec.edits),
             variations=InputCapabilities.of(spec.variations),
         ),
@@ -159,6 +161,7 @@ def _route_card(alias: str, members: list[ModelSpec], default_model: str) -> Mod
             "output_formats": common([card.output_formats for card in cards]),
             "complexities": common([card.complexities for card in cards]),
             "backgrounds": common([card.backgrounds for card in cards]),
+            "generations": all(card.generations for card in cards),
             "edits": None,
             "variations": None,
         }
