@@ -1,6 +1,6 @@
 """Usage, cost and budgets end to end (docs/usage.md): a local stack of its own with API keys, a usage table in moto,
 BUDGETS and an admin key (USAGE_ADMIN_KEYS), driven by the official Python SDK as a client of OpenAI's Usage API
-drives it: generations, an edit, an idempotent replay and an async job recorded exactly once; each key reading its
+drives it: generations, an edit, a variation, an idempotent replay and an async job recorded exactly once; each key reading its
 own usage and the admin key every key's; a monthly budget stopping a key after exactly its images, with one request
 and no retry, also under concurrent requests."""
 
@@ -39,6 +39,7 @@ def _key(name: str) -> str:
 ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE, CACHER = (
     _key(name) for name in ("admin", "alice", "bob", "capped", "crowded", "replayed", "queued", "node", "cacher")
 )
+VARIED = _key("varied")  # its only requests are variations
 CAPPED_IMAGES, CROWDED_IMAGES, CROWD = 3, 4, 8
 BUDGETS = {
     "keys": {
@@ -58,7 +59,7 @@ def usage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         tmp_path_factory,
         "usage",
         workers=4,  # four requests of the crowd in the functions at once, racing for the budget's last images
-        api_keys=[ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE, CACHER],
+        api_keys=[ADMIN, ALICE, BOB, CAPPED, CROWDED, REPLAYED, QUEUED, NODE, CACHER, VARIED],
         # The answer cache on too (every test but the cache's sends each request once, or with an Idempotency-Key)
         extra_env={"BUDGETS": json.dumps(BUDGETS), "USAGE_ADMIN_KEYS": key_fingerprint(ADMIN), "CACHE_TTL_SECONDS": "600"},
     )
@@ -126,6 +127,19 @@ def test_generations_and_an_edit_are_recorded_with_their_cost(usage_stack: Local
     assert all(zero_usd(result["cost"]) for result in results), results
     # Not grouped by these: OpenAI's nulls
     assert {(result["api_key_id"], result["user_id"], result["size"]) for result in results} == {(None, None, None)}
+
+
+# The SDK marks create_variation deprecated (OpenAI retired dall-e-2); this API still serves variations.
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+def test_a_variation_is_recorded_as_image_variation(usage_stack: LocalStack) -> None:
+    sdk = client(usage_stack, VARIED)
+    varied = sdk.images.create_variation(model="local", image=("fox.png", png(), "image/png"), n=2)
+    assert len(varied.data or []) == 2
+
+    results = usage(usage_stack, VARIED, ["model", "source"])
+
+    assert totals(results, "model", "source") == {("local", "image.variation"): (2, 1)}
+    assert all(zero_usd(result["cost"]) for result in results), results
 
 
 def test_a_key_sees_its_own_usage_and_the_admin_key_sees_every_key(usage_stack: LocalStack) -> None:
