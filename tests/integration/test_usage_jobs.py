@@ -137,7 +137,8 @@ def test_a_run_that_recorded_then_crashed_is_run_again_and_counted_once(
     # Then the job ran again and succeeded: the provider was called a second time (the worker cannot know that the
     # dead run's images were billed; at least once costs that call), but its usage counts once, and the second run's
     # reservation was given back
-    assert job_status(lambda_context, job_id) == "succeeded" and jobs.get(job_id).attempts == 2  # type: ignore[union-attr]
+    rerun = jobs.get(job_id)
+    assert job_status(lambda_context, job_id) == "succeeded" and rerun is not None and rerun.attempts == 2
     assert provider_calls(usage_jobs, prompt) == 2
     assert_counted_once(moto_server, usage_table, lambda_context, started, job_id)
 
@@ -185,5 +186,5 @@ def test_a_failed_job_records_nothing_and_gives_its_reservation_back(
     assert provider_calls(usage_jobs, prompt) == runs
     assert records(moto_server, usage_table) == []
     assert usage_totals(lambda_context, started) == {}
-    assert month_budget(moto_server, usage_table, CALLER) == (0, 0)
-    assert month_budget(moto_server, usage_table, CALLER, END_USER) == (0, 0)
+    assert month_budget(moto_server, usage_table, CALLER) == (0, Decimal(0))
+    assert month_budget(moto_server, usage_table, CALLER, END_USER) == (0, Decimal(0))
