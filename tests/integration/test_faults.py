@@ -130,8 +130,9 @@ def test_presigned_urls_signed_for_the_proxy_serve_the_images(faulty_s3, local_s
 
 @pytest.mark.parametrize(("failing", "n", "response_format"), [(0, 3, "url"), (2, 3, "b64_json"), (4, 5, "url")])
 def test_put_failing_on_image_k_of_n_is_502_and_leaves_none_of_them(
-    faulty_s3, local_s3, s3, lambda_context, failing, n, response_format
+    faulty_s3, local_s3, s3, lambda_context, failing, n, response_format, monkeypatch, capsys
 ) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "0")
     event = load_event("api_generate_url.json", n=n, size="256x256", responseFormat=response_format)
     request_id = event["requestContext"]["requestId"]
     faulty_s3.inject("PUT", rf"/{request_id}/{failing}\.png")
@@ -143,6 +144,9 @@ def test_put_failing_on_image_k_of_n_is_502_and_leaves_none_of_them(
     assert len([put for put in puts if put[2] == 500]) >= 2  # the SDK's standard retries, then the write failed
     assert len([put for put in puts if put[2] == 200]) == n - 1  # the others were written...
     assert faulty_s3.requests("POST", r"\?delete")  # ...and deleted again
+    # the provider's images were made (and, for a priced model, paid for) but not delivered: counted, not billed
+    lost = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"UndeliveredImages"' in line]
+    assert [(record["model"], record["UndeliveredImages"]) for record in lost] == [("local", [float(n)])]
 
 
 def test_put_failing_once_is_retried_by_the_sdk_and_succeeds(faulty_s3, local_s3, s3, lambda_context) -> None:

@@ -89,6 +89,23 @@ class Meter:
         count_cost(record)
         return record
 
+    def lost(self, charge: Charge, *, images: Sequence[bytes], usage: Mapping[str, Any] | None) -> None:
+        """The provider answered but its images could not be stored (the request failed): the caller is not billed
+        (its reservation is released by the run), but the deployment paid, so the cost is counted all the same
+        (``CostUSD``, which the daily-spend alarm sums) with ``UndeliveredImages``, and logged."""
+        plan = charge.plan
+        cost = self.prices.cost(
+            plan.model.id, size=produced_size(plan, images), quality=plan.quality, images=len(images), tokens=TokenCounts.of(usage)
+        )
+        logger.error(
+            "the provider's images were paid for but not delivered: storing them failed",
+            extra={"record_id": charge.record_id, "model": plan.model.id, "images": len(images), "cost_usd": str(cost)},
+        )
+        with single_metric(name="UndeliveredImages", unit=MetricUnit.Count, value=len(images), namespace=metrics.namespace) as metric:
+            metric.add_dimension(name="model", value=plan.model.id)
+        if cost is not None:
+            metrics.add_metric(name="CostUSD", unit=MetricUnit.NoUnit, value=float(cost))
+
     def record_cached(self, plan: GenerationPlan, *, caller: str, record_id: str, images: int, size: str, at: int) -> UsageRecord:
         """A request answered from the cache: recorded as ``cached``, at cost 0 (no provider was called), and not
         counted against any budget."""
