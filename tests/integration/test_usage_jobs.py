@@ -49,11 +49,11 @@ def month_budget(moto_server: Any, usage_table: str, caller: str, end_user: str 
     return int(fields.get("images", {"N": "0"})["N"]), Decimal(fields.get("usd", {"N": "0"})["N"])
 
 
-def usage_totals(lambda_context: Any, started: int) -> dict[tuple[str, str | None, str], tuple[int, int, Decimal | None]]:
-    """The Usage API's counters since ``started`` by (caller, end user, source): (images, requests, cost)."""
-    page = read_usage(
-        lambda_context, start_time=[str(started - 60)], bucket_width=["1m"], **{"group_by[]": ["api_key_id", "user_id", "source"]}
-    )
+def usage_totals(lambda_context: Any) -> dict[tuple[str, str | None, str], tuple[int, int, Decimal | None]]:
+    """The Usage API's counters of the last hour (each test's usage table is its own) by (caller, end user, source):
+    (images, requests, cost)."""
+    since = str(int(time.time()) - 3600)
+    page = read_usage(lambda_context, start_time=[since], bucket_width=["1h"], **{"group_by[]": ["api_key_id", "user_id", "source"]})
     summed: dict[tuple[str, str | None, str], tuple[int, int, Decimal | None]] = {}
     for result in (result for bucket in page["data"] for result in bucket["results"]):
         group = (result["api_key_id"], result["user_id"], result["source"])
@@ -64,7 +64,7 @@ def usage_totals(lambda_context: Any, started: int) -> dict[tuple[str, str | Non
 
 
 def submit(lambda_context: Any, prompt: str, n: int = 2) -> str:
-    """A job queued through the API by KEY for END_USER; its id."""
+    """A job queued through the API by KEY for END_USER, of ``prompt`` as it is; its id."""
     event = async_post(prompt=prompt, model=MINI, size="1024x1024", n=n, safety_identifier=END_USER)
     event["headers"]["Authorization"] = f"Bearer {KEY}"
     status, accepted = call_api(event, lambda_context)
@@ -80,14 +80,14 @@ def job_status(lambda_context: Any, job_id: str) -> str:
     return str(job["status"])
 
 
-def assert_counted_once(moto_server: Any, usage_table: str, lambda_context: Any, started: int, job_id: str) -> None:
+def assert_counted_once(moto_server: Any, usage_table: str, lambda_context: Any, job_id: str) -> None:
     """One record of the job (its 2 images, for KEY and END_USER), and every counter holding it once."""
     (record,) = records(moto_server, usage_table)
     assert record["id"]["S"] == job_id
     assert (record["caller"]["S"], record["end_user"]["S"], record["source"]["S"]) == (CALLER, END_USER, "image.generation")
     assert int(record["images"]["N"]) == 2 and Decimal(record["cost_usd"]["N"]) == mini_cost(10, 100)
     # The Usage API's counters: one request of 2 images, at the first run's cost
-    assert usage_totals(lambda_context, started) == {(CALLER, END_USER, "image.generation"): (2, 1, mini_cost(10, 100))}
+    assert usage_totals(lambda_context) == {(CALLER, END_USER, "image.generation"): (2, 1, mini_cost(10, 100))}
     # The month's budgets, the key's and its end user's: the images and cost of one run, the second's reservation gone
     assert month_budget(moto_server, usage_table, CALLER) == (2, mini_cost(10, 100))
     assert month_budget(moto_server, usage_table, CALLER, END_USER) == (2, mini_cost(10, 100))
@@ -102,7 +102,6 @@ def queued_body(moto_server: Any, queue_url: str) -> str:
 def test_a_job_delivered_twice_is_generated_and_counted_once(
     usage_jobs, usage_table, worker_poller, moto_server, job_resources, lambda_context
 ) -> None:
-    started = int(time.time())
     prompt = f"a fox, delivered twice {uuid.uuid4().hex[:6]}"
     job_id = submit(lambda_context, prompt)
     # SQS delivers at least once: the same message a second time, behind the first
@@ -111,13 +110,12 @@ def test_a_job_delivered_twice_is_generated_and_counted_once(
     assert job_status(lambda_context, job_id) == "succeeded"
     # One provider call: the second delivery found the job finished and was acknowledged, nothing run nor recorded
     assert provider_calls(usage_jobs, prompt) == 1
-    assert_counted_once(moto_server, usage_table, lambda_context, started, job_id)
+    assert_counted_once(moto_server, usage_table, lambda_context, job_id)
 
 
 def test_a_run_that_recorded_then_crashed_is_run_again_and_counted_once(
     usage_jobs, usage_table, worker_poller, moto_server, job_resources, lambda_context
 ) -> None:
-    started = int(time.time())
     prompt = f"a fox, crashed after recording {uuid.uuid4().hex[:6]}"
     job_id = submit(lambda_context, prompt)
     body = queued_body(moto_server, job_resources.queue_url)
@@ -140,13 +138,12 @@ def test_a_run_that_recorded_then_crashed_is_run_again_and_counted_once(
     rerun = jobs.get(job_id)
     assert job_status(lambda_context, job_id) == "succeeded" and rerun is not None and rerun.attempts == 2
     assert provider_calls(usage_jobs, prompt) == 2
-    assert_counted_once(moto_server, usage_table, lambda_context, started, job_id)
+    assert_counted_once(moto_server, usage_table, lambda_context, job_id)
 
 
 def test_a_request_object_is_recorded_once_for_the_queue(
     usage_jobs, usage_table, worker_poller, moto_server, local_s3, s3, lambda_context
 ) -> None:
-    started = int(time.time())
     key = f"requests/usage-{uuid.uuid4().hex[:6]}.json"
     prompt = f"a fox, from a request object {key}"
     # the end user as ``user`` (no safety_identifier): the record's end user all the same
@@ -166,7 +163,7 @@ def test_a_request_object_is_recorded_once_for_the_queue(
     assert record["id"]["S"] == queued["id"]
     assert (record["caller"]["S"], record["end_user"]["S"], record["source"]["S"]) == (QUEUE_CALLER, END_USER, "image.generation")
     assert (record["model"]["S"], int(record["images"]["N"]), Decimal(record["cost_usd"]["N"])) == (MINI, 2, mini_cost(10, 100))
-    assert usage_totals(lambda_context, started) == {(QUEUE_CALLER, END_USER, "image.generation"): (2, 1, mini_cost(10, 100))}
+    assert usage_totals(lambda_context) == {(QUEUE_CALLER, END_USER, "image.generation"): (2, 1, mini_cost(10, 100))}
     assert month_budget(moto_server, usage_table, QUEUE_CALLER) == (2, mini_cost(10, 100))
 
 
@@ -178,13 +175,12 @@ def test_a_request_object_is_recorded_once_for_the_queue(
 def test_a_failed_job_records_nothing_and_gives_its_reservation_back(
     usage_jobs, usage_table, worker_poller, moto_server, lambda_context, prompt: str, runs: int
 ) -> None:
-    started = int(time.time())
     job_id = submit(lambda_context, prompt)
     worker_poller.drain(until=30)
     assert job_status(lambda_context, job_id) == "failed"
     # A permanent error is run once; a transient one on every delivery, MAX_RECEIVE_COUNT (3) times, each reserving
     assert provider_calls(usage_jobs, prompt) == runs
     assert records(moto_server, usage_table) == []
-    assert usage_totals(lambda_context, started) == {}
+    assert usage_totals(lambda_context) == {}
     assert month_budget(moto_server, usage_table, CALLER) == (0, Decimal(0))
     assert month_budget(moto_server, usage_table, CALLER, END_USER) == (0, Decimal(0))
