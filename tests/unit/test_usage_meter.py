@@ -5,10 +5,13 @@ asked; bytes no header reader knows leave it ``auto``. And the record a settleme
 from __future__ import annotations
 
 import io
+import json
+from decimal import Decimal
 
 import pytest
 from PIL import Image as PILImage
 
+from imagegen.observability import metrics
 from imagegen.options import ImageGenerationRequest
 from imagegen.planning import GenerationPlan, plan
 from imagegen.specs import catalog
@@ -57,3 +60,20 @@ def test_a_settled_auto_generation_is_recorded_at_the_produced_size() -> None:
     charge = Charge(plan=planned("auto"), caller="key-0123456789abcdef", record_id="req-1", reservation=None)
     record = Meter(prices=price_book()).settle(charge, images=[encoded(1024, 1536, "JPEG")] * 2, usage=None, at=1_700_000_000)
     assert (record.size, record.images, record.source) == ("1024x1536", 2, "image.generation")
+
+
+def test_images_paid_for_but_not_stored_count_their_cost_and_are_not_recorded(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "0")
+    model = "amazon.nova-canvas-v1:0"  # priced per image
+    charged = plan(catalog()[model], ImageGenerationRequest(prompt="a red fox", model=model, size="1024x1024", n=2))
+    charge = Charge(plan=charged, caller="key-0123456789abcdef", record_id="req-lost", reservation=None)
+    meter = Meter(prices=price_book())
+    cost = price_book().cost(model, size="1024x1024", quality=charged.quality, images=2, tokens=None)
+    assert cost is not None and cost > Decimal(0)
+
+    meter.lost(charge, images=[encoded(1024, 1024, "PNG")] * 2, usage=None)
+    metrics.flush_metrics()
+
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{") and '"_aws"' in line]
+    assert [(record["model"], record["UndeliveredImages"]) for record in emitted if "UndeliveredImages" in record] == [(model, [2.0])]
+    assert [record["CostUSD"] for record in emitted if "CostUSD" in record] == [[float(cost)]]
