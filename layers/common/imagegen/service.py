@@ -225,7 +225,8 @@ class ImageService:
         with self.charged(plan, caller=caller, record_id=request_id) as charge:
             input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
             plan, result = self._call_provider(plan, deadline)
-            generation = self.store_paid(charge, plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
+            with self.paid_for(charge, plan, result):
+                generation = self.store_images(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
         self.settle(charge, generation, result)
         return generation
 
@@ -239,21 +240,12 @@ class ImageService:
             self.meter.release(charge)
             raise
 
-    def store_paid(
-        self,
-        charge: Charge,
-        plan: GenerationPlan,
-        result: ProviderResult,
-        *,
-        request_id: str,
-        deadline: Deadline,
-        now: dt.datetime,
-        input_keys: tuple[str, ...],
-    ) -> Generation:
-        """:meth:`store_images` of what the provider answered (and was paid for): when storing fails, the loss is
-        counted (:meth:`Meter.lost`) before the failure goes on."""
+    @contextmanager
+    def paid_for(self, charge: Charge, plan: GenerationPlan, result: ProviderResult) -> Iterator[None]:
+        """What the provider answered (and was paid for) stored inside: when storing fails, the loss is counted
+        (:meth:`Meter.lost`) before the failure goes on."""
         try:
-            return self.store_images(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
+            yield
         except BaseException:
             self.meter.lost(replace(charge, plan=plan), images=[image.data for image in result.images], usage=result.usage)
             raise

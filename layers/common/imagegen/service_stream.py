@@ -54,7 +54,8 @@ def _events(
     with service.charged(plan, caller=caller, record_id=request_id) as charge:
         input_keys = service.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
         plan, result = yield from _partials(service, plan, deadline)
-        generation = service.store_paid(charge, plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
+        with service.paid_for(charge, plan, result):
+            generation = service.store_images(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
     service.settle(charge, generation, result)
     operation = "image_edit" if plan.operation == "edit" else "image_generation"
     settings = _event_settings(plan)
