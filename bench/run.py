@@ -328,7 +328,7 @@ def report_cold_start(report: Report, results: dict[str, list[dict[str, Any]]], 
         "ours-fake": "cold start (CPU): import + 1st request, same fake OpenAI",
         "ours-local": "cold start (CPU): local provider (naive: fake OpenAI)",
         "ours-deployed": "cold start (CPU) as deployed (X-Ray, jobs configured), layer with .pyc",
-        "ours-deployed-nopyc": "cold start (CPU) as deployed, layer as built today (no .pyc)",
+        "ours-deployed-nopyc": "cold start (CPU) as deployed, layer without .pyc (a build host without CPython 3.12)",
     }
     for name, label in labels.items():
         if name not in results:
