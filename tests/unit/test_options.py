@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from imagegen.errors import InvalidRequestError
 from imagegen.options import Image, ImageGenerationRequest, ImagesResponse
+from imagegen.planning import plan
+from imagegen.specs import catalog
 
 
 def test_camel_case_and_snake_case_are_the_same_field() -> None:
@@ -58,3 +61,25 @@ def test_invalid_bodies_name_the_field(body: dict[str, object], field: str) -> N
 def test_response_omits_absent_fields_like_openai() -> None:
     response = ImagesResponse(created=1, data=[Image(url="https://x"), Image(b64_json="QUJD", revised_prompt="r")])
     assert response.model_dump(mode="json") == {"created": 1, "data": [{"url": "https://x"}, {"b64_json": "QUJD", "revised_prompt": "r"}]}
+
+
+@pytest.mark.parametrize("size", ["7x7", "1x4096", "64x64", "99999x1"])
+def test_any_width_x_height_has_the_size_shape_and_is_left_to_the_models_rules(size: str) -> None:
+    assert ImageGenerationRequest.model_validate({"prompt": "x", "size": size}).size == size
+
+
+@pytest.mark.parametrize("size", ["0x0", "07x7", "7x", "x7", "7X7", "100000x1", "-1x1", " 7x7"])
+def test_what_is_not_width_x_height_is_refused_by_its_shape(size: str) -> None:
+    with pytest.raises(ValidationError, match="WIDTHxHEIGHT"):
+        ImageGenerationRequest.model_validate({"prompt": "x", "size": size})
+
+
+def test_a_tiny_size_is_refused_by_the_models_rule_naming_its_sizes() -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        plan(catalog()["local"], ImageGenerationRequest(prompt="x", size="7x7"))
+    assert caught.value.param == "size" and "'256x256'" in caught.value.message
+    custom = catalog()["gpt-image-2"]
+    assert custom.custom_sizes is not None  # takes WIDTHxHEIGHT within its rule
+    with pytest.raises(InvalidRequestError) as caught:
+        plan(custom, ImageGenerationRequest(prompt="x", size="16x16"))
+    assert caught.value.param == "size"

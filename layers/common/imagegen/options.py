@@ -40,7 +40,7 @@ SvgEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 # The widest prompt any model takes (gpt-image: 32,000 characters); per-model limits are checked later.
 PROMPT_MAX_CHARS = 32_000
 # Sizes are "auto" or WIDTHxHEIGHT; which ones a model takes is the registry's decision.
-SIZE_PATTERN = re.compile(r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
+SIZE_PATTERN = re.compile(r"^(auto|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
