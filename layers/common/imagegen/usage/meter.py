@@ -68,9 +68,7 @@ class Meter:
         instead. A failing usage table does not fail the request: its images are billed and stored, and are
         answered; the loss is logged and counted (``UsageNotRecorded``)."""
         plan = charge.plan
-        size = produced_size(plan, images)
-        tokens = TokenCounts.of(usage)
-        cost = self.prices.cost(plan.model.id, size=size, quality=plan.quality, images=len(images), tokens=tokens)
+        size, tokens, cost = self._priced(plan, images, usage)
         record = UsageRecord(
             id=charge.record_id,
             at=at,
@@ -94,9 +92,7 @@ class Meter:
         (its reservation is released by the run), but the deployment paid, so the cost is counted all the same
         (``CostUSD``, which the daily-spend alarm sums) with ``UndeliveredImages``, and logged."""
         plan = charge.plan
-        cost = self.prices.cost(
-            plan.model.id, size=produced_size(plan, images), quality=plan.quality, images=len(images), tokens=TokenCounts.of(usage)
-        )
+        _, _, cost = self._priced(plan, images, usage)
         logger.error(
             "the provider's images were paid for but not delivered: storing them failed",
             extra={"record_id": charge.record_id, "model": plan.model.id, "images": len(images), "cost_usd": str(cost)},
@@ -105,6 +101,14 @@ class Meter:
             metric.add_dimension(name="model", value=plan.model.id)
         if cost is not None:
             metrics.add_metric(name="CostUSD", unit=MetricUnit.NoUnit, value=float(cost))
+
+    def _priced(
+        self, plan: GenerationPlan, images: Sequence[bytes], usage: Mapping[str, Any] | None
+    ) -> tuple[str, TokenCounts | None, Decimal | None]:
+        """What ``images`` cost from the price data: the size as produced, the tokens reported, the cost (None: unpriced)."""
+        size = produced_size(plan, images)
+        tokens = TokenCounts.of(usage)
+        return size, tokens, self.prices.cost(plan.model.id, size=size, quality=plan.quality, images=len(images), tokens=tokens)
 
     def record_cached(self, plan: GenerationPlan, *, caller: str, record_id: str, images: int, size: str, at: int) -> UsageRecord:
         """A request answered from the cache: recorded as ``cached``, at cost 0 (no provider was called), and not
