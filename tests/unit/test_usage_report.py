@@ -179,12 +179,13 @@ def test_a_cursor_is_refused_for_another_range_misaligned_or_past_the_end() -> N
 
 def test_a_cursor_beyond_now_is_refused_when_end_time_is_now() -> None:
     query = UsageQuery.from_params({"start_time": [str(NOV_1)], "limit": ["1"]})
-    cursor = usage_page(query, [], now=NOV_1 + 3 * DAY)["next_page"]
+    cursor = usage_page(query, [], now=NOV_1 + 3 * DAY - 1)["next_page"]
     assert cursor is not None
     later = UsageQuery.from_params({"start_time": [str(NOV_1)], "page": [cursor]})
-    assert [bucket["start_time"] for bucket in usage_page(later, [], now=NOV_1 + 3 * DAY)["data"]] == [NOV_1 + DAY, NOV_1 + 2 * DAY]
+    assert [bucket["start_time"] for bucket in usage_page(later, [], now=NOV_1 + 3 * DAY - 1)["data"]] == [NOV_1 + DAY, NOV_1 + 2 * DAY]
+    # The bucket the cursor points at begins in the second after now: not begun yet
     with pytest.raises(InvalidRequestError) as caught:
-        usage_page(later, [], now=NOV_1 + DAY)
+        usage_page(later, [], now=NOV_1 + DAY - 1)
     assert caught.value.param == "page"
 
 
@@ -215,7 +216,22 @@ def test_end_time_defaults_to_now() -> None:
     page = usage_page(query, [], now=NOV_1 + 3 * HOUR + 1)
     assert [bucket["start_time"] for bucket in page["data"]] == [NOV_1 + n * HOUR for n in range(4)]
     assert not page["has_more"]
-    assert usage_page(query, [], now=NOV_1)["data"] == []  # nothing has begun yet
+    assert usage_page(query, [], now=NOV_1 - 1)["data"] == []  # nothing has begun yet
+
+
+@pytest.mark.parametrize(("width", "seconds"), [("1m", MINUTE), ("1h", HOUR), ("1d", DAY)])
+def test_without_end_time_the_bucket_begun_this_second_is_on_the_page(width: str, seconds: int) -> None:
+    # A record stamped in the very second a bucket begins, read in that same second (a fast request on a minute's
+    # first second): ``now`` is that second, which has begun, so its bucket and the record are on the page.
+    begun = NOV_1 + 4 * seconds
+    query = UsageQuery.from_params({"start_time": [str(NOV_1)], "bucket_width": [width]})
+    page = usage_page(query, [item(begun, images=2)], now=begun)
+    assert [bucket["start_time"] for bucket in page["data"]] == [NOV_1 + n * seconds for n in range(5)]
+    assert [result["images"] for result in page["data"][-1]["results"]] == [2]
+    assert not page["has_more"]
+    # An explicit end_time stays exclusive, as OpenAI documents it.
+    bounded = UsageQuery.from_params({"start_time": [str(NOV_1)], "end_time": [str(begun)], "bucket_width": [width]})
+    assert [bucket["start_time"] for bucket in usage_page(bounded, [item(begun)], now=begun)["data"]][-1] == NOV_1 + 3 * seconds
 
 
 def test_items_outside_the_page_are_left_out() -> None:

@@ -38,8 +38,8 @@ _CURSOR = re.compile(r"(\d{1,10})\.([0-9a-f]{16})")
 
 
 class UsageQuery(Model):
-    """The Usage API's query parameters (OpenAI's names and limits). ``end_time`` None is now; ``limit`` None the
-    width's default."""
+    """The Usage API's query parameters (OpenAI's names and limits). ``end_time`` None is now (this second
+    included); ``limit`` None the width's default."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -113,7 +113,9 @@ class UsageQuery(Model):
     def page_range(self, now: int) -> PageRange:
         """The buckets of this page, and whether more follow."""
         width = table.WIDTH_SECONDS[self.bucket_width]
-        end = self.end_time if self.end_time is not None else now
+        # end_time is exclusive. Without it the range ends now, and the second ``now`` has begun: a record stamped
+        # in it (a request answered within the same second) is in range, and so is a bucket it begins.
+        end = self.end_time if self.end_time is not None else now + 1
         cursor = self.cursor_start()
         first = bucket_start(self.start_time, self.bucket_width) if cursor is None else cursor
         if self.page is not None and first >= end:  # end_time omitted: a cursor from the future
