@@ -172,6 +172,40 @@ def test_a_reservation_larger_than_the_limit_writes_nothing(moto_server: MotoSer
     assert counter(moto_server, usage_table, "user", f"{KEY}#alice") is None
 
 
+@pytest.mark.parametrize(
+    ("used", "images", "estimate"),
+    [
+        ((0, "0"), 4, "0.01"),  # more images than the limit: refused alone
+        ((2, "0.05"), 1, "0.01"),  # room for both
+        ((3, "0.05"), 1, "0.01"),  # the images are used up
+        ((2, "0.09"), 1, "0.01"),  # exactly the dollars left
+        ((2, "0.09"), 1, "0.02"),  # a cent too many
+        ((2, "0.09"), 1, None),  # unpriced, dollars left
+        ((2, "0.10"), 1, None),  # unpriced, the dollars spent
+    ],
+)
+def test_admit_refuses_exactly_what_a_reservation_would_and_reserves_nothing(
+    moto_server: MotoServer, usage_table: str, used: tuple[int, str], images: int, estimate: str | None
+) -> None:
+    # The check at a job's submission: from the counter as it is, the same answer as the worker's reservation
+    budgets = guard(moto_server, usage_table, {"per_key": {"images_per_month": 3, "usd_per_month": "0.10"}})
+    if used[0]:
+        budgets.reserve(caller=KEY, end_user=None, images=used[0], estimate_usd=Decimal(used[1]))
+    before = counter(moto_server, usage_table, "key", KEY)
+    usd = None if estimate is None else Decimal(estimate)
+
+    def outcome(call: Callable[..., object]) -> str | None:
+        try:
+            call(caller=KEY, end_user=None, images=images, estimate_usd=usd)
+        except InsufficientQuotaError as error:
+            return error.message
+        return None
+
+    admitted = outcome(budgets.admit)
+    assert counter(moto_server, usage_table, "key", KEY) == before  # nothing reserved
+    assert admitted == outcome(budgets.reserve)  # refused alike, with the same message
+
+
 def test_the_counter_expires_after_400_days(moto_server: MotoServer, usage_table: str) -> None:
     budgets = guard(moto_server, usage_table, {"per_key": {"images_per_month": 3}})
     budgets.reserve(caller=KEY, end_user=None, images=1, estimate_usd=None)

@@ -1,12 +1,14 @@
 """Usage of asynchronous jobs (issue #15, "one usage record per billed generation ... async, SQS and S3 paths
 alike"): a job's record is written once under the job's id whatever the deliveries, a request object's is the
-queue's (QUEUE_CALLER), and a failed job records nothing and gives its budget reservation back. The API, S3-trigger
+queue's (QUEUE_CALLER), a failed job records nothing and gives its budget reservation back, and a job the budget has
+no room for is a 429 when it is submitted, with nothing queued or stored. The API, S3-trigger
 and worker handlers in-process; SQS and the usage and jobs tables on moto server, S3 on the S3 server, the fake
 OpenAI over HTTP."""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import time
 import uuid
@@ -14,14 +16,19 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 
 from functions.s3_trigger import app as s3_trigger
 from imagegen.usage import table
 from imagegen.usage.meter import QUEUE_CALLER
 from tests.conftest import job_event
+from tests.integration.test_async_idempotency import call_api as idempotent_call
+from tests.integration.test_async_idempotency import keyed_post, messages_in
+from tests.integration.test_edit_jobs import async_edit_event
+from tests.integration.test_edit_jobs import call_api as edit_call
 from tests.integration.test_job_runs_once import async_post, call_api, manifest, provider_calls, table_at
 from tests.integration.test_request_objects_bounded import notification
-from tests.integration.test_usage_metering import CALLER, KEY, MINI, mini_cost, read_usage, records
+from tests.integration.test_usage_metering import CALLER, KEY, MINI, generate, mini_cost, read_usage, records
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +191,67 @@ def test_a_failed_job_records_nothing_and_gives_its_reservation_back(
     assert usage_totals(lambda_context) == {}
     assert month_budget(moto_server, usage_table, CALLER) == (0, Decimal(0))
     assert month_budget(moto_server, usage_table, CALLER, END_USER) == (0, Decimal(0))
+
+
+def sqs_of(moto_server: Any) -> Any:
+    return moto_server.client("sqs")
+
+
+def jobs_in(moto_server: Any, job_resources: Any) -> int:
+    return len(moto_server.client("dynamodb").scan(TableName=job_resources.table)["Items"])
+
+
+def test_a_job_a_budget_has_no_room_for_is_refused_when_submitted_and_a_replay_is_still_answered(
+    usage_jobs, usage_table, worker_poller, moto_server, job_resources, lambda_context, monkeypatch
+) -> None:
+    monkeypatch.setenv("BUDGETS", json.dumps({"per_key": {"images_per_month": 2}}))
+    # Given a job accepted with an Idempotency-Key while the key's month had room (nothing reserved until it runs)
+    keyed = keyed_post(f"budget-{uuid.uuid4()}", api_key=KEY, prompt="a fox, queued with room", model=MINI, size="1024x1024", n=2)
+    status, accepted, _ = idempotent_call(keyed, lambda_context)
+    assert status == 202, accepted
+    # and then the month's two images taken by a synchronous generation
+    assert generate(lambda_context, prompt="a fox, the month's two", n=2)[0] == 200
+    calls, jobs = len(usage_jobs.requests), jobs_in(moto_server, job_resources)
+    messages = messages_in(sqs_of(moto_server), job_resources.queue_url)
+
+    # When another job is submitted: a 429 now, in OpenAI's shape, with nothing recorded, queued or generated
+    event = async_post(prompt="a fox, one job too many", model=MINI, size="1024x1024", n=1)
+    event["headers"]["Authorization"] = f"Bearer {KEY}"
+    status, refused = call_api(event, lambda_context)
+    assert status == 429, refused
+    assert (refused["error"]["code"], refused["error"]["type"]) == ("insufficient_quota", "insufficient_quota")
+    assert "this API key" in refused["error"]["message"] and "2 images per UTC month" in refused["error"]["message"]
+    assert (len(usage_jobs.requests), jobs_in(moto_server, job_resources)) == (calls, jobs)
+    assert messages_in(sqs_of(moto_server), job_resources.queue_url) == messages
+    # The first job's retry with its key is answered as it was, not refused: the same job, nothing queued again
+    status, replayed, _ = idempotent_call(keyed, lambda_context)
+    assert (status, replayed["id"]) == (202, accepted["id"]), replayed
+    assert messages_in(sqs_of(moto_server), job_resources.queue_url) == messages
+    # The job accepted with room finds it taken when it runs (the race the check at submission cannot close): it
+    # fails with the same code, and the provider is not called
+    worker_poller.drain(until=15)
+    viewed = job_event(accepted["id"])
+    viewed["headers"]["Authorization"] = f"Bearer {KEY}"
+    status, done = call_api(viewed, lambda_context)
+    assert (status, done["status"], done["error"]["code"]) == (200, "failed", "insufficient_quota"), done
+    assert len(usage_jobs.requests) == calls and month_budget(moto_server, usage_table, CALLER)[0] == 2
+
+
+def test_an_edit_job_a_budget_has_no_room_for_is_refused_before_its_inputs_are_stored(
+    usage_jobs, usage_table, moto_server, job_resources, local_s3, s3, lambda_context, monkeypatch
+) -> None:
+    monkeypatch.setenv("BUDGETS", json.dumps({"per_key": {}, "per_user": {"images_per_month": 1}}))
+    # Given the end user's month used up
+    assert generate(lambda_context, prompt="a fox for the end user", safety_identifier=END_USER)[0] == 200
+    stored = s3.list_objects_v2(Bucket=local_s3.bucket).get("KeyCount", 0)
+    # When the same end user's edit is submitted as a job
+    image = io.BytesIO()
+    PILImage.new("RGB", (64, 64), (200, 30, 30)).save(image, format="PNG")
+    fields = {"prompt": "paint it", "model": MINI, "size": "1024x1024", "response_format": "url", "safety_identifier": END_USER}
+    status, refused, _ = edit_call(async_edit_event(fields, {"image": image.getvalue()}, Authorization=f"Bearer {KEY}"), lambda_context)
+    # Then a 429 naming the end user's budget, and nothing stored under inputs/, recorded or queued
+    assert status == 429, refused
+    assert refused["error"]["code"] == "insufficient_quota" and "this end user" in refused["error"]["message"]
+    assert s3.list_objects_v2(Bucket=local_s3.bucket).get("KeyCount", 0) == stored
+    assert s3.list_objects_v2(Bucket=local_s3.bucket, Prefix="inputs/").get("KeyCount", 0) == 0
+    assert jobs_in(moto_server, job_resources) == 0 and messages_in(sqs_of(moto_server), job_resources.queue_url) == 0

@@ -32,6 +32,7 @@ from imagegen.deadline import Deadline
 from imagegen.errors import (
     ConflictError,
     ImageGenError,
+    InsufficientQuotaError,
     InvalidRequestError,
     JobNotFoundError,
     PayloadTooLargeError,
@@ -125,8 +126,9 @@ class JobService:
         idempotency_key: str | None = None,
         lease_seconds: float = SUBMIT_LEASE_SECONDS,
     ) -> tuple[Job, bool]:
-        """Validate now (a bad request is a 400 now, not a failed job later), record the job (readable by ``owner``
-        only), queue it. Returns the job and whether it is a replay.
+        """Validate now (a bad request is a 400 now, not a failed job later), check the caller's budgets (a 429 now
+        when they have no room; the worker reserves), record the job (readable by ``owner`` only), queue it. Returns
+        the job and whether it is a replay.
 
         With ``idempotency_key`` the job's id is derived from (``owner``, key) and the row is created under a
         DynamoDB condition: a retry gets the same job and queues nothing; the same key with another body is a 422
@@ -147,6 +149,12 @@ class JobService:
                     "request_hash": request_hash(request),
                 }
             )
+        try:
+            self.images.meter.admit(plan, caller=owner)
+        except InsufficientQuotaError:
+            if idempotency_key is None or self.table.get(job.id) is None:
+                raise
+            # the key's earlier submit: answered as it was, whatever the budget holds now
         if not self.table.create(job):
             if idempotency_key is None:
                 raise QueueError("A job with this request's id exists already; try again.")
@@ -186,6 +194,7 @@ class JobService:
         assert self.table is not None and self.queue is not None, "async jobs are not configured"
         plan = self.images.plan_inputs(options, sources, deadline=deadline, json_form=json_form)
         assert plan.inputs is not None  # plan_inputs plans every input it read
+        self.images.meter.admit(plan, caller=owner)  # before its inputs are stored
         now = self.clock()
         keys = self.images.store_inputs(plan, request_id=job_id, deadline=deadline, now=now, sources=sources)
         stored = stored_sources(keys, sources)

@@ -136,6 +136,23 @@ class BudgetGuard:
                 raise QueueError(_UNAVAILABLE) from exc
         return Reservation(caller, end_user, month, tuple(budget.kind for budget in budgets), images, estimate_usd)
 
+    def admit(self, *, caller: str, end_user: str | None, images: int, estimate_usd: Decimal | None) -> None:
+        """The 429 ``reserve`` would raise now, from the counters as they are, reserving nothing: for a job queued
+        to run later (its worker reserves), so that a request with no room is refused when it is made, not accepted
+        and failed. Concurrent requests may still take the room before the worker runs; it then refuses the job.
+        QueueError when the table fails."""
+        budgets = self._applicable(caller, end_user)
+        if not budgets:
+            return
+        now = self._clock()
+        month = month_of(now)
+        for budget in budgets:
+            if (refused := _exceeded(budget.limits, images, estimate_usd)) is not None:
+                raise _refusal(budget.kind, refused, budget.limits, now, alone=(images, estimate_usd))
+            used = self._counter(budget.kind, caller, end_user, month)
+            if (refused := _over(budget.limits, used, images, estimate_usd)) is not None:
+                raise _refusal(budget.kind, refused, budget.limits, now)
+
     def settle_items(self, reservation: Reservation, *, images: int, cost_usd: Decimal | None) -> list[TransactItem]:
         """The updates (unconditional) that turn ``reservation`` into what was used: ``images`` produced, costing
         ``cost_usd`` (None: unpriced, so the estimate is given back). For the ledger's transaction, beside the usage
@@ -162,12 +179,7 @@ class BudgetGuard:
         now = self._clock()
         month = month_of(now)
         kind: Kind = "key" if end_user is None else "user"
-        try:
-            item = self._client.get_item(TableName=self._table, Key=self._key(kind, caller, end_user, month), ConsistentRead=True).get(
-                "Item", {}
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise QueueError("The usage table is unavailable; try again.") from exc
+        item = self._counter(kind, caller, end_user, month)
         limits = self._budgets.for_key(caller) if end_user is None else self._budgets.for_user(end_user)
         return MonthUsage(month=month, images=int(_read(item, "images")), usd=_read(item, "usd"), limits=limits, resets_at=month_end(now))
 
@@ -176,6 +188,15 @@ class BudgetGuard:
         if end_user:
             budgets.append(_Budget("user", self._budgets.for_user(end_user)))
         return [budget for budget in budgets if budget.limits.limited]
+
+    def _counter(self, kind: Kind, caller: str, end_user: str | None, month: str) -> Mapping[str, Any]:
+        """A budget counter's item as it is (empty when there is none); QueueError when the table fails."""
+        try:
+            answer = self._client.get_item(TableName=self._table, Key=self._key(kind, caller, end_user, month), ConsistentRead=True)
+        except (ClientError, BotoCoreError) as exc:
+            raise QueueError("The usage table is unavailable; try again.") from exc
+        item: Mapping[str, Any] = answer.get("Item", {})
+        return item
 
     def _key(self, kind: Kind, caller: str, end_user: str | None, month: str) -> dict[str, Any]:
         return {name: {"S": value} for name, value in budget_key(kind, caller, month, end_user).items()}
@@ -236,13 +257,21 @@ def _exceeded(limits: BudgetLimits, images: int, usd: Decimal | None) -> Literal
     return None
 
 
-def _full(limits: BudgetLimits, item: Mapping[str, Any], images: int, usd: Decimal | None) -> Literal["images", "usd"]:
-    """The limit a refused reservation hit, from the counter as it was (the cancellation's ALL_OLD item)."""
+def _over(limits: BudgetLimits, item: Mapping[str, Any], images: int, usd: Decimal | None) -> Literal["images", "usd"] | None:
+    """The limit a reservation of ``images`` and ``usd`` on the counter ``item`` would fail, if any: the conditions
+    of ``_reserve_item``, evaluated here."""
     if limits.images_per_month is not None and int(_read(item, "images")) + images > limits.images_per_month:
         return "images"
-    if limits.usd_per_month is not None and _read(item, "usd") + (usd or 0) >= limits.usd_per_month:
-        return "usd"
-    return "images" if limits.images_per_month is not None else "usd"
+    if limits.usd_per_month is not None:
+        spent = _read(item, "usd")
+        if (spent + usd > limits.usd_per_month) if usd is not None else (spent >= limits.usd_per_month):
+            return "usd"
+    return None
+
+
+def _full(limits: BudgetLimits, item: Mapping[str, Any], images: int, usd: Decimal | None) -> Literal["images", "usd"]:
+    """The limit a refused reservation hit, from the counter as it was (the cancellation's ALL_OLD item)."""
+    return _over(limits, item, images, usd) or ("images" if limits.images_per_month is not None else "usd")
 
 
 def _refusal(

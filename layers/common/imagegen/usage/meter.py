@@ -57,6 +57,12 @@ class Meter:
             )
         return Charge(plan=plan, caller=caller, record_id=record_id, reservation=reservation)
 
+    def admit(self, plan: GenerationPlan, *, caller: str) -> None:
+        """For a job queued now and run later (its worker reserves): the 429 a reservation would raise now, with
+        nothing reserved, so that a caller whose budget has no room is told so instead of getting a job that fails."""
+        if self.guard is not None:
+            self.guard.admit(caller=caller, end_user=plan.safety_identifier, images=plan.n, estimate_usd=self.prices.estimate(plan))
+
     def release(self, charge: Charge) -> None:
         """The generation failed: nothing was produced, so nothing is counted."""
         if self.guard is not None and charge.reservation is not None:
