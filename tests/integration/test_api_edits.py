@@ -491,3 +491,25 @@ def test_a_failed_input_write_keeps_no_input_and_writes_no_image(local_s3, s3, s
     assert s3_proxy.requests("POST", r"\?delete")  # DeleteObjects of what was written
     assert_nothing_written(s3, local_s3.bucket, event)
     s3_proxy.reset()
+
+
+# --- the provider failing after the inputs are written --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expect", "code"),
+    [("fail:moderation", 400, "moderation_blocked"), ("fail:500", 502, "provider_error")],
+    ids=["refused-by-the-provider", "provider-failing"],
+)
+def test_an_edit_the_provider_refuses_or_fails_keeps_none_of_its_inputs(
+    openai_env, local_s3, s3, lambda_context, monkeypatch, prompt: str, expect: int, code: str
+) -> None:
+    monkeypatch.setenv("PROVIDER_MAX_RETRIES", "0")
+    event = multipart_event(
+        [png_file("first.png", FIRST, field="image"), png_file("mask.png", MASK, field="mask")],
+        {"prompt": prompt, "model": "gpt-image-1-mini", "size": "1024x1024", "response_format": "url"},
+    )
+    status, body = invoke(event, lambda_context)
+    assert (status, body["error"]["code"]) == (expect, code), body
+    assert [request["path"] for request in openai_env.requests] == ["/v1/images/edits"]  # written first, then the call
+    assert_nothing_written(s3, local_s3.bucket, event)

@@ -263,3 +263,27 @@ def test_several_images_stream_their_partials_then_one_completed_event_each(func
     # The completed events leave only once both images are stored: after every partial.
     times = [piece.at for piece in answer.data()]
     assert max(times[:3]) <= min(times[3:])
+
+
+def test_a_streamed_edit_failing_after_its_first_partial_keeps_none_of_its_inputs(
+    streaming, openai_env, local_s3, s3, lambda_context, monkeypatch
+) -> None:
+    monkeypatch.setenv("PROVIDER_MAX_RETRIES", "0")
+    events: list[dict[str, Any]] = []
+    client = sdk_over_handler(lambda_context, edit=events.append)
+    received = []
+    stream = client.images.edit(
+        image=("in.png", INPUT_PNG, "image/png"),
+        prompt="fail:mid-stream",
+        model="gpt-image-1-mini",
+        size="1024x1024",
+        stream=True,
+        partial_images=2,
+    )
+    with pytest.raises(openai.APIError):
+        for event in stream:
+            received.append(event.type)
+
+    assert received == ["image_edit.partial_image"]
+    assert openai_env.requests  # the inputs were written, then the provider called
+    assert keys_of(s3, local_s3.bucket, events[0]["requestContext"]["requestId"]) == {"inputs/": [], "images/": []}

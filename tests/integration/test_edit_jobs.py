@@ -120,6 +120,21 @@ def test_an_async_edit_with_a_bad_input_is_a_400_at_once_and_queues_nothing(job_
     assert queued_messages(moto_server, job_resources) == 0
 
 
+def test_an_async_edit_the_queue_refuses_keeps_none_of_its_inputs(
+    job_resources, moto_server, local_s3, s3, lambda_context, monkeypatch
+) -> None:
+    # Given a queue that refuses the message (its URL names no queue)
+    monkeypatch.setenv("JOBS_QUEUE_URL", job_resources.queue_url + "-does-not-exist")
+    clear_caches()
+    event = async_edit_event({"prompt": "paint", "model": "local"}, {"image": png(64, 64, RED), "mask": left_half_mask(64, 64)})
+    # When the edit is submitted: a 502 (nothing queued), its job recorded as failed, and its inputs deleted again
+    status, body, _ = call_api(event, lambda_context)
+    assert (status, body["error"]["code"]) == (502, "queue_error"), body
+    (item,) = moto_server.client("dynamodb").scan(TableName=job_resources.table)["Items"]
+    assert item["status"]["S"] == "failed"
+    assert inputs_of(s3, local_s3.bucket, item["id"]["S"]) == {}
+
+
 def test_an_async_edit_refuses_an_idempotency_key_by_name(job_resources, moto_server, lambda_context) -> None:
     event = async_edit_event({"prompt": "x", "model": "local"}, {"image": png(64, 64, RED)}, **{"Idempotency-Key": f"k-{uuid.uuid4()}"})
     status, body, _ = call_api(event, lambda_context)

@@ -196,29 +196,18 @@ class JobService:
         assert plan.inputs is not None  # plan_inputs plans every input it read
         self.images.meter.admit(plan, caller=owner)  # before its inputs are stored
         now = self.clock()
-        keys = self.images.store_inputs(plan, request_id=job_id, deadline=deadline, now=now, sources=sources)
-        stored = stored_sources(keys, sources)
         seconds = seconds_of(now)
         job = _queued(job_id, plan, owner=owner, seconds=seconds)
-        fields = {
-            **options.model_dump(exclude_none=True, exclude={"images", "mask", "markup", "image"}),
-            "id": job_id,
-            "model": plan.model.id,
-        }
-        message: JobRequest
-        if isinstance(options, ImageEditOptions):
-            message = ImageEditJobRequest.model_validate(
-                {**fields, "operation": "edit", "images": list(stored.images), "mask": stored.mask, "markup": stored.markup}
-            )
-        else:
-            message = ImageVariationJobRequest.model_validate({**fields, "operation": "variation", "image": stored.images[0]})
-        if not self.table.create(job):
-            raise QueueError("A job with this request's id exists already; try again.")
-        try:
-            self.queue.send(message)
-        except QueueError as error:
-            self.table.save(_failed(job, error, seconds))
-            raise
+        # A job not recorded, or not queued, keeps none of its inputs
+        with self.images.stored_inputs(plan, request_id=job_id, deadline=deadline, now=now, sources=sources) as keys:
+            message = _inputs_message(options, stored_sources(keys, sources), job_id=job_id, model=plan.model.id)
+            if not self.table.create(job):
+                raise QueueError("A job with this request's id exists already; try again.")
+            try:
+                self.queue.send(message)
+            except QueueError as error:
+                self.table.save(_failed(job, error, seconds))
+                raise
         return job
 
     def _existing_submit(self, job: Job, *, now: dt.datetime) -> tuple[Job, bool]:
@@ -408,6 +397,18 @@ class JobService:
         if self.table is not None:
             self.table.save(done)
         return done
+
+
+def _inputs_message(
+    options: ImageEditOptions | ImageVariationOptions, stored: EditSources, *, job_id: str, model: str
+) -> ImageEditJobRequest | ImageVariationJobRequest:
+    """The queued message of an edit or a variation from the API: its options, with its inputs as stored keys."""
+    fields = {**options.model_dump(exclude_none=True, exclude={"images", "mask", "markup", "image"}), "id": job_id, "model": model}
+    if isinstance(options, ImageEditOptions):
+        return ImageEditJobRequest.model_validate(
+            {**fields, "operation": "edit", "images": list(stored.images), "mask": stored.mask, "markup": stored.markup}
+        )
+    return ImageVariationJobRequest.model_validate({**fields, "operation": "variation", "image": stored.images[0]})
 
 
 def _too_large(size: int, limit: int) -> PayloadTooLargeError:

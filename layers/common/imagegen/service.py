@@ -222,8 +222,10 @@ class ImageService:
         now = when or self.clock()
         plan = fitting(plan, deadline)
         self.log_start(plan)
-        with self.charged(plan, caller=caller, record_id=request_id) as charge:
-            input_keys = self.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
+        with (
+            self.charged(plan, caller=caller, record_id=request_id) as charge,
+            self.stored_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources) as input_keys,
+        ):
             plan, result = self._call_provider(plan, deadline)
             with self.paid_for(charge, plan, result):
                 generation = self.store_images(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
@@ -296,16 +298,24 @@ class ImageService:
             },
         )
 
-    def store_inputs(
+    @contextmanager
+    def stored_inputs(
         self, plan: GenerationPlan, *, request_id: str, deadline: Deadline, now: dt.datetime, sources: EditSources | None
-    ) -> tuple[str, ...]:
-        """An edit's or a variation's inputs stored under inputs/ (``sources`` says which are stored already): every
-        input's key, in order (images, mask, markup)."""
+    ) -> Iterator[tuple[str, ...]]:
+        """An edit's or a variation's inputs stored under inputs/ for what runs inside (``sources`` says which are
+        stored already), as every input's key in order (images, mask, markup). When what runs inside fails, the
+        inputs this call wrote are deleted again: nothing of a failed request stays in S3 (a job's next run, which
+        could read them, stores its own again; those stored before, by a job's submission or a producer, are kept)."""
         if plan.inputs is None or sources is None:
-            return ()
+            yield ()
+            return
         inputs, input_keys = input_objects(sources, plan.inputs, request_id, now)
         self.store.put_all(inputs, {"request-id": request_id, "model": plan.model.id}, deadline=deadline)
-        return input_keys
+        try:
+            yield input_keys
+        except BaseException:
+            self.store.delete([obj.key for obj in inputs])
+            raise
 
     def store_images(
         self,

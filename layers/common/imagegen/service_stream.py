@@ -51,8 +51,10 @@ def _events(
     now = service.clock()
     plan = fitting(plan, deadline)
     service.log_start(plan)
-    with service.charged(plan, caller=caller, record_id=request_id) as charge:
-        input_keys = service.store_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources)
+    with (
+        service.charged(plan, caller=caller, record_id=request_id) as charge,
+        service.stored_inputs(plan, request_id=request_id, deadline=deadline, now=now, sources=sources) as input_keys,
+    ):
         plan, result = yield from _partials(service, plan, deadline)
         with service.paid_for(charge, plan, result):
             generation = service.store_images(plan, result, request_id=request_id, deadline=deadline, now=now, input_keys=input_keys)
