@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import time
 
 import httpx
 import pytest
@@ -253,6 +254,28 @@ class TestUrlRules:
         with pytest.raises(InvalidRequestError) as excinfo:
             fetch("https://images.example.com/", policy=UrlPolicy(resolve=resolver({"images.example.com": []})))
         assert refusal(excinfo)[2] == "image_url_unreachable"
+
+    def test_a_resolver_that_hangs_is_cut_at_the_fetchs_budget(self) -> None:
+        # getaddrinfo has no timeout of its own: a name whose lookup hangs must still end the fetch in its budget
+        def hanging(host: str, port: int) -> list[str]:
+            time.sleep(3)
+            return ["93.184.216.34"]
+
+        recorder = Recorder()
+        started = time.monotonic()
+        with pytest.raises(InvalidRequestError) as excinfo:
+            fetch_image(
+                "https://slow-dns.example.com/a.png",
+                param=PARAM,
+                max_bytes=10,
+                deadline=Deadline.after(5),
+                policy=UrlPolicy(resolve=hanging, timeout_seconds=0.5),
+                client=recorder.client(),
+            )
+        message, param, code = refusal(excinfo)
+        assert time.monotonic() - started < 2
+        assert (param, code) == (PARAM, "image_url_timeout") and "slow-dns.example.com" in message
+        assert recorder.requests == []
 
     def test_no_time_left_is_the_deadlines_504(self) -> None:
         with pytest.raises(ProviderTimeoutError):

@@ -26,6 +26,8 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as LookupTimeout
 from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -184,7 +186,7 @@ def _resolve(host: str, port: int, *, shown: str, param: str, policy: UrlPolicy)
     except ValueError:
         pass
     try:
-        answers = policy.resolve(host, port)
+        answers = _lookup(host, port, shown=shown, param=param, policy=policy)
     except OSError:
         raise _refuse(f"the host of {shown} could not be resolved.", param=param, code="image_url_unreachable") from None
     if not answers:
@@ -194,6 +196,24 @@ def _resolve(host: str, port: int, *, shown: str, param: str, policy: UrlPolicy)
     except ValueError:
         # A resolver answer we cannot classify is not one we may connect to.
         raise _refuse(f"the host of {shown} resolves to something that is not an IP address.", param=param) from None
+
+
+# getaddrinfo takes no timeout (a resolver can take its own retries' worth, seconds), so lookups run here and the
+# fetch waits for one only as long as its budget allows. A lookup given up on finishes in its thread, unseen; a few
+# threads, so that hung resolvers cannot pile up threads: the lookups behind them queue and time out alike.
+_LOOKUPS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="imagegen-image-url-lookup")
+
+
+def _lookup(host: str, port: int, *, shown: str, param: str, policy: UrlPolicy) -> list[str]:
+    """``policy.resolve``'s answer, within what is left of the fetch's budget (all of it outside a fetch)."""
+    end = _FETCH_END.get()
+    if end is None:
+        return policy.resolve(host, port)
+    lookup = _LOOKUPS.submit(policy.resolve, host, port)
+    try:
+        return lookup.result(timeout=max(0.0, end - time.monotonic()))
+    except LookupTimeout:
+        raise _refuse(f"the host of {shown} was not resolved in time.", param=param, code="image_url_timeout") from None
 
 
 def decode_data_url(url: str, *, param: str, max_bytes: int) -> FetchedImage:
