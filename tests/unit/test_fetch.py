@@ -264,14 +264,7 @@ class TestUrlRules:
         recorder = Recorder()
         started = time.monotonic()
         with pytest.raises(InvalidRequestError) as excinfo:
-            fetch_image(
-                "https://slow-dns.example.com/a.png",
-                param=PARAM,
-                max_bytes=10,
-                deadline=Deadline.after(5),
-                policy=UrlPolicy(resolve=hanging, timeout_seconds=0.5),
-                client=recorder.client(),
-            )
+            fetch("https://slow-dns.example.com/a.png", policy=UrlPolicy(resolve=hanging, timeout_seconds=0.5), recorder=recorder)
         message, param, code = refusal(excinfo)
         assert time.monotonic() - started < 2
         assert (param, code) == (PARAM, "image_url_timeout") and "slow-dns.example.com" in message
