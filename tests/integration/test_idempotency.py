@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from functions.api import app
+from imagegen.http import SERVED_BY_HEADER
 from tests.conftest import load_event
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,18 @@ def test_a_retry_gets_the_same_images_without_a_second_generation(env, lambda_co
     assert first[1]["created"] == again[1]["created"]
     assert provider_calls(env, prompt) == 1
     assert httpx.get(again[1]["data"][1]["url"], timeout=10).status_code == 200
+
+
+def test_a_replay_of_a_route_names_the_member_that_made_the_images(env, lambda_context, monkeypatch) -> None:
+    registry = {"models": ["local", "gpt-image-1-mini", {"id": "fast", "route": ["gpt-image-1-mini", "local"]}], "default_model": "local"}
+    monkeypatch.setenv("MODEL_REGISTRY", json.dumps(registry))
+    key = str(uuid.uuid4())
+    # The route's first model fails (the fake OpenAI's 500), local makes the images; the retry is answered from the
+    # record, naming local all the same
+    answers = [call(lambda_context, key, prompt="fail:500", model="fast") for _ in range(2)]
+    assert [(status, headers["Idempotent-Replayed"]) for status, _, headers in answers] == [(200, "false"), (200, "true")]
+    assert [headers.get(SERVED_BY_HEADER) for _, _, headers in answers] == ["local", "local"]
+    assert provider_calls(env, "fail:500") == 1
 
 
 def test_both_spellings_of_the_same_body_are_the_same_request(env, lambda_context) -> None:

@@ -23,6 +23,7 @@ from functions.api import app
 from imagegen.auth import key_fingerprint
 from imagegen.deadline import Deadline
 from imagegen.errors import InsufficientQuotaError
+from imagegen.http import SERVED_BY_HEADER
 from imagegen.options import ImageGenerationRequest
 from imagegen.service import get_service
 from tests.conftest import load_event
@@ -194,6 +195,23 @@ def test_a_cache_hit_of_an_auto_size_is_recorded_at_the_size_produced(
     by_cached = {record["cached"]["BOOL"]: record["size"]["S"] for record in records(moto_server, usage_table)}
     assert by_cached[False] != "auto"  # billed at what the provider drew
     assert by_cached[True] == by_cached[False]
+
+
+def test_a_cache_hit_of_a_route_names_and_records_the_member_that_made_the_images(
+    openai_env, usage_table, moto_server, lambda_context, monkeypatch
+) -> None:
+    # A route whose first model fails (the fake OpenAI's 500): the second, local, makes the images
+    registry = {"models": ["local", MINI, {"id": "fast", "route": [MINI, "local"]}], "default_model": "local"}
+    monkeypatch.setenv("MODEL_REGISTRY", json.dumps(registry))
+    monkeypatch.setenv("PROVIDER_MAX_RETRIES", "0")
+    monkeypatch.setenv("CACHE_TTL_SECONDS", "60")
+    answers = [generate(lambda_context, prompt="fail:500", model="fast") for _ in range(2)]
+    assert [status for status, _, _ in answers] == [200, 200]
+    assert len(openai_env.requests) == 1  # the hit called no provider
+    # Both answers name the model that made the images, and both records are that model's
+    assert [headers.get(SERVED_BY_HEADER) for _, _, headers in answers] == ["local", "local"]
+    made = {record["cached"]["BOOL"]: (record["model"]["S"], record["provider"]["S"]) for record in records(moto_server, usage_table)}
+    assert made == {False: ("local", "local"), True: ("local", "local")}
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ class StoredGeneration(Model):
     response_format: ResponseFormat
     images: list[StoredImage]
     usage: Usage | None = None
+    model: str | None = None  # the model that made them (a route's member); None in records written before it was kept
     replayed: bool = False
 
 
@@ -77,7 +78,7 @@ class IdempotentGenerator:
             logger.warning("idempotency record not saved; answering the generation anyway", extra={"error": str(exc)})
             stored = StoredGeneration.model_validate(produced[0])
         answer = self.images.answer(stored.images, response_format=stored.response_format, created=stored.created, usage=stored.usage)
-        return answer, stored.replayed
+        return (answer if stored.model is None else answer.serving(stored.model)), stored.replayed
 
 
 def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
@@ -135,6 +136,7 @@ def get_idempotent_generator() -> IdempotentGenerator | None:
             response_format=generation.plan.response_format,
             images=list(generation.images),
             usage=generation.usage,
+            model=generation.plan.model.id,
         )
         produced.append(stored.model_dump(mode="json"))
         return produced[-1]

@@ -119,11 +119,22 @@ class ImageService:
         digest = cache_digest(plan, caller=caller)
         if (hit := self.cache.get(digest)) is not None:
             at = int(self.clock().timestamp())
-            self.meter.record_cached(plan, caller=caller, record_id=request_id, images=len(hit.images), size=hit.size or plan.size, at=at)
-            return self.answer(hit.images, response_format=plan.response_format, created=hit.created, max_response_bytes=max_response_bytes)
+            maker = next((candidate for candidate in plan.candidates if candidate.model.id == hit.model), plan)
+            size = hit.size or plan.size
+            self.meter.record_cached(maker, caller=caller, record_id=request_id, images=len(hit.images), size=size, at=at)
+            limit = max_response_bytes
+            answer = self.answer(hit.images, response_format=plan.response_format, created=hit.created, max_response_bytes=limit)
+            return answer.serving(maker.model.id)
         generation = self.run(plan, request_id=request_id, deadline=deadline, caller=caller)
-        size = produced_size(generation.plan, [obj.data for obj in generation.objects])
-        self.cache.put(digest, CachedImages(created=generation.created, images=generation.images, usage=generation.usage, size=size))
+        made = generation.plan
+        entry = CachedImages(
+            created=generation.created,
+            images=generation.images,
+            usage=generation.usage,
+            size=produced_size(made, [obj.data for obj in generation.objects]),
+            model=made.model.id,
+        )
+        self.cache.put(digest, entry)
         return self.respond(generation, max_response_bytes=max_response_bytes)
 
     def from_inputs(

@@ -38,13 +38,15 @@ def cache_digest(plan: GenerationPlan, *, caller: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CachedImages:
-    """A stored generation the cache can answer again: its images (keys in S3), when they were made, and their size as
-    produced (an ``auto`` request's hit is recorded at the size it was billed at, not as ``auto``)."""
+    """A stored generation the cache can answer again: its images (keys in S3), when they were made, their size as
+    produced (an ``auto`` request's hit is recorded at the size it was billed at, not as ``auto``) and the model that
+    made them (a hit of a route is recorded and answered as that member)."""
 
     created: int
     images: tuple[StoredImage, ...]
     usage: Usage | None
     size: str | None = None  # None: an entry written before sizes were kept
+    model: str | None = None  # the model that made them (a route's member); None: an entry written before models were kept
 
 
 class AnswerCache:
@@ -75,7 +77,7 @@ class AnswerCache:
         entry: dict[str, Any] = json.loads(item["doc"]["S"])
         usage = Usage.model_validate(entry["usage"]) if entry.get("usage") else None
         images = tuple(StoredImage.model_validate(image) for image in entry["images"])
-        return CachedImages(created=int(entry["created"]), images=images, usage=usage, size=entry.get("size"))
+        return CachedImages(created=int(entry["created"]), images=images, usage=usage, size=entry.get("size"), model=entry.get("model"))
 
     def put(self, digest: str, entry: CachedImages) -> None:
         """Remember ``entry`` for the TTL from its creation. Best effort: a failure is logged."""
@@ -85,6 +87,7 @@ class AnswerCache:
             "images": [image.model_dump(mode="json", exclude={"revised_prompt"}) for image in entry.images],
             "usage": entry.usage.model_dump(mode="json") if entry.usage else None,
             "size": entry.size,
+            "model": entry.model,
         }
         item = {
             **self._key(digest),
