@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -112,9 +112,7 @@ class BudgetGuard:
             return None
         now = self._clock()
         month = month_of(now)
-        for budget in budgets:  # more than the whole limit: refused here, as a fresh counter passes attribute_not_exists
-            if (refused := _exceeded(budget.limits, images, estimate_usd)) is not None:
-                raise _refusal(budget.kind, refused, budget.limits, now, alone=(images, estimate_usd))
+        _refuse_alone(budgets, images, estimate_usd, now)  # a fresh counter passes attribute_not_exists: refused here
         expires = {"N": str(int((now + dt.timedelta(days=BUDGET_TTL_DAYS)).timestamp()))}
         items = [self._reserve_item(budget, caller, end_user, month, images, estimate_usd, expires) for budget in budgets]
         for attempt in range(CONFLICT_ATTEMPTS):
@@ -146,9 +144,8 @@ class BudgetGuard:
             return
         now = self._clock()
         month = month_of(now)
+        _refuse_alone(budgets, images, estimate_usd, now)
         for budget in budgets:
-            if (refused := _exceeded(budget.limits, images, estimate_usd)) is not None:
-                raise _refusal(budget.kind, refused, budget.limits, now, alone=(images, estimate_usd))
             used = self._counter(budget.kind, caller, end_user, month)
             if (refused := _over(budget.limits, used, images, estimate_usd)) is not None:
                 raise _refusal(budget.kind, refused, budget.limits, now)
@@ -246,6 +243,13 @@ class BudgetGuard:
             }
             for kind in reservation.kinds
         ]
+
+
+def _refuse_alone(budgets: Sequence[_Budget], images: int, usd: Decimal | None, now: dt.datetime) -> None:
+    """The 429 for a request that by itself is over one of ``budgets``' whole limits (no reset can help it)."""
+    for budget in budgets:
+        if (refused := _exceeded(budget.limits, images, usd)) is not None:
+            raise _refusal(budget.kind, refused, budget.limits, now, alone=(images, usd))
 
 
 def _exceeded(limits: BudgetLimits, images: int, usd: Decimal | None) -> Literal["images", "usd"] | None:
