@@ -205,13 +205,11 @@ _LOOKUPS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="imagegen-image-
 
 
 def _lookup(host: str, port: int, *, shown: str, param: str, policy: UrlPolicy) -> list[str]:
-    """``policy.resolve``'s answer, within what is left of the fetch's budget (all of it outside a fetch)."""
+    """``policy.resolve``'s answer, within what is left of the fetch's budget."""
     end = _FETCH_END.get()
-    if end is None:
-        return policy.resolve(host, port)
     lookup = _LOOKUPS.submit(policy.resolve, host, port)
     try:
-        return lookup.result(timeout=max(0.0, end - time.monotonic()))
+        return lookup.result(timeout=None if end is None else max(0.0, end - time.monotonic()))
     except LookupTimeout:
         raise _refuse(f"the host of {shown} was not resolved in time.", param=param, code="image_url_timeout") from None
 
