@@ -122,8 +122,9 @@ class ImageService:
             maker = next((candidate for candidate in plan.candidates if candidate.model.id == hit.model), plan)
             size = hit.size or plan.size
             self.meter.record_cached(maker, caller=caller, record_id=request_id, images=len(hit.images), size=size, at=at)
-            limit = max_response_bytes
-            answer = self.answer(hit.images, response_format=plan.response_format, created=hit.created, max_response_bytes=limit)
+            answer = self.answer(
+                hit.images, response_format=plan.response_format, created=hit.created, max_response_bytes=max_response_bytes
+            )
             return answer.serving(maker.model.id)
         generation = self.run(plan, request_id=request_id, deadline=deadline, caller=caller)
         made = generation.plan
